@@ -1,0 +1,58 @@
+"""Data staging: one Store API over interchangeable backends chosen by URL.
+
+    local://NAME or local:///dev/shm/dir   node-local shared memory, no server (the default)
+    file:///path/to/dir                     a shared or parallel filesystem directory
+    redis://host:port[,host:port...]        one or several redis-server shards
+
+`open_store(url)` opens one; `store()` opens the one named by $SIMAI_STORE, which is how a
+process launched by a workflow finds its run's store.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from simai.store.base import MAX_KEY_BYTES, Store, check_key
+from simai.store.codec import CorruptValueError
+
+ENV_URL = "SIMAI_STORE"
+ENV_PASSWORD = "SIMAI_STORE_PASSWORD"
+DEFAULT_URL = "local://default"
+
+__all__ = [
+    "MAX_KEY_BYTES",
+    "CorruptValueError",
+    "Store",
+    "check_key",
+    "open_store",
+    "store",
+]
+
+
+def open_store(url: str = DEFAULT_URL, **options: Any) -> Store:
+    """Open the store at `url`; options go to the backend (e.g. allow_pickle=True)."""
+    if not isinstance(url, str) or "://" not in url:
+        raise ValueError(
+            f"store URL {url!r} is not of the form scheme://...; "
+            "use local://NAME, file:///path or redis://host:port"
+        )
+    scheme = url.split("://", 1)[0].lower()
+    if scheme == "local":
+        from simai.store.local import LocalStore
+
+        return LocalStore(url, **options)
+    if scheme == "file":
+        from simai.store.file import FileStore
+
+        return FileStore(url, **options)
+    if scheme in ("redis", "rediss"):
+        from simai.store.redis import RedisStore
+
+        return RedisStore(url, **options)
+    raise ValueError(f"unknown store scheme {scheme!r} in {url!r}: use local, file or redis")
+
+
+def store(url: str | None = None, **options: Any) -> Store:
+    """The store of this process's run: `url`, else $SIMAI_STORE, else the node-local default."""
+    return open_store(url or os.environ.get(ENV_URL) or DEFAULT_URL, **options)
