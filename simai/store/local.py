@@ -105,9 +105,10 @@ class LocalStore(DirectoryStore):
 
     def _stage(self, header: bytes, payload: memoryview) -> tuple[str, int]:
         total = len(header) + payload.nbytes
-        if total < RECYCLE_MIN:
+        claimed = self._claim(total) if total >= RECYCLE_MIN else None
+        if claimed is None:  # fresh pages: write(2) fills them faster than a new mapping
             return super()._stage(header, payload)
-        tmp, fd = self._claim(total)
+        tmp, fd = claimed
         try:
             st = os.fstat(fd)
             if st.st_size != total:
@@ -124,8 +125,8 @@ class LocalStore(DirectoryStore):
             raise
         return tmp, fd
 
-    def _claim(self, total: int) -> tuple[str, int]:
-        """A block for `total` bytes, locked exclusively: from the pool if one is free."""
+    def _claim(self, total: int) -> tuple[str, int] | None:
+        """A pooled block, renamed to a private name and locked exclusively, or None."""
         tmp = f"{self._tmp}/{os.getpid()}-{next(self._counter)}"
         for refreshed in (False, True):
             if refreshed:
@@ -148,9 +149,7 @@ class LocalStore(DirectoryStore):
                 except BlockingIOError:  # a reader still holds it: let it go
                     os.close(fd)
                     os.unlink(tmp)
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        return tmp, fd
+        return None
 
     def _replace(self, tmp: str, path: str) -> None:
         retired = None
