@@ -5,8 +5,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from _slurm import slurm_cluster_fixture  # noqa: F401 - until tests/conftest.py imports it
-
 ALLREDUCE = """\
 from mpi4py import MPI
 

@@ -45,12 +45,7 @@ def store_url(request, tmp_path):
     elif kind == "file":
         yield f"file://{tmp_path}/{name}"
     else:
-        base = request.getfixturevalue("redis_store_url")
-        store = simai.open_store(base)
-        for key in store.keys():
-            store.delete(key)
-        store.close()
-        yield base
+        yield request.getfixturevalue("redis_store_url")
 
 
 @pytest.fixture

@@ -1,0 +1,584 @@
+"""The `redis://` store: one or several redis-server shards with client-side key hashing.
+
+    redis://host:port[,host:port,...]
+
+Each key, and each stream as a whole, lives on shard `crc32(name) % number_of_shards`.
+The password comes from the `password=` option, else $SIMAI_STORE_PASSWORD, else the URL
+(`redis://:pw@host:port`, accepted but discouraged: URLs end up in logs and `ps`).
+
+Layout inside Redis (NAMESPACE defaults to "simai"; user keys cannot contain NUL):
+
+    NS:v:KEY              the entry (header + payload), or a chunk pointer when it is large
+    NS:p:KEY              copy of the current chunk pointer, so an overwrite finds old chunks
+    NS:c:KEY\\0VER:I       chunk I of version VER of a large value
+    NS:n:KEY              pub/sub channel announcing each put of KEY (for `wait`)
+    NS:s:NAME             a stream: a Redis list of entries (or chunk pointers)
+    NS:d:NAME\\0VER:I      chunk I of a large stream entry
+    NS:e:NAME             the stream's length when it was closed (later appends are refused)
+    NS:m:NAME             pub/sub channel announcing each append to / close of NAME
+
+A large value is written as chunks under a fresh version, then the small pointer is swapped
+in atomically with its copy in NS:p:KEY (MULTI/EXEC), then the old version's chunks are
+deleted; a reader that finds a chunk gone retries from the pointer, so it never sees half a
+value. Whoever takes the pointer out of NS:p:KEY (an overwrite, a delete, or a small put that
+replaced a chunked value) deletes its chunks, so none are left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import struct
+import threading
+import time
+import warnings
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, TypeVar
+
+import numpy as np
+
+from simai.store import codec
+from simai.store.base import Store, StreamEnded, check_key
+from simai.store.resp import AuthenticationError, Connection, ReplyError
+
+__all__ = ["AuthenticationError", "RedisStore", "ReplyError", "parse_url"]
+
+DEFAULT_PORT = 6379
+DEFAULT_CHUNK = 256 * 1024 * 1024
+MAX_BULK = 512 * 1024 * 1024
+PTR_MAGIC = b"SMCH"
+_PTR = struct.Struct("<4sQQ16s")
+_RETRIES = 100
+
+T = TypeVar("T")
+
+
+def _alloc(n: int) -> memoryview:
+    return memoryview(np.empty(n, dtype=np.uint8))
+
+
+def parse_url(url: str) -> tuple[list[tuple[str, int]], str | None, str | None]:
+    """Split a redis:// URL into ([(host, port), ...], username, password)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in ("redis", "rediss"):
+        raise ValueError(f"not a redis:// URL: {_redact(url)!r}")
+    if scheme.lower() == "rediss":
+        raise ValueError("rediss:// (TLS) is not supported yet; use redis:// on a trusted network")
+    netloc, _, path = rest.partition("/")
+    if path.strip("/") or "?" in netloc or "#" in netloc:
+        raise ValueError(
+            f"redis store URL {_redact(url)!r} has a path or query; the form is "
+            "redis://host:port[,host:port,...]"
+        )
+    username = password = None
+    if "@" in netloc:
+        userinfo, netloc = netloc.rsplit("@", 1)
+        user, has_pw, pw = userinfo.partition(":")
+        username = user or None
+        password = pw if has_pw else None
+    addrs: list[tuple[str, int]] = []
+    for part in netloc.split(","):
+        part = part.strip()
+        if not part:
+            raise ValueError(f"redis store URL {_redact(url)!r} has an empty host")
+        if part.startswith("["):
+            host, _, tail = part[1:].partition("]")
+            port_s = tail[1:] if tail.startswith(":") else ""
+        else:
+            host, _, port_s = part.partition(":")
+        try:
+            port = int(port_s) if port_s else DEFAULT_PORT
+        except ValueError:
+            raise ValueError(f"bad port {port_s!r} in redis store URL {_redact(url)!r}") from None
+        if not host or not 0 < port < 65536:
+            raise ValueError(f"bad host:port {part!r} in redis store URL {_redact(url)!r}")
+        addrs.append((host, port))
+    return addrs, username, password
+
+
+def _redact(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user = userinfo.partition(":")[0]
+        netloc = f"{user}:***@{host}" if ":" in userinfo else f"{user}@{host}"
+    return f"{scheme}{sep}{netloc}{slash}{path}"
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _glob_escape(s: bytes) -> bytes:
+    for c in (b"\\", b"*", b"?", b"[", b"]"):
+        s = s.replace(c, b"\\" + c)
+    return s
+
+
+def _chunks(header: bytes, payload: memoryview, size: int) -> Iterator[tuple[memoryview, ...]]:
+    """The entry header+payload cut into `size`-byte pieces, each a tuple of views (no copy)."""
+    parts = [memoryview(header), payload]
+    total = len(header) + payload.nbytes
+    start = 0
+    while start < total:
+        end = min(start + size, total)
+        piece: list[memoryview] = []
+        off = 0
+        for p in parts:
+            lo, hi = max(start, off), min(end, off + p.nbytes)
+            if lo < hi:
+                piece.append(p[lo - off : hi - off])
+            off += p.nbytes
+        yield tuple(piece)
+        start = end
+
+
+class RedisStore(Store):
+    """Store on redis-server shards; see the module docstring for the layout.
+
+    `chunk_size` caps the bytes sent in one Redis value (Redis's limit is 512 MB); larger
+    entries are split. `timeout` bounds each socket operation, so a hung server raises
+    ConnectionError instead of blocking forever; `wait` and `stream` use their own timeouts.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        password: str | None = None,
+        username: str | None = None,
+        *,
+        chunk_size: int = DEFAULT_CHUNK,
+        timeout: float | None = 30.0,
+        connect_timeout: float = 5.0,
+        namespace: str = "simai",
+        allow_pickle: bool = False,
+    ) -> None:
+        super().__init__(allow_pickle=allow_pickle)
+        addrs, url_user, url_password = parse_url(url)
+        if not isinstance(chunk_size, int) or not 0 < chunk_size <= MAX_BULK:
+            raise ValueError(f"chunk_size must be an int in 1..{MAX_BULK}, not {chunk_size!r}")
+        if not namespace or not isinstance(namespace, str) or "\0" in namespace:
+            raise ValueError(f"namespace must be a non-empty str without NUL, not {namespace!r}")
+        if url_password is not None:
+            warnings.warn(
+                "a password inside the redis:// URL is visible wherever the URL is shown; "
+                "pass password= or set SIMAI_STORE_PASSWORD instead",
+                UserWarning,
+                stacklevel=3,
+            )
+        from simai.store import ENV_PASSWORD
+
+        self._password = password or os.environ.get(ENV_PASSWORD) or url_password
+        self._username = username or url_user
+        self._addrs = addrs
+        user = f"{self._username}@" if self._username else ""
+        self.url = "redis://" + user + ",".join(_address(h, p) for h, p in addrs)
+        self.chunk_size = chunk_size
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self._ns = namespace.encode() + b":"
+        self._reset()
+        try:
+            for i in range(len(addrs)):
+                with self._shard(i):
+                    pass
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def shards(self) -> int:
+        return len(self._addrs)
+
+    def shard_of(self, name: str) -> int:
+        """Index of the shard that holds key (or stream) `name`."""
+        return zlib.crc32(name.encode()) % len(self._addrs)
+
+    # --- connections ---------------------------------------------------------------------
+
+    def _reset(self) -> None:
+        n = len(self._addrs)
+        self._pid = os.getpid()
+        self._conns: list[Connection | None] = [None] * n
+        self._locks = [threading.Lock() for _ in range(n)]
+        self._subs: list[list[Connection]] = [[] for _ in range(n)]
+        self._subs_lock = threading.Lock()
+
+    def _connect(self, i: int, timeout: float | None) -> Connection:
+        host, port = self._addrs[i]
+        try:
+            return Connection(
+                host,
+                port,
+                self._password,
+                self._username,
+                name=f"redis://{_address(host, port)}",
+                timeout=timeout,
+                connect_timeout=self.connect_timeout,
+            )
+        except AuthenticationError as e:
+            hint = "" if self._password else " (no password given: set SIMAI_STORE_PASSWORD)"
+            raise AuthenticationError(f"{self._where(i)}: {e}{hint}") from None
+        except ConnectionError as e:
+            raise ConnectionError(f"{self._where(i)}: {e}") from None
+
+    def _where(self, i: int) -> str:
+        if len(self._addrs) == 1:
+            return f"redis store {self.url}"
+        return f"redis store {self.url} (shard {_address(*self._addrs[i])})"
+
+    def _shard(self, i: int) -> _ShardUse:
+        """`with self._shard(i) as conn:` holds shard i's connection (connecting if needed)."""
+        if os.getpid() != self._pid:
+            self._reset()
+        return _ShardUse(self, i)
+
+    @contextlib.contextmanager
+    def _subscriber(self, i: int) -> Iterator[Connection]:
+        with self._subs_lock:
+            pool = self._subs[i]
+            sub = pool.pop() if pool else None
+        if sub is None or sub.closed:
+            sub = self._connect(i, self.timeout)
+        try:
+            yield sub
+        finally:
+            if not sub.closed:
+                with self._subs_lock:
+                    self._subs[i].append(sub)
+
+    def _notified(
+        self, i: int, channel: bytes, check: Callable[[], T | None], deadline: float | None
+    ) -> T | None:
+        """Return check()'s first non-None result, re-checking after each message on `channel`.
+
+        Subscribing before the re-check closes the race with a put that lands in between.
+        """
+        result = check()
+        if result is not None:
+            return result
+        with self._subscriber(i) as sub:
+            try:
+                sub.send([("SUBSCRIBE", channel)])
+                sub.read_reply()
+                while True:
+                    result = check()
+                    if result is not None:
+                        return result
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return None
+                    try:
+                        sub.read_reply(timeout=remaining)
+                    except TimeoutError:
+                        return check()
+            except ConnectionError as e:
+                if isinstance(e, AuthenticationError) or str(e).startswith("redis store"):
+                    raise
+                raise ConnectionError(f"{self._where(i)}: {e}") from None
+            finally:
+                if not sub.closed:
+                    try:
+                        sub.send([("UNSUBSCRIBE", channel)])
+                        while True:
+                            msg = sub.read_reply()
+                            if isinstance(msg, list) and msg and msg[0] == b"unsubscribe":
+                                break
+                    except OSError:
+                        sub.close()
+
+    def close(self) -> None:
+        for i, conn in enumerate(self._conns):
+            if conn is not None:
+                conn.close()
+            self._conns[i] = None
+        with self._subs_lock:
+            for pool in self._subs:
+                for sub in pool:
+                    sub.close()
+                pool.clear()
+
+    # --- values --------------------------------------------------------------------------
+
+    def _k(self, kind: bytes, name: str) -> bytes:
+        return self._ns + kind + b":" + name.encode()
+
+    def _write(self, key: str, header: bytes, payload: memoryview) -> None:
+        kb = key.encode()
+        ns = self._ns
+        vkey, pkey, channel = ns + b"v:" + kb, ns + b"p:" + kb, ns + b"n:" + kb
+        total = len(header) + payload.nbytes
+        with self._shard(zlib.crc32(kb) % len(self._addrs)) as conn:
+            if total <= self.chunk_size:
+                cmds = [("SET", vkey, (header, payload)), ("EXISTS", pkey), ("PUBLISH", channel, 1)]
+                if conn.pipeline(cmds)[1]:
+                    old = conn.command("EVAL", _COLLECT_SCRIPT, 2, vkey, pkey)
+                    self._drop_chunks(conn, key, old)
+                return
+            ptr, ckeys = self._pointer(b"c", key, total)
+            chunks = _chunks(header, payload, self.chunk_size)
+            cmds = [("SET", k, c) for k, c in zip(ckeys, chunks, strict=True)]
+            cmds += [
+                ("MULTI",),
+                ("SET", vkey, ptr),
+                ("SET", pkey, ptr, "GET"),
+                ("PUBLISH", channel, 1),
+                ("EXEC",),
+            ]
+            replies = conn.pipeline(cmds, raise_on_error=False)
+            errors = [r for r in replies if isinstance(r, ReplyError)]
+            done = replies[-1]
+            if errors or not isinstance(done, list):
+                conn.command("DEL", *ckeys)
+                raise errors[0] if errors else ReplyError(f"transaction failed: {done!r}")
+            self._drop_chunks(conn, key, done[1])
+
+    def put_many(self, items: Mapping[str, Any]) -> None:
+        """Store several values, pipelined: one round trip per shard for all but huge values.
+
+        Every key and value is checked and encoded before anything is written.
+        """
+        encoded = []
+        for key, value in items.items():
+            check_key(key)
+            encoded.append((key, *codec.encode(value, self.allow_pickle)))
+        groups: dict[int, list[tuple[str, bytes, bytes, bytes, memoryview]]] = {}
+        for key, header, payload in encoded:
+            if len(header) + payload.nbytes > self.chunk_size:
+                self._write(key, header, payload)
+            else:
+                groups.setdefault(self.shard_of(key), []).append(
+                    (key, self._k(b"v", key), self._k(b"p", key), header, payload)
+                )
+        for i, group in groups.items():
+            with self._shard(i) as conn:
+                cmds: list[tuple[Any, ...]] = []
+                for key, vkey, pkey, header, payload in group:
+                    cmds += [
+                        ("SET", vkey, (header, payload)),
+                        ("EXISTS", pkey),
+                        ("PUBLISH", self._k(b"n", key), 1),
+                    ]
+                replies = conn.pipeline(cmds)
+                for j, (key, vkey, pkey, _, _) in enumerate(group):
+                    if replies[3 * j + 1]:
+                        old = conn.command("EVAL", _COLLECT_SCRIPT, 2, vkey, pkey)
+                        self._drop_chunks(conn, key, old)
+
+    def get_many(self, keys: Iterable[str], view: bool = False) -> list[Any]:
+        """Values of several keys, pipelined: one round trip per shard (KeyError if one is
+        missing)."""
+        keys = [check_key(k) for k in keys]
+        bufs: list[Any] = [None] * len(keys)
+        groups: dict[int, list[int]] = {}
+        for n, key in enumerate(keys):
+            groups.setdefault(self.shard_of(key), []).append(n)
+        for i, idxs in groups.items():
+            with self._shard(i) as conn:
+                cmds = [("GET", self._k(b"v", keys[n])) for n in idxs]
+                for n, buf in zip(idxs, conn.pipeline(cmds, alloc=_alloc), strict=True):
+                    bufs[n] = buf
+        for n, buf in enumerate(bufs):
+            if buf is None:
+                raise KeyError(keys[n])
+            if _is_pointer(buf):
+                bufs[n] = self._read(keys[n], view)
+        return [codec.decode(b, writable=not view, allow_pickle=self.allow_pickle) for b in bufs]
+
+    def _pointer(self, kind: bytes, name: str, total: int) -> tuple[bytes, list[bytes]]:
+        ver = secrets.token_hex(8).encode()
+        ptr = _PTR.pack(PTR_MAGIC, total, self.chunk_size, ver)
+        return ptr, self._chunk_keys(kind, name, ptr)
+
+    def _chunk_keys(self, kind: bytes, name: str, ptr: Any) -> list[bytes]:
+        _, total, size, ver = _PTR.unpack(bytes(ptr))
+        base = self._k(kind, name) + b"\0" + ver + b":"
+        return [base + b"%d" % j for j in range(-(-total // size))]
+
+    def _drop_chunks(self, conn: Connection, key: str, old: Any) -> None:
+        """Delete the chunks of a value version that was just replaced or deleted."""
+        if _is_pointer(old):
+            conn.command("DEL", *self._chunk_keys(b"c", key, old))
+
+    def _read(self, key: str, view: bool) -> Any:
+        i = self.shard_of(key)
+        vkey = self._k(b"v", key)
+        with self._shard(i) as conn:
+            for _ in range(_RETRIES):
+                buf = conn.command("GET", vkey, alloc=_alloc)
+                if buf is None:
+                    raise KeyError(key)
+                if not _is_pointer(buf):
+                    return buf
+                out = self._gather(conn, b"c", key, buf)
+                if out is not None:
+                    return out
+        raise ConnectionError(
+            f"{self._where(i)}: key {key!r} kept changing while being read ({_RETRIES} tries)"
+        )
+
+    def _gather(self, conn: Connection, kind: bytes, name: str, ptr: Any) -> memoryview | None:
+        """Read the chunks `ptr` points to into one buffer; None if some are gone."""
+        _, total, size, _ = _PTR.unpack(bytes(ptr))
+        out = _alloc(total)
+        keys = self._chunk_keys(kind, name, ptr)
+        into = [out[j * size : (j + 1) * size] for j in range(len(keys))]
+        replies = conn.pipeline([("GET", k) for k in keys], into=into)
+        if any(r is None for r in replies):
+            return None
+        return out
+
+    def _exists(self, key: str) -> bool:
+        with self._shard(self.shard_of(key)) as conn:
+            return conn.command("EXISTS", self._k(b"v", key)) == 1
+
+    def _delete(self, key: str) -> bool:
+        with self._shard(self.shard_of(key)) as conn:
+            cmds = [("MULTI",), ("DEL", self._k(b"v", key)), ("GETDEL", self._k(b"p", key))]
+            done = conn.pipeline([*cmds, ("EXEC",)])[-1]
+            self._drop_chunks(conn, key, done[1])
+            return done[0] == 1
+
+    def _keys(self, prefix: str) -> list[str]:
+        head = self._ns + b"v:"
+        pattern = head + _glob_escape(prefix.encode()) + b"*"
+        out: list[str] = []
+        for i in range(len(self._addrs)):
+            with self._shard(i) as conn:
+                cursor = b"0"
+                while True:
+                    cursor, found = conn.command("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
+                    out.extend(k[len(head) :].decode() for k in found)
+                    if cursor == b"0":
+                        break
+        return out
+
+    def _wait(self, key: str, deadline: float | None) -> bool:
+        def check() -> bool | None:
+            return True if self._exists(key) else None
+
+        i = self.shard_of(key)
+        return bool(self._notified(i, self._k(b"n", key), check, deadline))
+
+    # --- streams -------------------------------------------------------------------------
+
+    def _append(self, stream: str, header: bytes, payload: memoryview) -> int:
+        skey, ekey = self._k(b"s", stream), self._k(b"e", stream)
+        total = len(header) + payload.nbytes
+        ckeys: list[bytes] = []
+        with self._shard(self.shard_of(stream)) as conn:
+            if total <= self.chunk_size:
+                value: Any = (header, payload)
+            else:
+                value, ckeys = self._pointer(b"d", stream, total)
+                chunks = _chunks(header, payload, self.chunk_size)
+                conn.pipeline([("SET", k, c) for k, c in zip(ckeys, chunks, strict=True)])
+            cmds = [("RPUSH", skey, value), ("GET", ekey), ("PUBLISH", self._k(b"m", stream), 1)]
+            n, closed_at, _ = conn.pipeline(cmds)
+            if closed_at is not None and n > int(closed_at):
+                conn.command("LTRIM", skey, 0, int(closed_at) - 1)
+                if ckeys:
+                    conn.command("DEL", *ckeys)
+                raise ValueError(f"stream {stream!r} is closed: it takes no more appends")
+            return n - 1
+
+    def _stream_read(self, stream: str, index: int, deadline: float | None) -> Any | None:
+        skey, ekey = self._k(b"s", stream), self._k(b"e", stream)
+        i = self.shard_of(stream)
+
+        def check() -> Any | None:
+            with self._shard(i) as conn:
+                entry, closed_at = conn.pipeline(
+                    [("LINDEX", skey, index), ("GET", ekey)], alloc=_alloc
+                )
+                if closed_at is not None and index >= int(bytes(closed_at)):
+                    raise StreamEnded(stream)
+                if entry is None or not _is_pointer(entry):
+                    return entry
+                out = self._gather(conn, b"d", stream, entry)
+                if out is None:
+                    raise KeyError(f"stream {stream!r} was deleted while entry {index} was read")
+                return out
+
+        return self._notified(i, self._k(b"m", stream), check, deadline)
+
+    def _stream_len(self, stream: str) -> int:
+        with self._shard(self.shard_of(stream)) as conn:
+            n, closed_at = conn.pipeline(
+                [("LLEN", self._k(b"s", stream)), ("GET", self._k(b"e", stream))]
+            )
+            return n if closed_at is None else min(n, int(closed_at))
+
+    def _close_stream(self, stream: str) -> None:
+        """Record the length at closing: entries past it (late appends) do not count."""
+        with self._shard(self.shard_of(stream)) as conn:
+            conn.pipeline(
+                [
+                    ("EVAL", _CLOSE_SCRIPT, 2, self._k(b"s", stream), self._k(b"e", stream)),
+                    ("PUBLISH", self._k(b"m", stream), b"1"),
+                ]
+            )
+
+    def _delete_stream(self, stream: str) -> bool:
+        pattern = _glob_escape(self._k(b"d", stream)) + b"\0*"
+        with self._shard(self.shard_of(stream)) as conn:
+            cursor = b"0"
+            while True:
+                cursor, found = conn.command("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
+                if found:
+                    conn.command("DEL", *found)
+                if cursor == b"0":
+                    break
+            n = conn.command("DEL", self._k(b"s", stream), self._k(b"e", stream))
+            return n > 0
+
+
+_COLLECT_SCRIPT = """
+local p = redis.call('GET', KEYS[2])
+if not p then return false end
+if redis.call('STRLEN', KEYS[1]) == #p and redis.call('GET', KEYS[1]) == p then return false end
+redis.call('DEL', KEYS[2])
+return p
+"""
+"""Take the chunk pointer of KEY unless KEY's head still points to those chunks."""
+
+_CLOSE_SCRIPT = "return redis.call('SET', KEYS[2], redis.call('LLEN', KEYS[1]), 'NX')"
+
+
+class _ShardUse:
+    """Holds one shard's lock and connection; a lost connection becomes a ConnectionError
+    naming the store, and any failure that may leave replies unread closes the connection."""
+
+    __slots__ = ("store", "i", "lock", "conn")
+
+    def __init__(self, store: RedisStore, i: int) -> None:
+        self.store, self.i, self.lock = store, i, store._locks[i]
+
+    def __enter__(self) -> Connection:
+        self.lock.acquire()
+        try:
+            conn = self.store._conns[self.i]
+            if conn is None or conn.closed:
+                conn = self.store._conns[self.i] = self.store._connect(self.i, self.store.timeout)
+        except BaseException:
+            self.lock.release()
+            raise
+        self.conn = conn
+        return conn
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: Any) -> None:
+        try:
+            if e is None or isinstance(e, KeyError | ReplyError | StreamEnded):
+                return
+            self.conn.close()
+            if type(e) is ConnectionError:
+                raise ConnectionError(f"{self.store._where(self.i)}: {e}") from None
+        finally:
+            self.lock.release()
+
+
+def _is_pointer(buf: Any) -> bool:
+    return buf is not None and len(buf) == _PTR.size and bytes(buf[:4]) == PTR_MAGIC

@@ -1,0 +1,400 @@
+"""Start and stop real redis-server shards for the `redis://` store.
+
+Each shard is one redis-server on its own port, bound to 127.0.0.1 unless told otherwise,
+with a generated password that is required. The configuration, password included, reaches
+redis-server on its stdin (`redis-server -`), never on its command line, where `ps` shows it.
+No server is left behind: a start that fails part way stops the shards it already started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import weakref
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from simai.store.resp import Connection, ReplyError
+
+DEFAULT_PORT = 6379
+MALLOC_CONF = "oversize_threshold:0,dirty_decay_ms:-1,muzzy_decay_ms:-1"
+"""jemalloc settings for the shards: keep freed pages for reuse instead of returning them to
+the OS at once. Each large value then lands in memory that is already mapped: without this,
+every 16 MiB put or get costs the server 4096 page faults and runs at half the speed. The
+price: a shard's resident memory stays at its peak until `MEMORY PURGE` or a restart."""
+
+
+class PortInUseError(OSError):
+    """A port a shard should listen on is already taken by another process."""
+
+
+@dataclass
+class Shard:
+    """One running redis-server."""
+
+    host: str
+    port: int
+    pid: int
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+class RedisServers:
+    """N redis-server shards on consecutive ports, started on construction.
+
+    `port=0` picks free ports. `malloc_conf` is the shards' MALLOC_CONF (None: inherit the
+    environment's); see MALLOC_CONF. `persist_dir` keeps each shard's data in
+    `persist_dir/shard-<i>.rdb`: loaded at start, saved at stop. Use as a context manager, or
+    call `stop()`; shards still running when this object is collected or the interpreter
+    exits are stopped too, unless `detach=True` (the CLI's `simai store start`), in which
+    case they run in their own session until `stop()` is called, possibly from another
+    process through `RedisServers.attach(state)`.
+    """
+
+    def __init__(
+        self,
+        shards: int = 1,
+        port: int = 0,
+        bind: str = "127.0.0.1",
+        password: str | None = None,
+        persist_dir: str | os.PathLike[str] | None = None,
+        log_dir: str | os.PathLike[str] | None = None,
+        executable: str = "redis-server",
+        start_timeout: float = 10.0,
+        detach: bool = False,
+        malloc_conf: str | None = MALLOC_CONF,
+    ) -> None:
+        if not isinstance(shards, int) or shards < 1:
+            raise ValueError(f"shards must be a positive int, not {shards!r}")
+        if not isinstance(port, int) or not (port == 0 or 1 <= port <= 65535 - shards + 1):
+            raise ValueError(f"port must be 0 (any free port) or 1..65535, not {port!r}")
+        exe = shutil.which(executable)
+        if exe is None:
+            raise FileNotFoundError(
+                f"{executable!r} not found on PATH; install Redis (Debian: apt-get install "
+                "redis-server)"
+            )
+        self.bind = bind
+        self.malloc_conf = malloc_conf
+        if password is not None and (
+            len(password) < 8
+            or any(c in password for c in "\"\\'")
+            or not password.isprintable()
+            or any(c.isspace() for c in password)
+        ):
+            raise ValueError(
+                "password must be at least 8 printable characters without spaces or quotes"
+            )
+        self.password = password or secrets.token_urlsafe(24)
+        self.persist_dir = Path(persist_dir).resolve() if persist_dir else None
+        self._own_log_dir = log_dir is None
+        self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="simai-redis-")).resolve()
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.shards: list[Shard] = []
+        self._procs: dict[int, subprocess.Popen[bytes]] = {}
+        self._finalizer: weakref.finalize | None = None
+        ports = _free_ports(bind, shards) if port == 0 else list(range(port, port + shards))
+        try:
+            if port:
+                for p in ports:
+                    _check_port_free(bind, p)
+            for i, p in enumerate(ports):
+                self._start_one(exe, i, p, start_timeout, detach)
+        except BaseException:
+            self.stop()
+            raise
+        if not detach:
+            self._finalizer = weakref.finalize(
+                self,
+                _cleanup,
+                list(self.shards),
+                self.password,
+                self.persist_dir is not None,
+                dict(self._procs),
+                self.log_dir if self._own_log_dir else None,
+            )
+
+    @classmethod
+    def attach(cls, state: dict[str, Any]) -> RedisServers:
+        """Handle on shards started elsewhere, from the dict `state()` returned."""
+        self = cls.__new__(cls)
+        self.bind = state["bind"]
+        self.password = state["password"]
+        self.persist_dir = Path(state["persist_dir"]) if state.get("persist_dir") else None
+        self.log_dir = Path(state["log_dir"])
+        self._own_log_dir = False
+        self.shards = [Shard(**s) for s in state["shards"]]
+        self._procs = {}
+        self._finalizer = None
+        return self
+
+    def state(self) -> dict[str, Any]:
+        """What another process needs to reach and stop these shards (includes the password)."""
+        return {
+            "url": self.url,
+            "password": self.password,
+            "bind": self.bind,
+            "persist_dir": str(self.persist_dir) if self.persist_dir else None,
+            "log_dir": str(self.log_dir),
+            "shards": [asdict(s) for s in self.shards],
+        }
+
+    @property
+    def url(self) -> str:
+        """The store URL (without the password): redis://host:port[,host:port...].
+
+        Shards bound to every interface are named by this node's host name, so that other
+        nodes can use the URL too.
+        """
+        first = self.bind.split()[0]
+        host = socket.gethostname() if first in ("0.0.0.0", "::", "*") else first
+        return "redis://" + ",".join(Shard(host, s.port, s.pid).address for s in self.shards)
+
+    @property
+    def pids(self) -> list[int]:
+        return [s.pid for s in self.shards]
+
+    def ping(self, timeout: float = 2.0) -> list[str | None]:
+        """Per shard: None when it answers PING, else why not."""
+        out: list[str | None] = []
+        for s in self.shards:
+            try:
+                c = Connection(
+                    _client_host(s.host),
+                    s.port,
+                    self.password,
+                    connect_timeout=timeout,
+                    timeout=timeout,
+                )
+                try:
+                    c.command("PING")
+                finally:
+                    c.close()
+                out.append(None)
+            except (OSError, ReplyError) as e:
+                out.append(str(e))
+        return out
+
+    def alive(self) -> bool:
+        """Whether any shard process is still running."""
+        return any(_pid_is_redis(s.pid) for s in self.shards)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop every shard (saving first when persisting) and wait until each has exited."""
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+        try:
+            _stop_shards(
+                self.shards, self.password, self.persist_dir is not None, self._procs, timeout
+            )
+        finally:
+            self.shards = []
+            self._procs = {}
+            if self._own_log_dir:
+                shutil.rmtree(self.log_dir, ignore_errors=True)
+
+    def __enter__(self) -> RedisServers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"RedisServers({self.url!r}, pids={self.pids})"
+
+    # --- starting ------------------------------------------------------------------------
+
+    def _start_one(self, exe: str, index: int, port: int, timeout: float, detach: bool) -> None:
+        log = self.log_dir / f"redis-{port}.log"
+        workdir = self.persist_dir or self.log_dir
+        workdir.mkdir(parents=True, exist_ok=True)
+        config = "\n".join(
+            [
+                f"port {port}",
+                f"bind {self.bind}",
+                f'requirepass "{self.password}"',
+                "daemonize no",
+                'logfile ""',
+                "save ''",
+                "appendonly no",
+                f'dir "{workdir}"',
+                f'dbfilename "shard-{index}.rdb"',
+                "protected-mode yes",
+                "",
+            ]
+        )
+        env = dict(os.environ)
+        if self.malloc_conf is not None:
+            env["MALLOC_CONF"] = self.malloc_conf
+        with open(log, "wb") as logf:
+            proc = subprocess.Popen(
+                [exe, "-"],
+                stdin=subprocess.PIPE,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                cwd=workdir,
+                start_new_session=detach,
+                env=env,
+            )
+        assert proc.stdin is not None
+        proc.stdin.write(config.encode())
+        proc.stdin.close()
+        shard = Shard(self.bind, port, proc.pid)
+        self.shards.append(shard)
+        self._procs[proc.pid] = proc
+        deadline = time.monotonic() + timeout
+        host = _client_host(self.bind)
+        while True:
+            if proc.poll() is not None:
+                text = log.read_text(errors="replace")
+                if "Address already in use" in text:
+                    raise PortInUseError(_in_use_message(self.bind, port))
+                tail = "\n".join(text.strip().splitlines()[-5:])
+                raise RuntimeError(
+                    f"redis-server for port {port} exited with code {proc.returncode}:\n{tail}"
+                )
+            try:
+                Connection(host, port, self.password, connect_timeout=1.0).close()
+                return
+            except ConnectionRefusedError:
+                pass
+            except ConnectionError as e:
+                if "refused" not in str(e) and "LOADING" not in str(e):
+                    raise
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"redis-server on port {port} did not answer within {timeout} s")
+            time.sleep(0.01)
+
+
+def _client_host(bind: str) -> str:
+    """Where a local client reaches a server bound to `bind` (first address of a list)."""
+    first = bind.split()[0]
+    return "127.0.0.1" if first in ("0.0.0.0", "*") else "::1" if first == "::" else first
+
+
+def _in_use_message(bind: str, port: int) -> str:
+    return (
+        f"port {port} on {bind} is already in use: something is already listening there "
+        "(a redis-server from an earlier `simai store start`? try `simai store stop`, or "
+        "choose another --port)"
+    )
+
+
+def _check_port_free(bind: str, port: int) -> None:
+    host = _client_host(bind)
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((bind.split()[0] if bind not in ("*",) else "0.0.0.0", port))
+        except OSError:
+            raise PortInUseError(_in_use_message(bind, port)) from None
+
+
+def _free_ports(bind: str, n: int) -> list[int]:
+    host = _client_host(bind)
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(fam, socket.SOCK_STREAM)
+            socks.append(s)
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _pid_is_redis(pid: int) -> bool:
+    """Whether `pid` is alive and is a redis-server (guards against a recycled pid)."""
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    if stat.rsplit(")", 1)[-1].split()[0] == "Z":
+        return False
+    return b"redis-server" in cmd
+
+
+def _cleanup(
+    shards: list[Shard],
+    password: str,
+    save: bool,
+    procs: dict[int, subprocess.Popen[bytes]],
+    log_dir: Path | None,
+) -> None:
+    """Stop shards whose RedisServers was dropped without stop(), e.g. at interpreter exit."""
+    try:
+        _stop_shards(shards, password, save, procs)
+    finally:
+        if log_dir is not None:
+            shutil.rmtree(log_dir, ignore_errors=True)
+
+
+def _stop_shards(
+    shards: list[Shard],
+    password: str,
+    save: bool,
+    procs: dict[int, subprocess.Popen[bytes]],
+    timeout: float = 10.0,
+) -> None:
+    for s in shards:
+        proc = procs.get(s.pid)
+        if proc is not None and proc.poll() is not None:
+            continue
+        if proc is None and not _pid_is_redis(s.pid):
+            continue
+        with contextlib.suppress(OSError, ReplyError):
+            c = Connection(_client_host(s.host), s.port, password, connect_timeout=2.0, timeout=5.0)
+            try:
+                c.send([("SHUTDOWN", "SAVE" if save else "NOSAVE")])
+                with contextlib.suppress(OSError):
+                    c.read_reply()
+            finally:
+                c.close()
+    for s in shards:
+        proc = procs.get(s.pid)
+        for sig in (None, signal.SIGTERM, signal.SIGKILL):
+            if sig is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    if proc is not None and proc.poll() is None:
+                        proc.send_signal(sig)
+                    elif proc is None and _pid_is_redis(s.pid):
+                        os.kill(s.pid, sig)
+            if _wait_exit(s, proc, timeout if sig is None else 5.0):
+                break
+
+
+def _wait_exit(s: Shard, proc: subprocess.Popen[bytes] | None, timeout: float) -> bool:
+    if proc is not None:
+        try:
+            proc.wait(timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    deadline = time.monotonic() + timeout
+    while _pid_is_redis(s.pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True

@@ -1,0 +1,51 @@
+"""Shared fixtures: a real redis-server (two shards) on free loopback ports for the session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from _slurm import slurm_cluster_fixture  # noqa: F401 - provides `slurm_cluster`
+
+from simai.store import ENV_PASSWORD
+from simai.store.redis_server import RedisServers
+from simai.store.resp import Connection
+
+
+@pytest.fixture(scope="session")
+def redis_servers() -> Iterator[RedisServers]:
+    """Two redis-server shards for the whole session, their password in $SIMAI_STORE_PASSWORD.
+
+    The password is exported so that child processes (which find the store through the
+    environment) can authenticate; the previous value is restored at the end.
+    """
+    servers = RedisServers(shards=2, port=0)
+    old = os.environ.get(ENV_PASSWORD)
+    os.environ[ENV_PASSWORD] = servers.password
+    try:
+        yield servers
+    finally:
+        if old is None:
+            os.environ.pop(ENV_PASSWORD, None)
+        else:
+            os.environ[ENV_PASSWORD] = old
+        servers.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_servers: RedisServers) -> str:
+    """URL of the session's two-shard redis store (password in $SIMAI_STORE_PASSWORD)."""
+    return redis_servers.url
+
+
+@pytest.fixture
+def redis_store_url(redis_servers: RedisServers) -> str:
+    """The session's redis store URL, emptied (FLUSHALL on every shard) for this test."""
+    for shard in redis_servers.shards:
+        conn = Connection(shard.host, shard.port, redis_servers.password)
+        try:
+            conn.command("FLUSHALL")
+        finally:
+            conn.close()
+    return redis_servers.url
