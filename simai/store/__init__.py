@@ -15,6 +15,7 @@ from typing import Any
 
 from simai.store.base import MAX_KEY_BYTES, Store, check_key
 from simai.store.codec import CorruptValueError
+from simai.store.resp import AuthenticationError
 
 ENV_URL = "SIMAI_STORE"
 ENV_PASSWORD = "SIMAI_STORE_PASSWORD"
@@ -22,6 +23,7 @@ DEFAULT_URL = "local://default"
 
 __all__ = [
     "MAX_KEY_BYTES",
+    "AuthenticationError",
     "CorruptValueError",
     "Store",
     "check_key",
