@@ -1,7 +1,44 @@
 """simai: couple simulations with AI/ML, from a laptop to a supercomputer."""
 
-from simai.store import CorruptValueError, Store, open_store, store
+from concurrent.futures import as_completed, wait
+
+from simai import launch
+from simai.launch import (
+    Command,
+    CommandError,
+    CommandResult,
+    DependencyError,
+    Executor,
+    LocalExecutor,
+    Resources,
+    TaskTimeoutError,
+    WorkerLostError,
+    get_executor,
+    task,
+)
+from simai.store import AuthenticationError, CorruptValueError, Store, open_store, store
 
 __version__ = "0.1.0"
 
-__all__ = ["CorruptValueError", "Store", "open_store", "store", "__version__"]
+__all__ = [
+    "AuthenticationError",
+    "Command",
+    "CommandError",
+    "CommandResult",
+    "CorruptValueError",
+    "DependencyError",
+    "Executor",
+    "LocalExecutor",
+    "Resources",
+    "Store",
+    "TaskTimeoutError",
+    "WorkerLostError",
+    "__version__",
+    "as_completed",
+    "get_executor",
+    "launch",
+    "open_store",
+    "store",
+    "task",
+    "wait",
+]

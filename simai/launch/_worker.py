@@ -1,0 +1,134 @@
+"""Warm worker process of the local executor; run as a script, imports nothing of simai.
+
+Protocol over one socket (fd in argv[1]), each frame an 8-byte little-endian length and a
+pickle. Parent to worker: ``("init", sys_path)``, then ``("run", [(task_id, payload, cores,
+env), ...])`` batches, or ``("exit",)``. Worker to parent, one frame per task in order:
+``(task_id, ok, value_or_exception, traceback_text, seconds)``.
+"""
+
+import os
+import pickle
+import socket
+import struct
+import sys
+import time
+import traceback
+
+_HEADER = struct.Struct("<Q")
+
+
+def _set_parent_death_signal() -> None:
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - best effort: EOF on the socket also ends the worker
+        pass
+
+
+def _dumps(obj):
+    try:
+        return pickle.dumps(obj, protocol=5)
+    except Exception:  # noqa: BLE001
+        import cloudpickle
+
+        return cloudpickle.dumps(obj, protocol=5)
+
+
+def _encode_error(task_id, exc, seconds):
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        data = _dumps((task_id, False, exc, tb, seconds))
+        pickle.loads(data)
+        return data
+    except Exception:  # noqa: BLE001 - the exception cannot travel: send its text instead
+        substitute = RuntimeError(f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}")
+        return pickle.dumps((task_id, False, substitute, tb, seconds), protocol=5)
+
+
+class _Reader:
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = bytearray()
+
+    def frame(self):
+        while True:
+            if len(self.buf) >= 8:
+                (size,) = _HEADER.unpack_from(self.buf)
+                if len(self.buf) >= 8 + size:
+                    data = bytes(self.buf[8 : 8 + size])
+                    del self.buf[: 8 + size]
+                    return data
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                return None
+            self.buf += chunk
+
+
+def main() -> None:
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    sock.set_inheritable(False)
+    sock.setblocking(True)
+    _set_parent_death_signal()
+    reader = _Reader(sock)
+    first = reader.frame()
+    if first is None:
+        return
+    kind, path = pickle.loads(first)
+    sys.path[:] = path
+    pinning = hasattr(os, "sched_setaffinity")
+    cur_cores = os.sched_getaffinity(0) if pinning else None
+    base_env = {}
+    cur_env = None
+    send = sock.sendall
+    functions = {}
+    pack = _HEADER.pack
+    while True:
+        data = reader.frame()
+        if data is None:
+            return
+        msg = pickle.loads(data)
+        if msg[0] != "run":
+            return
+        for task_id, payload, cores, env in msg[1]:
+            if pinning and cores is not None and cores != cur_cores:
+                os.sched_setaffinity(0, cores)
+                cur_cores = cores
+            if env != cur_env:
+                for key in set(base_env) | set(env or ()):
+                    base_env.setdefault(key, os.environ.get(key))
+                    value = (env or {}).get(key, base_env[key])
+                    if value is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = value
+                cur_env = env
+            start = time.perf_counter()
+            try:
+                fn, args, kwargs = pickle.loads(payload)
+                if isinstance(fn, bytes):
+                    fn = functions.get(fn) or functions.setdefault(fn, pickle.loads(fn))
+                    if len(functions) > 256:
+                        functions.clear()
+                fn = getattr(fn, "__simai_function__", fn)
+                result = fn(*args, **kwargs)
+                seconds = time.perf_counter() - start
+                try:
+                    out = _dumps((task_id, True, result, None, seconds))
+                except Exception as exc:  # noqa: BLE001
+                    err = TypeError(f"cannot send the result back to the executor: {exc}")
+                    out = _encode_error(task_id, err, seconds)
+            except BaseException as exc:  # noqa: BLE001 - every failure goes to the future
+                out = _encode_error(task_id, exc, time.perf_counter() - start)
+            send(pack(len(out)) + out)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+if __name__ == "__main__":
+    main()

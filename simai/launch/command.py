@@ -1,0 +1,199 @@
+"""Executables run as tasks: argument lists (never shell strings), logs in files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from simai.launch.mpi import MpiLauncher, detect_launcher, launch_argv
+from simai.launch.resources import Resources
+
+__all__ = ["Command", "CommandError", "CommandResult"]
+
+
+def _tail(path: Path | None, lines: int = 20, max_bytes: int = 16384) -> str:
+    if path is None:
+        return ""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - max_bytes))
+            data = fh.read()
+    except OSError:
+        return ""
+    return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
+
+
+class CommandError(RuntimeError):
+    """A command exited with a non-zero status.
+
+    ``returncode`` is the exit status (negative: killed by that signal), ``stderr_tail``
+    the last lines it wrote to stderr, ``stdout``/``stderr`` the log file paths.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        returncode: int,
+        stdout: Path | None = None,
+        stderr: Path | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+        self.stderr_tail = _tail(stderr)
+        what = f"command {name!r}" if name else "command"
+        msg = f"{what} {self.argv!r} exited with status {returncode}"
+        if returncode < 0:
+            import signal
+
+            try:
+                msg += f" (killed by {signal.Signals(-returncode).name})"
+            except ValueError:
+                pass
+        if self.stderr_tail:
+            msg += f"; last lines of {stderr}:\n{self.stderr_tail}"
+        elif stderr is not None:
+            msg += f"; stderr: {stderr} (empty)"
+        super().__init__(msg)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_command_error, (self.__dict__, str(self)))
+
+
+def _rebuild_command_error(state: dict[str, Any], message: str) -> CommandError:
+    err = CommandError.__new__(CommandError)
+    RuntimeError.__init__(err, message)
+    err.__dict__.update(state)
+    return err
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """A finished command: the argv actually run, its exit status and log files."""
+
+    argv: list[str]
+    returncode: int
+    stdout: Path
+    stderr: Path
+    duration: float
+
+
+class Command:
+    """An executable to run as a task, optionally as ``ranks`` MPI ranks.
+
+    ``argv`` is a list (``["prog", "--flag", "value"]``); a string is refused so nothing
+    ever goes through a shell. ``env`` adds to (or, with ``None`` values, removes from) the
+    inherited environment. ``stdout``/``stderr`` are file paths; by default the executor
+    writes ``<name>-<id>.out``/``.err`` into its log directory. ``ranks > 1`` (or
+    ``mpi=True``) launches through the MPI launcher (``launcher``, or the one
+    :func:`~simai.launch.mpi.detect_launcher` finds), placing ranks on ``hosts`` at
+    ``ranks_per_node``.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str | os.PathLike[str]],
+        *,
+        ranks: int = 1,
+        ranks_per_node: int | None = None,
+        cpus_per_rank: int = 1,
+        gpus_per_rank: int = 0,
+        env: Mapping[str, str | None] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        stdout: str | os.PathLike[str] | None = None,
+        stderr: str | os.PathLike[str] | None = None,
+        hosts: Sequence[str] | None = None,
+        name: str | None = None,
+        mpi: bool | None = None,
+        launcher: MpiLauncher | None = None,
+        walltime: float | None = None,
+    ) -> None:
+        if isinstance(argv, str | bytes):
+            raise TypeError(
+                "Command takes a list of arguments, not a shell string: "
+                f"use Command({str(argv).split()!r}) or shlex.split()"
+            )
+        argv = [os.fspath(a) for a in argv]
+        if not argv or not argv[0]:
+            raise ValueError("Command needs at least the executable in argv")
+        for a in argv:
+            if not isinstance(a, str):
+                raise TypeError(f"Command arguments must be str or paths, got {a!r}")
+        if hosts is not None:
+            if isinstance(hosts, str):
+                raise TypeError("hosts must be a list of host names, not a string")
+            hosts = [str(h) for h in hosts]
+            if not hosts:
+                raise ValueError("hosts is empty")
+        if env is not None and not isinstance(env, Mapping):
+            raise TypeError(f"env must be a mapping, got {type(env).__name__}")
+        if cwd is not None and not Path(cwd).is_dir():
+            raise NotADirectoryError(f"Command cwd {os.fspath(cwd)!r} is not a directory")
+        self.argv: list[str] = argv
+        self.resources = Resources(
+            cpus=cpus_per_rank,
+            gpus=gpus_per_rank,
+            ranks=ranks,
+            ranks_per_node=ranks_per_node,
+        )
+        self.hosts: list[str] | None = hosts
+        self.env: dict[str, str | None] = dict(env or {})
+        self.cwd = Path(cwd) if cwd is not None else None
+        self.stdout = Path(stdout) if stdout is not None else None
+        self.stderr = Path(stderr) if stderr is not None else None
+        self.name = name or os.path.basename(argv[0])
+        self.mpi = ranks > 1 if mpi is None else bool(mpi)
+        self.launcher = launcher
+        self.walltime = walltime
+
+    @property
+    def ranks(self) -> int:
+        return self.resources.ranks
+
+    def __repr__(self) -> str:
+        extra = f", ranks={self.ranks}" if self.ranks > 1 else ""
+        return f"Command({self.argv!r}{extra})"
+
+    def environment(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The environment the command runs with: ``base`` (default ``os.environ``) + env."""
+        out = dict(os.environ if base is None else base)
+        for key, value in self.env.items():
+            if value is None:
+                out.pop(key, None)
+            else:
+                out[key] = str(value)
+        return out
+
+    def full_argv(self, env: Mapping[str, str] | None = None) -> list[str]:
+        """The argv to execute, with the MPI launcher in front when this is an MPI run.
+
+        Raises ``FileNotFoundError`` naming the executable (or launcher) that is missing.
+        """
+        env = self.environment() if env is None else env
+        exe = self.argv[0]
+        if os.sep in exe:
+            base = self.cwd / exe if self.cwd is not None and not os.path.isabs(exe) else exe
+            if not (os.path.isfile(base) and os.access(base, os.X_OK)):
+                raise FileNotFoundError(f"executable {exe!r} not found or not executable")
+        elif shutil.which(exe, path=env.get("PATH")) is None:
+            raise FileNotFoundError(f"executable {exe!r} not found on PATH")
+        if not self.mpi:
+            return list(self.argv)
+        launcher = self.launcher or detect_launcher(env)
+        return launch_argv(
+            launcher,
+            self.argv,
+            self.ranks,
+            ranks_per_node=self.resources.ranks_per_node,
+            cpus_per_rank=self.resources.cpus,
+            gpus_per_rank=self.resources.gpus,
+            hosts=self.hosts,
+        )

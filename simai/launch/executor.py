@@ -1,0 +1,431 @@
+"""The Executor contract every backend implements, modelled on concurrent.futures.
+
+A backend subclasses :class:`Executor` and implements three hooks:
+
+* ``_prepare(task)``: check at submission that the task can run here (resources fit,
+  arguments serialisable, executable found); raise to refuse it before anything runs.
+* ``_run(task)``: start one attempt of a task whose dependencies are resolved; when it ends
+  call ``self._finish(task, result=...)`` or ``self._finish(task, error=...)`` from any
+  thread. Call ``task.start()`` first when the attempt really begins: it returns False when
+  the user cancelled the future, and the backend then drops the task.
+* ``_shutdown(wait, cancel_futures)``: stop the backend's workers.
+
+The base class does the rest the same way for every backend: validating arguments,
+resolving futures passed as arguments (dependencies), retries, and failing dependents
+with :class:`DependencyError` naming the task that failed first.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import CancelledError, Future, InvalidStateError
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from simai.launch.resources import Resources, as_resources
+
+if TYPE_CHECKING:
+    from simai.launch.command import Command
+
+__all__ = [
+    "DependencyError",
+    "Executor",
+    "Task",
+    "TaskTimeoutError",
+    "WorkerLostError",
+    "get_executor",
+    "register_executor",
+]
+
+_ids = itertools.count(1)
+
+
+class DependencyError(RuntimeError):
+    """A task did not run because a future it depends on failed or was cancelled.
+
+    ``task_id`` and ``task_name`` name the task that failed first; ``__cause__`` holds
+    that task's exception.
+    """
+
+    def __init__(self, message: str, task_id: int | None = None, task_name: str | None = None):
+        super().__init__(message)
+        self.task_id = task_id
+        self.task_name = task_name
+
+
+class TaskTimeoutError(TimeoutError):
+    """A task ran past its walltime; its whole process tree was killed."""
+
+
+class WorkerLostError(RuntimeError):
+    """The process running a task died before reporting a result (signal, crash, OOM)."""
+
+
+@dataclass(eq=False)
+class Task:
+    """One submitted task or command as backends see it."""
+
+    id: int
+    name: str
+    future: Future
+    resources: Resources
+    retries: int = 0
+    walltime: float | None = None
+    fn: Callable[..., Any] | None = None
+    args: tuple = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    command: Command | None = None
+    attempt: int = 0
+    has_dependencies: bool = False
+    started: bool = False
+    backend_data: Any = None
+
+    @property
+    def label(self) -> str:
+        """``task 'name' (id N)``, used in every error about this task."""
+        return f"task {self.name!r} (id {self.id})"
+
+    def start(self) -> bool:
+        """Mark the future running; False if it was cancelled and must not run."""
+        if self.started:
+            return not self.future.done()
+        self.started = True
+        return self.future.set_running_or_notify_cancel()
+
+
+def _check_retries_walltime(retries: Any, walltime: Any) -> tuple[int, float | None]:
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"retries must be an int >= 0, got {retries!r}")
+    if walltime is not None:
+        if isinstance(walltime, bool) or not isinstance(walltime, int | float) or walltime <= 0:
+            raise ValueError(f"walltime must be a number of seconds > 0, got {walltime!r}")
+        walltime = float(walltime)
+    return retries, walltime
+
+
+def _find_futures(args: tuple, kwargs: dict[str, Any]) -> list[Future]:
+    found: list[Future] = []
+
+    def visit(value: Any, depth: int) -> None:
+        if isinstance(value, Future):
+            found.append(value)
+        elif depth == 0 and isinstance(value, list | tuple | set | frozenset):
+            for item in value:
+                visit(item, 1)
+        elif depth == 0 and isinstance(value, Mapping):
+            for item in value.values():
+                visit(item, 1)
+
+    for value in args:
+        visit(value, 0)
+    for value in kwargs.values():
+        visit(value, 0)
+    return list({id(f): f for f in found}.values())
+
+
+def _substitute(value: Any, depth: int = 0) -> Any:
+    """Replace futures (one container level deep) by their results."""
+    if isinstance(value, Future):
+        return value.result()
+    if depth == 0:
+        if isinstance(value, list):
+            return [_substitute(v, 1) for v in value]
+        if isinstance(value, tuple) and not hasattr(value, "_fields"):
+            return tuple(_substitute(v, 1) for v in value)
+        if isinstance(value, set | frozenset):
+            return type(value)(_substitute(v, 1) for v in value)
+        if isinstance(value, dict):
+            return type(value)((k, _substitute(v, 1)) for k, v in value.items())
+    return value
+
+
+def describe_future(future: Future) -> str:
+    """``task 'name' (id N)`` for futures made by simai, ``a dependency`` otherwise."""
+    task = getattr(future, "simai_task", None)
+    return task.label if task is not None else "a dependency"
+
+
+def _dependency_error(dep: Future) -> DependencyError:
+    if dep.cancelled():
+        task = getattr(dep, "simai_task", None)
+        return DependencyError(
+            f"{describe_future(dep)} was cancelled",
+            task_id=task.id if task else None,
+            task_name=task.name if task else None,
+        )
+    exc = dep.exception()
+    if isinstance(exc, DependencyError):
+        err = DependencyError(str(exc), exc.task_id, exc.task_name)
+        err.__cause__ = exc.__cause__
+        return err
+    task = getattr(dep, "simai_task", None)
+    err = DependencyError(
+        f"{describe_future(dep)} failed: {type(exc).__name__}: {exc}",
+        task_id=task.id if task else None,
+        task_name=task.name if task else None,
+    )
+    err.__cause__ = exc
+    return err
+
+
+class Executor(abc.ABC):
+    """Runs Python tasks and commands, returning ``concurrent.futures.Future`` objects.
+
+    Use it like ``concurrent.futures.Executor``: ``submit``, ``shutdown``, or as a
+    context manager that shuts down on exit (and kills everything at once when the
+    block is left by ``KeyboardInterrupt``).
+    """
+
+    def __init__(self) -> None:
+        self._closed = False
+        self._base_lock = threading.Lock()
+        self._waiting: set[Task] = set()
+
+    # -- public API -------------------------------------------------------------------
+
+    def submit(
+        self,
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
+        resources: Resources | Mapping[str, int] | None = None,
+        retries: int = 0,
+        walltime: float | None = None,
+        **kwargs: Any,
+    ) -> Future:
+        """Schedule ``fn(*args, **kwargs)`` and return its future.
+
+        Futures among the arguments (also one level inside lists, tuples, sets and dict
+        values) are waited for and replaced by their results. ``retries`` reruns a failed
+        attempt that many times; ``walltime`` (seconds) kills an attempt that runs longer.
+        Bad input raises here, before anything runs.
+        """
+        if not callable(fn):
+            raise TypeError(f"submit() needs a callable, got {type(fn).__name__} {fn!r}")
+        res = as_resources(resources)
+        retries, walltime = _check_retries_walltime(retries, walltime)
+        name = getattr(fn, "__name__", None) or getattr(
+            getattr(fn, "func", None), "__name__", type(fn).__name__
+        )
+        task = Task(
+            id=next(_ids),
+            name=name,
+            future=Future(),
+            resources=res,
+            retries=retries,
+            walltime=walltime,
+            fn=fn,
+            args=args,
+            kwargs=kwargs,
+        )
+        return self._submit(task)
+
+    def submit_command(
+        self, command: Command, /, *, retries: int = 0, walltime: float | None = None
+    ) -> Future:
+        """Run an executable described by a :class:`~simai.launch.command.Command`.
+
+        The future's result is a :class:`~simai.launch.command.CommandResult`; a non-zero
+        exit fails it with :class:`~simai.launch.command.CommandError`.
+        """
+        from simai.launch.command import Command
+
+        if not isinstance(command, Command):
+            raise TypeError(f"submit_command() needs a Command, got {type(command).__name__}")
+        retries, walltime = _check_retries_walltime(retries, walltime)
+        task = Task(
+            id=next(_ids),
+            name=command.name,
+            future=Future(),
+            resources=command.resources,
+            retries=retries,
+            walltime=walltime if walltime is not None else command.walltime,
+            command=command,
+        )
+        return self._submit(task)
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        resources: Resources | Mapping[str, int] | None = None,
+        retries: int = 0,
+        walltime: float | None = None,
+    ) -> Iterator[Any]:
+        """Like ``concurrent.futures.Executor.map``: submit all calls now, yield results in
+        order (the first failure raises)."""
+        futures = [
+            self.submit(fn, *args, resources=resources, retries=retries, walltime=walltime)
+            for args in zip(*iterables, strict=False)
+        ]
+        end = None if timeout is None else time.monotonic() + timeout
+
+        def results() -> Iterator[Any]:
+            try:
+                for fut in futures:
+                    yield fut.result(None if end is None else max(0.0, end - time.monotonic()))
+            finally:
+                for fut in futures:
+                    fut.cancel()
+
+        return results()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop accepting tasks; finish (or, with ``cancel_futures``, cancel) queued ones.
+
+        With ``wait`` it returns once every task has ended and every worker is stopped.
+        """
+        with self._base_lock:
+            self._closed = True
+            waiting = list(self._waiting) if cancel_futures else []
+        for task in waiting:
+            task.future.cancel()
+        self._shutdown(wait, cancel_futures)
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None and not issubclass(exc_type, Exception):
+            self.shutdown(wait=False, cancel_futures=True)
+            self.terminate()
+        else:
+            self.shutdown(wait=True)
+
+    def terminate(self) -> None:
+        """Kill every worker and command at once; unfinished futures fail. Idempotent."""
+        self.shutdown(wait=False, cancel_futures=True)
+
+    # -- for backends -----------------------------------------------------------------
+
+    def _submit(self, task: Task) -> Future:
+        if self._closed:
+            raise RuntimeError("cannot submit to an executor that was shut down")
+        task.future.simai_task = task  # type: ignore[attr-defined]
+        deps = _find_futures(task.args, task.kwargs)
+        task.has_dependencies = bool(deps)
+        self._prepare(task)
+        if not deps:
+            self._run(task)
+            return task.future
+        with self._base_lock:
+            self._waiting.add(task)
+        remaining = [len(deps)]
+        lock = threading.Lock()
+        failed = [False]
+
+        def on_done(dep: Future) -> None:
+            with lock:
+                if failed[0]:
+                    return
+                if dep.cancelled() or dep.exception() is not None:
+                    failed[0] = True
+                    ready = False
+                else:
+                    remaining[0] -= 1
+                    ready = remaining[0] == 0
+                    if not ready:
+                        return
+            with self._base_lock:
+                self._waiting.discard(task)
+            if task.future.cancelled():
+                return
+            if not ready:
+                self._set_exception(task, _dependency_error(dep))
+                return
+            try:
+                task.args = tuple(_substitute(v) for v in task.args)
+                task.kwargs = {k: _substitute(v) for k, v in task.kwargs.items()}
+                self._run(task)
+            except BaseException as exc:  # noqa: BLE001 - reported through the future
+                self._set_exception(task, exc)
+
+        for dep in deps:
+            dep.add_done_callback(on_done)
+        return task.future
+
+    def _finish(self, task: Task, result: Any = None, error: BaseException | None = None) -> None:
+        """Record the end of one attempt: retry, or settle the future."""
+        if error is None:
+            task.args, task.kwargs, task.backend_data = (), {}, None
+            if not task.future.done():
+                try:
+                    task.future.set_result(result)
+                except InvalidStateError:
+                    pass
+            return
+        if (
+            task.attempt < task.retries
+            and not isinstance(error, DependencyError | CancelledError)
+            and not task.future.done()
+        ):
+            task.attempt += 1
+            try:
+                self._run(task)
+                return
+            except BaseException as exc:  # noqa: BLE001
+                error = exc
+        self._set_exception(task, error)
+
+    @staticmethod
+    def _set_exception(task: Task, error: BaseException) -> None:
+        task.args, task.kwargs, task.backend_data = (), {}, None
+        fut = task.future
+        if fut.done():
+            return
+        if not task.started:
+            task.started = True
+            if not fut.set_running_or_notify_cancel():
+                return
+        try:
+            fut.set_exception(error)
+        except InvalidStateError:
+            pass
+
+    @abc.abstractmethod
+    def _prepare(self, task: Task) -> None:
+        """Refuse, by raising, a task that cannot run on this executor."""
+
+    @abc.abstractmethod
+    def _run(self, task: Task) -> None:
+        """Start one attempt of a task whose dependencies are resolved."""
+
+    @abc.abstractmethod
+    def _shutdown(self, wait: bool, cancel_futures: bool) -> None:
+        """Stop the backend."""
+
+
+# -- registry -------------------------------------------------------------------------
+
+_REGISTRY: dict[str, str] = {
+    "local": "simai.launch.local:LocalExecutor",
+    "parsl": "simai.launch.parsl:ParslExecutor",
+}
+
+
+def register_executor(name: str, target: str) -> None:
+    """Make ``get_executor(name)`` build the class at ``"module:Class"``."""
+    if ":" not in target:
+        raise ValueError(f"executor target must look like 'module:Class', got {target!r}")
+    _REGISTRY[name] = target
+
+
+def get_executor(name_or_instance: str | Executor = "local", **config: Any) -> Executor:
+    """An executor by name (``"local"``, ``"parsl"``) built with ``config``, or the instance."""
+    if isinstance(name_or_instance, Executor):
+        if config:
+            raise TypeError("configuration given for an executor that already exists")
+        return name_or_instance
+    if not isinstance(name_or_instance, str) or name_or_instance not in _REGISTRY:
+        raise ValueError(
+            f"unknown executor {name_or_instance!r}; known: {', '.join(sorted(_REGISTRY))}"
+        )
+    module_name, _, class_name = _REGISTRY[name_or_instance].partition(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(**config)

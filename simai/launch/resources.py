@@ -1,0 +1,98 @@
+"""What a task or command needs: nodes, ranks, cores and GPUs."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Resources", "as_resources"]
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"Resources.{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"Resources.{name} must be >= {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Resources one task or command asks for.
+
+    ``cpus`` and ``gpus`` count per rank; a Python task is one rank. ``nodes`` defaults to
+    the fewest nodes that hold ``ranks`` at ``ranks_per_node`` (1 when that is not given).
+    Values that are negative, zero where at least one is needed, or that cannot fit
+    together raise ``ValueError`` (``TypeError`` for non-integers) when constructed.
+    """
+
+    cpus: int = 1
+    gpus: int = 0
+    ranks: int = 1
+    ranks_per_node: int | None = None
+    nodes: int = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        _check_int("cpus", self.cpus, 1)
+        _check_int("gpus", self.gpus, 0)
+        _check_int("ranks", self.ranks, 1)
+        if self.ranks_per_node is not None:
+            _check_int("ranks_per_node", self.ranks_per_node, 1)
+        if self.nodes is None:
+            per_node = self.ranks_per_node or self.ranks
+            object.__setattr__(self, "nodes", math.ceil(self.ranks / per_node))
+        _check_int("nodes", self.nodes, 1)
+        if self.nodes > self.ranks:
+            raise ValueError(
+                f"Resources asks for {self.nodes} nodes but only {self.ranks} ranks: "
+                "every node needs at least one rank"
+            )
+        if self.ranks_per_node is not None and self.nodes * self.ranks_per_node < self.ranks:
+            raise ValueError(
+                f"Resources cannot place {self.ranks} ranks on {self.nodes} nodes at "
+                f"{self.ranks_per_node} ranks per node"
+            )
+
+    @property
+    def total_cpus(self) -> int:
+        """Cores over all ranks."""
+        return self.cpus * self.ranks
+
+    @property
+    def total_gpus(self) -> int:
+        """GPUs over all ranks."""
+        return self.gpus * self.ranks
+
+    def per_node(self) -> tuple[int, int]:
+        """(cores, GPUs) the busiest node needs."""
+        ranks = self.ranks_per_node or math.ceil(self.ranks / self.nodes)
+        ranks = min(ranks, self.ranks)
+        return ranks * self.cpus, ranks * self.gpus
+
+
+def as_resources(value: Resources | Mapping[str, int] | None = None, **overrides: Any) -> Resources:
+    """Turn ``None``, a mapping or a ``Resources`` into ``Resources``; ``overrides`` win."""
+    if value is None:
+        base: dict[str, Any] = {}
+    elif isinstance(value, Resources):
+        if not overrides:
+            return value
+        base = {
+            "cpus": value.cpus,
+            "gpus": value.gpus,
+            "ranks": value.ranks,
+            "ranks_per_node": value.ranks_per_node,
+        }
+        if not {"ranks", "ranks_per_node", "nodes"} & set(overrides):
+            base["nodes"] = value.nodes
+    elif isinstance(value, Mapping):
+        base = dict(value)
+    else:
+        raise TypeError(f"resources must be a Resources or a dict, got {type(value).__name__}")
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = set(base) - {"cpus", "gpus", "ranks", "ranks_per_node", "nodes"}
+    if unknown:
+        raise TypeError(f"unknown resource field(s): {', '.join(sorted(unknown))}")
+    return Resources(**base)
