@@ -156,3 +156,19 @@ def test_default_executor_in_a_script(tmp_path):
     assert lines[1] == "total 12"
     seen = eval(lines[2][len("cores ") :])  # each task was pinned to one allowed core
     assert seen and all(len(c) == 1 and c[0] in os.sched_getaffinity(0) for c in seen)
+
+
+def test_readme_tasks_example_runs(tmp_path):
+    """examples/tasks.py is the README's launching example: it must run as shown."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "tasks.py"
+    out = subprocess.run(
+        [sys.executable, str(example)], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert "total period 3.5" in out.stdout
+    assert "hello from a command" in out.stdout
+    assert "exit code 3" in out.stdout
