@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from _netns import netns_hosts_fixture  # noqa: F401 - provides `netns_hosts`
 from _slurm import slurm_cluster_fixture  # noqa: F401 - provides `slurm_cluster`
 
 from simai.store import ENV_PASSWORD
