@@ -1,0 +1,442 @@
+"""No-op task benchmark: simai's executors beside ProcessPool, Parsl HTEX, Dask and Ray.
+
+For each framework, in one process and one after the other:
+
+* first result: seconds from creating the executor to the first no-op result;
+* round trip: median of sequential submit -> result of one no-op task;
+* throughput: N no-op tasks submitted at once, tasks per second until the last result.
+
+Each framework is shut down after its part and checked for leftover processes (found by an
+environment marker that every child inherits). Frameworks that are not installed are skipped
+with the reason. Run from the repository root::
+
+    .venv/bin/python benchmarks/tasks.py --out benchmarks/out/tasks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import importlib
+import logging
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+MARKER = "SIMAI_BENCH_MARKER"
+WORKERS = 2
+
+Submit = Callable[..., Any]
+Gather = Callable[[list[Any]], list[Any]]
+
+
+def noop(x: Any = None) -> Any:
+    """The task: return the argument."""
+    return x
+
+
+@dataclass
+class Row:
+    """One framework's figures, or why it was skipped."""
+
+    name: str
+    throughput: float | None = None
+    round_trip_ms: float | None = None
+    first_result_s: float | None = None
+    shutdown_s: float | None = None
+    note: str = ""
+    leftovers: list[str] = field(default_factory=list)
+
+
+# -- frameworks: each yields (submit, gather) and shuts everything down on exit ----------------
+
+
+def _futures_gather(futures: list[Any]) -> list[Any]:
+    return [f.result() for f in futures]
+
+
+@contextlib.contextmanager
+def process_pool() -> Iterator[tuple[Submit, Gather]]:
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(WORKERS) as pool:
+        yield pool.submit, _futures_gather
+
+
+def _parsl_config(run_dir: str) -> Any:
+    from parsl.config import Config
+    from parsl.executors import HighThroughputExecutor
+    from parsl.providers import LocalProvider
+
+    htex = HighThroughputExecutor(
+        label="htex",
+        max_workers_per_node=WORKERS,
+        provider=LocalProvider(init_blocks=1, min_blocks=0, max_blocks=1),
+    )
+    return Config(executors=[htex], run_dir=run_dir, usage_tracking=0)
+
+
+@contextlib.contextmanager
+def parsl_htex() -> Iterator[tuple[Submit, Gather]]:
+    import parsl
+    from parsl.app.python import PythonApp
+
+    run_dir = tempfile.mkdtemp(prefix="simai-bench-parsl-")
+    try:
+        dfk = parsl.load(_parsl_config(run_dir))
+        try:
+            app = PythonApp(noop, data_flow_kernel=dfk, executors=["htex"])
+            yield (lambda fn, *a: app(*a)), _futures_gather
+        finally:
+            dfk.cleanup()
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def dask_local() -> Iterator[tuple[Submit, Gather]]:
+    import dask
+    from distributed import Client, LocalCluster
+
+    scratch = tempfile.mkdtemp(prefix="simai-bench-dask-")
+    try:
+        dask.config.set({"temporary-directory": scratch})
+        cluster = LocalCluster(
+            n_workers=WORKERS,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.CRITICAL,
+            local_directory=scratch,
+        )
+        try:
+            client = Client(cluster)
+            try:
+                yield (lambda fn, *a: client.submit(fn, *a, pure=False)), client.gather
+            finally:
+                client.close()
+        finally:
+            cluster.close()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def ray_local() -> Iterator[tuple[Submit, Gather]]:
+    import ray
+
+    scratch = tempfile.mkdtemp(prefix="simai-bench-ray-")
+    try:
+        ray.init(
+            num_cpus=WORKERS,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.ERROR,
+            configure_logging=False,
+            _temp_dir=scratch,
+        )
+        try:
+            remote = ray.remote(noop)
+            yield (lambda fn, *a: remote.remote(*a)), ray.get
+        finally:
+            ray.shutdown()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _simai_executor(name: str, **config: Any) -> Any:
+    launch = importlib.import_module("simai.launch")
+    if name == "local" and hasattr(launch, "LocalExecutor"):
+        return launch.LocalExecutor(**config)
+    return launch.get_executor(name, **config)
+
+
+def _simai_missing(name: str) -> str | None:
+    """Why simai's executor ``name`` cannot be built yet, or None when it can."""
+    try:
+        launch = importlib.import_module("simai.launch")
+    except Exception as exc:  # noqa: BLE001 - any import failure means "skip with reason"
+        return f"cannot import simai.launch ({type(exc).__name__}: {exc})"
+    if name == "local" and hasattr(launch, "LocalExecutor"):
+        return None
+    if not hasattr(launch, "get_executor"):
+        return "simai.launch has no get_executor yet"
+    registry = getattr(importlib.import_module("simai.launch.executor"), "_REGISTRY", {})
+    if name not in registry:
+        return f"no simai executor named {name!r} yet"
+    module = registry[name].partition(":")[0]
+    try:
+        importlib.import_module(module)
+    except Exception as exc:  # noqa: BLE001
+        return f"cannot import {module} ({type(exc).__name__}: {exc})"
+    return None
+
+
+@contextlib.contextmanager
+def simai_local() -> Iterator[tuple[Submit, Gather]]:
+    with _simai_executor("local") as executor:
+        yield executor.submit, _futures_gather
+
+
+@contextlib.contextmanager
+def simai_parsl() -> Iterator[tuple[Submit, Gather]]:
+    run_dir = tempfile.mkdtemp(prefix="simai-bench-parsl-")
+    try:
+        with _simai_executor("parsl", config=_parsl_config(run_dir)) as executor:
+            yield executor.submit, _futures_gather
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _module_missing(module: str) -> Callable[[], str | None]:
+    def missing() -> str | None:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # noqa: BLE001 - any import failure means "skip with reason"
+            return f"cannot import {module} ({type(exc).__name__}: {exc})"
+        return None
+
+    return missing
+
+
+def _all_missing(*checks: Callable[[], str | None]) -> Callable[[], str | None]:
+    return lambda: next((why for check in checks if (why := check())), None)
+
+
+FRAMEWORKS: dict[str, tuple[str, Callable[[], Any], Callable[[], str | None]]] = {
+    # key: (table name, context manager, why it cannot run here or None)
+    "processpool": (f"ProcessPoolExecutor({WORKERS})", process_pool, lambda: None),
+    "simai-local": ("simai LocalExecutor", simai_local, lambda: _simai_missing("local")),
+    "parsl": (
+        f"Parsl HTEX (LocalProvider, {WORKERS} workers)",
+        parsl_htex,
+        _module_missing("parsl"),
+    ),
+    "simai-parsl": (
+        "simai Parsl executor (same HTEX)",
+        simai_parsl,
+        _all_missing(_module_missing("parsl"), lambda: _simai_missing("parsl")),
+    ),
+    "dask": (
+        f"Dask LocalCluster(n_workers={WORKERS})",
+        dask_local,
+        _module_missing("distributed"),
+    ),
+    "ray": (f"Ray (num_cpus={WORKERS})", ray_local, _module_missing("ray")),
+}
+
+
+# -- measuring ---------------------------------------------------------------------------------
+
+
+def _marked_processes(marker: str) -> list[Any]:
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid", "status"]):
+        if proc.pid == os.getpid() or proc.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        try:
+            if proc.environ().get(MARKER) != marker:
+                continue
+            if proc.ppid() == os.getpid() and "resource_tracker" in " ".join(proc.cmdline()):
+                continue  # this interpreter's own multiprocessing helper; exits with it
+            found.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def _reap_leftovers(marker: str, grace: float = 15.0) -> list[str]:
+    """Wait for the framework's processes to exit; kill and name those that do not."""
+    import psutil
+
+    deadline = time.monotonic() + grace
+    while (left := _marked_processes(marker)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    names = []
+    for proc in left:
+        with contextlib.suppress(psutil.Error):
+            names.append(f"{proc.pid} {' '.join(proc.cmdline())[:80]}")
+            proc.kill()
+    return names
+
+
+def measure(key: str, n: int, round_trips: int) -> Row:
+    name, opener, missing = FRAMEWORKS[key]
+    row = Row(name)
+    if why := missing():
+        row.note = f"skipped: {why}"
+        return row
+    marker = uuid.uuid4().hex
+    os.environ[MARKER] = marker
+    try:
+        t0 = time.perf_counter()
+        with opener() as (submit, gather):
+            assert gather([submit(noop, 1)]) == [1]
+            row.first_result_s = time.perf_counter() - t0
+            gather([submit(noop, i) for i in range(50)])
+            times = []
+            for i in range(round_trips):
+                start = time.perf_counter()
+                gather([submit(noop, i)])
+                times.append(time.perf_counter() - start)
+            row.round_trip_ms = statistics.median(times) * 1e3
+            start = time.perf_counter()
+            results = gather([submit(noop, i) for i in range(n)])
+            row.throughput = n / (time.perf_counter() - start)
+            if results != list(range(n)):
+                raise RuntimeError("wrong results")
+            closing = time.perf_counter()
+        row.shutdown_s = time.perf_counter() - closing
+    except Exception as exc:  # noqa: BLE001 - report the failure in the table, go on
+        row.note = f"failed: {type(exc).__name__}: {str(exc)[:160]}"
+    finally:
+        os.environ.pop(MARKER, None)
+        row.leftovers = _reap_leftovers(marker)
+    for line in row.leftovers:
+        print(f"   left after shutdown: {line}", file=sys.stderr)
+    if row.leftovers:
+        row.note = (row.note + "; " if row.note else "") + (
+            f"{len(row.leftovers)} processes left after shutdown (killed)"
+        )
+    return row
+
+
+# -- report ------------------------------------------------------------------------------------
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def table(rows: list[Row]) -> str:
+    lines = [
+        "| framework | throughput (tasks/s) | round trip, median (ms) | first result (s) "
+        "| shutdown (s) | note |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.name} | {_fmt(r.throughput, ',.0f')} | {_fmt(r.round_trip_ms, '.2f')} "
+            f"| {_fmt(r.first_result_s, '.2f')} | {_fmt(r.shutdown_s, '.2f')} | {r.note} |"
+        )
+    return "\n".join(lines)
+
+
+def targets(rows: dict[str, Row]) -> str:
+    def thr(key: str) -> float | None:
+        row = rows.get(key)
+        return row.throughput if row else None
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return a / b if a is not None and b else None
+
+    local = rows.get("simai-local")
+    checks = [
+        ("simai local throughput / ProcessPool", ratio(thr("simai-local"), thr("processpool")),
+         ">= 0.5", lambda v: v >= 0.5, ".2f"),
+        ("simai local throughput / Parsl HTEX", ratio(thr("simai-local"), thr("parsl")),
+         ">= 5", lambda v: v >= 5, ".1f"),
+        ("simai local round trip (ms)", local.round_trip_ms if local else None,
+         "<= 0.3", lambda v: v <= 0.3, ".3f"),
+        ("simai local first result (s)", local.first_result_s if local else None,
+         "<= 0.3", lambda v: v <= 0.3, ".3f"),
+        ("simai Parsl throughput / Parsl HTEX", ratio(thr("simai-parsl"), thr("parsl")),
+         ">= 0.8", lambda v: v >= 0.8, ".2f"),
+    ]  # fmt: skip
+    lines = ["| target | measured | wanted | met |", "| --- | ---: | --- | --- |"]
+    for label, value, wanted, ok, spec in checks:
+        met = "not measured" if value is None else ("yes" if ok(value) else "**no**")
+        lines.append(f"| {label} | {_fmt(value, spec)} | {wanted} | {met} |")
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    versions = []
+    for mod in ("parsl", "distributed", "ray"):
+        with contextlib.suppress(Exception):
+            versions.append(f"{mod} {importlib.import_module(mod).__version__}")
+    return (
+        f"{platform.node()}: {os.cpu_count()} CPUs ({cpu}), {platform.system()} "
+        f"{platform.release()}, Python {platform.python_version()}; " + ", ".join(versions)
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-n", type=int, default=5000, help="tasks for throughput (5000)")
+    parser.add_argument("--round-trips", type=int, default=200, help="sequential tasks (200)")
+    parser.add_argument(
+        "--only", default=",".join(FRAMEWORKS), help=f"comma list of {', '.join(FRAMEWORKS)}"
+    )
+    parser.add_argument("--out", type=Path, help="also write the Markdown report here")
+    args = parser.parse_args(argv)
+    keys = [k.strip() for k in args.only.split(",") if k.strip()]
+    unknown = [k for k in keys if k not in FRAMEWORKS]
+    if unknown:
+        parser.error(f"unknown framework(s) {', '.join(unknown)}; known: {', '.join(FRAMEWORKS)}")
+    if args.n < 1 or args.round_trips < 1:
+        parser.error("-n and --round-trips must be at least 1")
+
+    for noisy in ("distributed", "parsl", "ray", "tornado", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    rows: dict[str, Row] = {}
+    for key in keys:
+        print(f"-- {FRAMEWORKS[key][0]} ...", file=sys.stderr, flush=True)
+        rows[key] = measure(key, args.n, args.round_trips)
+        print(table([rows[key]]).splitlines()[-1], file=sys.stderr, flush=True)
+
+    command = "python " + " ".join(shlex.quote(a) for a in [*sys.argv])
+    report = "\n".join(
+        [
+            f"# No-op task benchmark (N = {args.n:,}, round trip = median of {args.round_trips})",
+            "",
+            f"- command: `{command}`",
+            f"- date: {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+            f"- machine: {machine()}",
+            "",
+            table(list(rows.values())),
+            "",
+            "## Targets",
+            "",
+            targets(rows),
+            "",
+        ]
+    )
+    print(report)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(report)
+    return 0
+
+
+if __name__ == "__main__":
+    # Workers must import the task by module name, not from __main__.
+    sys.path.insert(0, str(ROOT))
+    # Parsl starts interchange.py and process_worker_pool.py from PATH.
+    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
+    )
+    from benchmarks.tasks import main as _main
+
+    sys.exit(_main())
