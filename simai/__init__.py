@@ -17,12 +17,15 @@ from simai.launch import (
     task,
 )
 from simai.store import AuthenticationError, CorruptValueError, Store, open_store, store
+from simai.workflow import Component, ComponentFailed, Workflow
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AuthenticationError",
     "Command",
+    "Component",
+    "ComponentFailed",
     "CommandError",
     "CommandResult",
     "CorruptValueError",
@@ -33,6 +36,7 @@ __all__ = [
     "Store",
     "TaskTimeoutError",
     "WorkerLostError",
+    "Workflow",
     "__version__",
     "as_completed",
     "get_executor",

@@ -2,6 +2,8 @@
 
     simai store start [--shards N] [--port P] [--bind ADDR] [--persist-dir DIR]
     simai store stop | status | env
+    simai status RUN [--json] [--failures N]
+    simai logs RUN NAME [--tail N]
 
 `simai store start` records what it started (pids, ports, password) in a 0600 JSON file,
 $SIMAI_HOME/store.json (SIMAI_HOME defaults to ~/.simai), and prints shell lines exporting
@@ -11,9 +13,11 @@ SIMAI_STORE and SIMAI_STORE_PASSWORD, so `eval "$(simai store start)"` sets up a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -139,7 +143,212 @@ def store_env(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- simai status RUN / simai logs RUN NAME ------------------------------------------------
+
+_TASK_STATES = ("submitted", "running", "done", "failed", "retried", "cancelled")
+
+
+def _find_run(run: str) -> Any:
+    """The run directory RUN: a path, or a run name under ./runs/."""
+    from simai.workflow import RunDir
+    from simai.workflow.rundir import DEFAULT_ROOT
+
+    for path in (Path(run), Path(DEFAULT_ROOT) / run):
+        if RunDir.exists(path):
+            return RunDir(path, create=False)
+    root = Path(DEFAULT_ROOT)
+    known = sorted(p.name for p in root.iterdir() if RunDir.exists(p)) if root.is_dir() else []
+    listing = f"; runs under {root.absolute()}: {', '.join(known)}" if known else ""
+    raise CLIError(
+        f"no run directory {run!r} (looked for {Path(run).absolute()} and "
+        f"{(root / run).absolute()}){listing}"
+    )
+
+
+def _status_data(run_dir: Any, failures: int) -> dict[str, Any]:
+    from simai.workflow import Records
+
+    data: dict[str, Any] = {"run_dir": str(run_dir.path), "config": run_dir.config()}
+    data["live"] = run_dir.holder()
+    if run_dir.records_path.is_file():
+        records = Records(run_dir.records_path, readonly=True)
+        try:
+            data.update(records.summary(failures=failures))
+        finally:
+            records.close()
+    else:
+        data.update(runs=[], tasks={}, task_names={}, components=[], events={}, failures=[])
+        data["failures_total"] = 0
+    if data["live"] is None:
+        for attempt in data["runs"]:
+            if attempt["status"] == "running":
+                attempt["status"] = "interrupted"
+    return data
+
+
+def _when(t: float | None) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
+
+
+def _table(headers: Sequence[str], rows: list[Sequence[Any]], indent: str = "  ") -> list[str]:
+    cells = [list(map(str, headers))] + [["-" if v is None else str(v) for v in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    return [
+        indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in cells
+    ]
+
+
+def _first_line(text: str | None, width: int = 100) -> str:
+    lines = [line for line in (text or "").strip().splitlines() if line.strip()]
+    line = lines[-1] if lines else "-"
+    return line if len(line) <= width else line[: width - 3] + "..."
+
+
+def status(args: argparse.Namespace) -> int:
+    run_dir = _find_run(args.run)
+    data = _status_data(run_dir, args.failures)
+    if args.json:
+        print(json.dumps(data, indent=1))
+        return 0
+    config, live = data["config"], data["live"]
+    out = [f"run {run_dir.path}"]
+    described = [f"{k} {config[k]}" for k in ("workflow", "store", "executor") if k in config]
+    if described:
+        out.append("  " + ", ".join(described))
+    if live:
+        out.append(f"  live: pid {live['pid']} on {live['host']}")
+    else:
+        out.append("  live: no (no process holds the run's lock)")
+    out.append("")
+    out.append("attempts:")
+    out += _table(
+        ("#", "started", "ended", "status", "host", "pid"),
+        [
+            (r["attempt"], _when(r["started"]), _when(r["ended"]), r["status"], r["host"], r["pid"])
+            for r in data["runs"]
+        ],
+    )
+    if data["components"]:
+        out.append("")
+        out.append("components:")
+        out += _table(
+            ("name", "state", "restarts", "last event", "at", "host", "detail"),
+            [
+                (
+                    c["name"],
+                    c["state"],
+                    c["restarts"],
+                    c["last_event"],
+                    _when(c["time"]),
+                    c["host"],
+                    _first_line(c["detail"], 60),
+                )
+                for c in data["components"]
+            ],
+        )
+    tasks = data["tasks"]
+    out.append("")
+    total = sum(tasks.values())
+    out.append(f"tasks: {total}")
+    if total:
+        states = [s for s in _TASK_STATES if s in tasks] + sorted(set(tasks) - set(_TASK_STATES))
+        out += _table(
+            ("name", *states),
+            [("all", *(tasks.get(s, 0) for s in states))]
+            + [
+                (name, *(counts.get(s, 0) for s in states))
+                for name, counts in sorted(data["task_names"].items())
+            ],
+        )
+    if data["failures_total"]:
+        shown = len(data["failures"])
+        out.append("")
+        out.append(f"failures: {data['failures_total']} (newest {shown} shown)")
+        for f in data["failures"]:
+            item = f"{f['name']}[{f['item_id']}]" if f["item_id"] is not None else f["name"]
+            out.append(f"  {f['kind']} {item} at {_when(f['time'])} on {f['host'] or '-'}:")
+            detail = (f["detail"] or "(no detail recorded)").rstrip().splitlines()[-5:]
+            out += [f"    {line}" for line in detail]
+    print("\n".join(out))
+    return 0
+
+
+def logs(args: argparse.Namespace) -> int:
+    run_dir = _find_run(args.run)
+    try:
+        path = run_dir.find_log(args.name)
+    except KeyError as e:
+        raise CLIError(e.args[0]) from None
+    out = sys.stdout.buffer
+    with open(path, "rb") as f:
+        if args.tail is None:
+            while chunk := f.read(1 << 20):
+                out.write(chunk)
+        else:
+            out.write(b"".join(_tail(f, args.tail)))
+    out.flush()
+    return 0
+
+
+def _tail(f: Any, n: int) -> list[bytes]:
+    """The last ``n`` lines of a binary file, read backwards in blocks."""
+    pos = f.seek(0, os.SEEK_END)
+    data = b""
+    while pos > 0 and data.count(b"\n") <= n:
+        step = min(pos, 1 << 16)
+        pos -= step
+        f.seek(pos)
+        data = f.read(step) + data
+    return data.splitlines(keepends=True)[-n:]
+
+
 # --- parser ------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a workflow script in this process, as `python SCRIPT ARGS...` would."""
+    import runpy
+
+    script = Path(args.script)
+    if not script.is_file():
+        raise CLIError(f"no workflow script {str(script)!r}")
+    if args.resume:
+        os.environ["SIMAI_RESUME"] = "1"
+    sys.argv = [str(script), *args.args]
+    sys.path.insert(0, str(script.resolve().parent))
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return 0
+
+
+def stop(args: argparse.Namespace) -> int:
+    """Ask a running workflow to stop: it stops its components and exits cleanly."""
+    import socket
+    import time
+
+    from simai.workflow.workflow import STOP_REQUEST
+
+    run_dir = _find_run(args.run)
+    holder = run_dir.holder()
+    if holder is None:
+        _note(f"run {run_dir.path} is not running")
+        return 0
+    (run_dir.path / STOP_REQUEST).touch()
+    if holder.get("host") == socket.gethostname() and holder.get("pid"):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(holder["pid"], signal.SIGTERM)
+    deadline = time.monotonic() + args.timeout
+    while run_dir.holder() is not None:
+        if time.monotonic() > deadline:
+            raise CLIError(f"run {run_dir.path} still running after {args.timeout} s")
+        time.sleep(0.1)
+    _note(f"stopped run {run_dir.path}")
+    return 0
 
 
 def _positive(text: str) -> int:
@@ -199,6 +408,50 @@ def build_parser() -> argparse.ArgumentParser:
         ("env", store_env, "print the shell exports for the recorded store again"),
     ]:
         store_cmds.add_parser(name, help=text, description=text).set_defaults(func=func)
+    status_cmd = commands.add_parser(
+        "status",
+        help="summarise a run: attempts, components, task counts, failures",
+        description="Summarise a run from its records: attempts, each component's state, "
+        "task counts by state and the failures with their error. RUN is a run directory "
+        "or the name of one under ./runs/.",
+    )
+    status_cmd.add_argument("run", metavar="RUN", help="run directory, or a run name under ./runs")
+    status_cmd.add_argument("--json", action="store_true", help="print the summary as JSON")
+    status_cmd.add_argument(
+        "--failures", type=_positive, default=20, help="failures to show, newest first (20)"
+    )
+    status_cmd.set_defaults(func=status)
+
+    logs_cmd = commands.add_parser(
+        "logs",
+        help="print a component's or task's log",
+        description="Print the log of component or task NAME of run RUN.",
+    )
+    logs_cmd.add_argument("run", metavar="RUN", help="run directory, or a run name under ./runs")
+    logs_cmd.add_argument("name", metavar="NAME", help="component or task name")
+    logs_cmd.add_argument("--tail", type=_positive, default=None, help="only the last N lines")
+    logs_cmd.set_defaults(func=logs)
+
+    run_cmd = commands.add_parser(
+        "run",
+        help="run a workflow script (--resume continues an earlier run)",
+        description="Run the workflow script SCRIPT with ARGS, as python would. With --resume, "
+        "every simai.Workflow in it continues its run: finished tasks are not run again.",
+    )
+    run_cmd.add_argument("--resume", action="store_true", help="continue the earlier run")
+    run_cmd.add_argument("script", metavar="SCRIPT", help="the workflow's Python script")
+    run_cmd.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
+    run_cmd.set_defaults(func=run)
+
+    stop_cmd = commands.add_parser(
+        "stop",
+        help="stop a running workflow from another terminal",
+        description="Ask the workflow running in RUN to stop its components and exit cleanly, "
+        "and wait until it has.",
+    )
+    stop_cmd.add_argument("run", metavar="RUN", help="run directory, or a run name under ./runs")
+    stop_cmd.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (60)")
+    stop_cmd.set_defaults(func=stop)
     return parser
 
 

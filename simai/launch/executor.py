@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import CancelledError, Future, InvalidStateError
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from simai.launch.resources import Resources, as_resources
 
@@ -84,6 +84,7 @@ class Task:
     has_dependencies: bool = False
     started: bool = False
     backend_data: Any = None
+    observer: Callable[[Task, str, BaseException | None], None] | None = None
 
     @property
     def label(self) -> str:
@@ -95,7 +96,15 @@ class Task:
         if self.started:
             return not self.future.done()
         self.started = True
-        return self.future.set_running_or_notify_cancel()
+        running = self.future.set_running_or_notify_cancel()
+        if running:
+            self.notify("started")
+        return running
+
+    def notify(self, event: str, error: BaseException | None = None) -> None:
+        """Tell the executor's observer (the workflow's records) what happened."""
+        if self.observer is not None:
+            self.observer(self, event, error)
 
 
 def _check_retries_walltime(retries: Any, walltime: Any) -> tuple[int, float | None]:
@@ -173,13 +182,33 @@ def _dependency_error(dep: Future) -> DependencyError:
     return err
 
 
+class Memo(Protocol):
+    """Remembers finished tasks so a resumed run does not redo them (see simai.workflow)."""
+
+    def recall(self, task: Task) -> tuple[bool, Any]:
+        """``(True, result)`` for a task that already finished, else ``(False, None)``."""
+
+    def remember(
+        self, task: Task, result: Any, done: Callable[[BaseException | None], None]
+    ) -> None:
+        """Keep a finished task's result; call ``done(None)`` once it is durable (the task
+        counts as finished only then), ``done(error)`` if it could not be kept."""
+
+
 class Executor(abc.ABC):
     """Runs Python tasks and commands, returning ``concurrent.futures.Future`` objects.
 
     Use it like ``concurrent.futures.Executor``: ``submit``, ``shutdown``, or as a
     context manager that shuts down on exit (and kills everything at once when the
     block is left by ``KeyboardInterrupt``).
+
+    A workflow attaches an ``observer`` (called with each task's submitted, started,
+    finished, failed, retried and cancelled events) and a ``memo`` (finished tasks are
+    recalled instead of run again); both are None for a bare executor.
     """
+
+    observer: Callable[[Task, str, BaseException | None], None] | None = None
+    memo: Memo | None = None
 
     def __init__(self) -> None:
         self._closed = False
@@ -308,11 +337,13 @@ class Executor(abc.ABC):
         if self._closed:
             raise RuntimeError("cannot submit to an executor that was shut down")
         task.future.simai_task = task  # type: ignore[attr-defined]
+        task.observer = self.observer
         deps = _find_futures(task.args, task.kwargs)
         task.has_dependencies = bool(deps)
         self._prepare(task)
+        task.notify("submitted")
         if not deps:
-            self._run(task)
+            self._launch(task)
             return task.future
         with self._base_lock:
             self._waiting.add(task)
@@ -342,7 +373,7 @@ class Executor(abc.ABC):
             try:
                 task.args = tuple(_substitute(v) for v in task.args)
                 task.kwargs = {k: _substitute(v) for k, v in task.kwargs.items()}
-                self._run(task)
+                self._launch(task)
             except BaseException as exc:  # noqa: BLE001 - reported through the future
                 self._set_exception(task, exc)
 
@@ -350,9 +381,32 @@ class Executor(abc.ABC):
             dep.add_done_callback(on_done)
         return task.future
 
+    def _launch(self, task: Task) -> None:
+        """Run a task whose arguments are resolved, unless the memo knows its result."""
+        if self.memo is not None:
+            known, result = self.memo.recall(task)
+            if known:
+                if task.start():
+                    task.args, task.kwargs = (), {}
+                    task.future.set_result(result)
+                    task.notify("finished")
+                return
+        self._run(task)
+
     def _finish(self, task: Task, result: Any = None, error: BaseException | None = None) -> None:
-        """Record the end of one attempt: retry, or settle the future."""
+        """Record the end of one attempt: retry, or settle the future (once the memo, if
+        any, has kept the result durably)."""
+        if error is None and self.memo is not None and not task.future.done():
+            try:
+                self.memo.remember(task, result, lambda err: self._conclude(task, result, err))
+                return
+            except Exception as exc:  # noqa: BLE001 - a result that cannot be kept fails
+                error = exc
+        self._conclude(task, result, error)
+
+    def _conclude(self, task: Task, result: Any, error: BaseException | None) -> None:
         if error is None:
+            task.notify("finished")
             task.args, task.kwargs, task.backend_data = (), {}, None
             if not task.future.done():
                 try:
@@ -366,6 +420,7 @@ class Executor(abc.ABC):
             and not task.future.done()
         ):
             task.attempt += 1
+            task.notify("retried", error)
             try:
                 self._run(task)
                 return
@@ -379,6 +434,7 @@ class Executor(abc.ABC):
         fut = task.future
         if fut.done():
             return
+        task.notify("cancelled" if isinstance(error, DependencyError) else "failed", error)
         if not task.started:
             task.started = True
             if not fut.set_running_or_notify_cancel():

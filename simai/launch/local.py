@@ -34,6 +34,7 @@ from typing import Any
 
 from simai.launch.command import CommandError, CommandResult
 from simai.launch.executor import Executor, Task, TaskTimeoutError, WorkerLostError
+from simai.launch.signals import leave_stop_signals_to_main_thread, unblock_stop_signals
 
 __all__ = ["LocalExecutor", "node_gpus"]
 
@@ -427,6 +428,7 @@ class LocalExecutor(Executor):
                 pass
 
     def _loop(self) -> None:
+        leave_stop_signals_to_main_thread()
         try:
             for _ in range(self._prestart):
                 self._spawn()
@@ -767,6 +769,7 @@ class LocalExecutor(Executor):
         thread.start()
 
     def _command_thread(self, task: Task, cores: tuple[int, ...], gpus: tuple[str, ...]) -> None:
+        leave_stop_signals_to_main_thread()
         cmd = task.command
         assert cmd is not None
         result: Any = None
@@ -780,7 +783,9 @@ class LocalExecutor(Executor):
             argv = task.backend_data
             core_set = set(cores)
             start = time.monotonic()
-            with open(stdout, "wb") as out, open(stderr, "wb") as err:
+            # Append: a retried or restarted command keeps the output of earlier attempts.
+            with open(stdout, "ab") as out, open(stderr, "ab") as err_file:
+                err = subprocess.STDOUT if Path(stderr) == Path(stdout) else err_file
                 with self._command_lock:
                     if self._terminated:
                         raise RuntimeError("the executor was terminated")
@@ -882,6 +887,7 @@ def _allowed_cores() -> set[int]:
 
 
 def _child_setup(cores: set[int]) -> None:
+    unblock_stop_signals()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, cores)
     try:

@@ -11,6 +11,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+import numpy as np
+
 from simai.store import codec
 
 MAX_KEY_BYTES = 1024
@@ -107,15 +109,29 @@ class Store(ABC):
         header, payload = codec.encode(value, self.allow_pickle)
         self._write(key, header, payload)
 
-    def get(self, key: str, view: bool = False) -> Any:
+    def get(self, key: str, view: bool = False, out: np.ndarray | None = None) -> Any:
         """Return the value of `key` (KeyError if missing).
 
         Arrays are private copies by default; `view=True` returns a read-only zero-copy view
         where the backend can give one (the node-local store), else a read-only copy.
+        `out=` copies an array into a preallocated C-contiguous array of the same dtype and
+        shape and returns it: a training loop that reuses its buffers allocates nothing.
         """
         check_key(key)
+        if out is not None:
+            if view:
+                raise ValueError("get() takes view=True or out=, not both")
+            if not isinstance(out, np.ndarray) or not out.flags.c_contiguous:
+                raise ValueError("out= must be a C-contiguous numpy array")
+            if not out.flags.writeable:
+                raise ValueError("out= must be writable")
+            return self._read_into(key, out)
         buf = self._read(key, view)
         return codec.decode(buf, writable=not view, allow_pickle=self.allow_pickle)
+
+    def _read_into(self, key: str, out: np.ndarray) -> np.ndarray:
+        """Copy an array entry into `out`; backends that can skip the intermediate copy do."""
+        return codec.decode_into(self._read(key, True), out)
 
     def exists(self, key: str) -> bool:
         return self._exists(check_key(key))

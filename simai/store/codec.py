@@ -150,6 +150,27 @@ def decode(buf: Any, writable: bool = True, allow_pickle: bool = False) -> Any:
     return pickle.loads(payload)
 
 
+def decode_into(buf: Any, out: np.ndarray) -> np.ndarray:
+    """Copy an array entry into `out`, which must have the entry's dtype and shape."""
+    kind, dtype, shape, off, nbytes = parse_header(buf)
+    mv = memoryview(buf).cast("B")
+    if mv.nbytes != off + nbytes:
+        raise CorruptValueError(
+            f"entry is truncated or padded: expected {off + nbytes} bytes, found {mv.nbytes}"
+        )
+    if kind != ARRAY:
+        raise TypeError("out= needs an array entry; this entry holds bytes or metadata")
+    if np.dtype(dtype) != out.dtype or tuple(shape) != out.shape:
+        raise ValueError(
+            f"out= is {out.dtype} {out.shape}, the stored array is {np.dtype(dtype)} {tuple(shape)}"
+        )
+    if nbytes != out.nbytes:
+        raise CorruptValueError("entry payload length does not match its dtype and shape")
+    if nbytes:
+        np.copyto(out.reshape(-1).view(np.uint8), np.frombuffer(mv, np.uint8, nbytes, off))
+    return out
+
+
 def payload_size(buf: Any) -> int:
     """Total entry size announced by a header (header + payload)."""
     _, _, _, off, nbytes = parse_header(buf)

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from simai.store import codec
 from simai.store.directory import DirectoryStore, unlink_quietly
 
 RECYCLE_MIN = 256 * 1024
@@ -166,13 +167,20 @@ class LocalStore(DirectoryStore):
 
     # --- reading --------------------------------------------------------------------------
 
-    def _read_file(self, path: str, view: bool) -> Any:
+    def _read_into(self, key: str, out: np.ndarray) -> np.ndarray:
+        try:
+            return self._read_file(self._path(key), False, out)
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
+    def _read_file(self, path: str, view: bool, out: np.ndarray | None = None) -> Any:
         while True:
             fd = os.open(path, os.O_RDWR)  # read-write: mappings are shared with our writes
             try:
                 st = os.fstat(fd)
                 if st.st_size < RECYCLE_MIN:
-                    return self._read_small(fd, st.st_size, view)
+                    buf = self._read_small(fd, st.st_size, view)
+                    return buf if out is None else codec.decode_into(buf, out)
                 fcntl.flock(fd, fcntl.LOCK_SH)
                 st = os.fstat(fd)
                 try:
@@ -184,9 +192,15 @@ class LocalStore(DirectoryStore):
                 if view:  # the mapping's own duplicate of fd holds the lock while it lives
                     return memoryview(mmap.mmap(fd, st.st_size, prot=mmap.PROT_READ))
                 m = self._maps.get(fd, st)
-                out = np.empty(st.st_size, dtype=np.uint8)
-                np.copyto(out, np.frombuffer(m, dtype=np.uint8, count=st.st_size))
-                return out
+                entry = memoryview(m)[: st.st_size]
+                try:
+                    if out is not None:
+                        return codec.decode_into(entry, out)
+                    buf = np.empty(st.st_size, dtype=np.uint8)
+                    np.copyto(buf, np.frombuffer(entry, dtype=np.uint8))
+                    return buf
+                finally:
+                    entry.release()
             finally:
                 os.close(fd)
 

@@ -190,6 +190,10 @@ class RedisServers:
         """Whether any shard process is still running."""
         return any(_pid_is_redis(s.pid) for s in self.shards)
 
+    def alive_all(self) -> bool:
+        """Whether every shard process is still running."""
+        return all(_pid_is_redis(s.pid) for s in self.shards)
+
     def stop(self, timeout: float = 10.0) -> None:
         """Stop every shard (saving first when persisting) and wait until each has exited."""
         if self._finalizer is not None:
@@ -228,7 +232,11 @@ class RedisServers:
                 "daemonize no",
                 'logfile ""',
                 "save ''",
-                "appendonly no",
+                # Persisting: an append-only file, flushed when the shard is told to stop,
+                # so acknowledged writes survive even the death of the process that started it.
+                "appendonly yes" if self.persist_dir else "appendonly no",
+                "appendfsync everysec",
+                f'appenddirname "aof-shard-{index}"',
                 f'dir "{workdir}"',
                 f'dbfilename "shard-{index}.rdb"',
                 "protected-mode yes",
@@ -247,6 +255,7 @@ class RedisServers:
                 cwd=workdir,
                 start_new_session=detach,
                 env=env,
+                preexec_fn=None if detach else _stop_with_parent,
             )
         assert proc.stdin is not None
         proc.stdin.write(config.encode())
@@ -398,3 +407,11 @@ def _wait_exit(s: Shard, proc: subprocess.Popen[bytes] | None, timeout: float) -
             return False
         time.sleep(0.01)
     return True
+
+
+def _stop_with_parent() -> None:
+    """In the shard's process: get SIGTERM (a clean shutdown) when the starting thread dies."""
+    import ctypes
+
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    ctypes.CDLL(None).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG

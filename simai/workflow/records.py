@@ -1,0 +1,665 @@
+"""The records database of a run: every task and component event, task memos, metrics.
+
+One SQLite file (``records.db`` in the run directory) in WAL mode with
+``synchronous=NORMAL``: every commit is atomic, and a committed transaction survives the
+death of the processes writing it (SIGKILL, walltime); only a power loss or kernel crash
+can undo the last commits. A killed run leaves a database that opens and holds a prefix
+of what was recorded.
+
+Writing costs the workflow process almost nothing: :meth:`Records.event`,
+:meth:`Records.log_metric` and ``memo_put(..., durable=False)`` append to an in-memory
+queue (a couple of microseconds); a flusher thread sends the queue every ``interval``
+seconds (or at ``batch`` items) as one marshal frame to a small writer process
+(``_recorder.py``, standard library only), which commits each frame in one transaction and
+acknowledges it. SQLite's work thus runs outside the workflow's GIL. ``flush()`` waits
+until everything queued is committed; ``memo_put(..., durable=True)`` (the default) waits
+for its own commit, shared with whatever else is queued. ``close()`` flushes and stops the
+writer; so does the end of the interpreter. The writer exits when its pipe closes, so it
+never outlives the workflow process, SIGKILL included, and commits all it received first.
+
+Several processes may write to one database, each through its own :class:`Records`
+(SQLite serialises the writers, each waiting up to ``busy_timeout`` seconds); by default
+only the workflow process writes. Readers (``simai status``) never block writers. A
+:class:`Records` object does not survive ``os.fork()``: open a new one in the child.
+
+Tables (plain SQL: ``sqlite3 records.db`` answers ad-hoc questions):
+
+- ``runs(attempt, started, ended, status, host, pid)``: one row per start of the run
+  (attempt 1, then 2, ... after each resume); status ``running``, ``done``, ``failed``,
+  ``interrupted`` (a later attempt found it still ``running``: the process was killed).
+- ``tasks(name, item_id, attempt, state, last_event, submitted, started, ended, host,
+  worker, resources, retries, detail)``: one row per task, updated by its events (its
+  state is that of its latest event, see :data:`STATE_OF`); what a Gantt chart needs.
+  One row per task rather than one per event keeps 100k-task runs small and fast.
+- ``events(id, time, attempt, kind, name, item_id, event, host, worker, resources,
+  detail)``: the event log: every component and store event, and the task events worth a
+  history (``failed``, ``retried``, ``cancelled``); ``resources`` is JSON, ``detail`` an
+  error message or log tail.
+- ``memo(key, name, status, result, finished)``: finished tasks by memo key, the result
+  encoded with :mod:`simai.store.codec` (arrays, bytes, JSON; pickle only when allowed).
+- ``metrics(time, name, value, step, source)``: user metrics.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import functools
+import json
+import logging
+import marshal
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from simai.store import codec
+from simai.workflow import _recorder
+from simai.workflow._recorder import EVENT, FRAME, MEMO, METRIC, SYNC
+
+KINDS = ("task", "component", "store")
+EVENTS = (
+    "submitted",
+    "started",
+    "finished",
+    "failed",
+    "retried",
+    "restarting",
+    "restarted",
+    "stopped",
+    "cancelled",
+)
+#: the state a task or component is in after each event (its state is that of its latest)
+STATE_OF = _recorder.STATE_OF
+_KINDS = frozenset(KINDS)
+_EVENTS = frozenset(EVENTS)
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    attempt INTEGER PRIMARY KEY, started REAL NOT NULL, ended REAL,
+    status TEXT NOT NULL, host TEXT, pid INTEGER);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY, time REAL NOT NULL, attempt INTEGER, kind TEXT NOT NULL,
+    name TEXT NOT NULL, item_id TEXT, event TEXT NOT NULL, host TEXT, worker TEXT,
+    resources TEXT, detail TEXT);
+CREATE INDEX IF NOT EXISTS events_name ON events (kind, name);
+CREATE TABLE IF NOT EXISTS tasks (
+    name TEXT NOT NULL, item_id TEXT NOT NULL, attempt INTEGER, state TEXT NOT NULL,
+    last_event TEXT NOT NULL, submitted REAL, started REAL, ended REAL, host TEXT,
+    worker TEXT, resources TEXT, retries INTEGER NOT NULL, detail TEXT,
+    PRIMARY KEY (name, item_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS memo (
+    key TEXT PRIMARY KEY, name TEXT, status TEXT NOT NULL, result BLOB, finished REAL);
+CREATE TABLE IF NOT EXISTS metrics (
+    time REAL NOT NULL, name TEXT NOT NULL, value REAL, step INTEGER, source TEXT);
+CREATE INDEX IF NOT EXISTS metrics_name ON metrics (name, step);
+"""
+_FRAME_ITEMS = 20000
+_log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class RecordsClosed(RuntimeError):
+    """The records object was closed, or its writer thread failed."""
+
+
+@dataclass(frozen=True)
+class MemoEntry:
+    """A finished task's memo: its result, decoded."""
+
+    key: str
+    name: str | None
+    status: str
+    result: Any
+    finished: float | None
+
+
+def _locked(method: F) -> F:
+    """Serialise a method's use of the shared query connection across threads."""
+
+    @functools.wraps(method)
+    def wrapper(self: Records, *args: Any, **kw: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kw)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _encode(value: Any, allow_pickle: bool) -> bytes:
+    header, payload = codec.encode(value, allow_pickle=allow_pickle)
+    return header + bytes(payload)
+
+
+class Records:
+    """The records database at ``path`` (created with its tables if missing).
+
+    ``readonly=True`` opens an existing database for queries only (no writer process).
+    ``allow_pickle`` lets :meth:`memo_put`/:meth:`memo_get` pickle results that are not
+    arrays, bytes or JSON (unpickling runs code: only for trusted run directories).
+    ``interval`` (seconds) and ``batch`` (items) bound how long a write waits in memory;
+    ``busy_timeout`` how long a write waits for another writer of the same database.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        readonly: bool = False,
+        allow_pickle: bool = False,
+        interval: float = 0.05,
+        batch: int = 5000,
+        busy_timeout: float = 30.0,
+    ):
+        self.path = Path(path)
+        self.readonly = readonly
+        self.allow_pickle = allow_pickle
+        self.attempt: int | None = None
+        self._interval = interval
+        self._batch = batch
+        self._busy_timeout = busy_timeout
+        self._host = socket.gethostname()
+        self._lock = threading.RLock()
+        if readonly and not self.path.is_file():
+            raise FileNotFoundError(f"no records database at {self.path}")
+        if not readonly:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        target = f"{self.path.absolute().as_uri()}?mode=ro" if readonly else str(self.path)
+        try:
+            self._db = self._connect(target)
+        except sqlite3.DatabaseError as e:
+            raise ValueError(f"{self.path} is not a simai records database: {e}") from None
+        try:
+            if not readonly:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                with self._db:
+                    self._db.executescript(_SCHEMA)
+                    if self._db.execute("PRAGMA user_version").fetchone()[0] == 0:
+                        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self._check_schema()
+        except sqlite3.DatabaseError as e:
+            self._db.close()
+            raise ValueError(f"{self.path} is not a simai records database: {e}") from None
+        except BaseException:
+            self._db.close()
+            raise
+        self._pending: collections.deque = collections.deque()
+        self._wake = threading.Event()
+        self._sync_lock = threading.Lock()
+        self._sync_last = 0
+        self._waiters: dict[int, threading.Event] = {}
+        self._error: str | None = None
+        self._closed = False
+        self._refuse = readonly  # closed, read-only or failed: writes call _writable()
+        self._proc: subprocess.Popen | None = None
+        self._flusher: threading.Thread | None = None
+        if not readonly:
+            self._proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-I",
+                    _recorder.__file__,
+                    str(self.path),
+                    str(busy_timeout),
+                    self._host,
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+            self._flusher = threading.Thread(
+                target=self._flush_loop, name="simai-records", daemon=True
+            )
+            self._flusher.start()
+            atexit.register(self._close_at_exit)
+
+    def _connect(self, target: str) -> sqlite3.Connection:
+        db = sqlite3.connect(
+            target,
+            uri=target.startswith("file:"),
+            timeout=self._busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.row_factory = sqlite3.Row
+        return db
+
+    def _check_schema(self) -> None:
+        try:
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            self._db.execute("SELECT 1 FROM runs, events, tasks, memo, metrics LIMIT 0")
+        except sqlite3.DatabaseError as e:
+            raise ValueError(f"{self.path} is not a simai records database: {e}") from None
+        if version != SCHEMA_VERSION:
+            raise ValueError(
+                f"{self.path} has records schema version {version}; this simai reads "
+                f"{SCHEMA_VERSION}"
+            )
+
+    # --- writing -------------------------------------------------------------------------
+
+    @_locked
+    def start_run(self, host: str | None = None, pid: int | None = None) -> int:
+        """Record a start of the run and return its attempt number (1, 2, ...).
+
+        Earlier attempts still marked ``running`` become ``interrupted``. Later events
+        carry this attempt number.
+        """
+        self._writable()
+        self.flush()
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("UPDATE runs SET status='interrupted' WHERE status='running'")
+            (last,) = self._db.execute("SELECT coalesce(max(attempt), 0) FROM runs").fetchone()
+            self.attempt = last + 1
+            self._db.execute(
+                "INSERT INTO runs VALUES (?,?,NULL,'running',?,?)",
+                (
+                    self.attempt,
+                    time.time(),
+                    host,
+                    os.getpid() if pid is None else pid,
+                ),
+            )
+        return self.attempt
+
+    @_locked
+    def end_run(self, status: str = "done") -> None:
+        """Mark the current attempt ended with ``status`` (``done``, ``failed``, ...),
+        after committing everything queued."""
+        self._writable()
+        if self.attempt is None:
+            raise RuntimeError("end_run() without start_run()")
+        self.flush()
+        with self._db:
+            self._db.execute(
+                "UPDATE runs SET ended=?, status=? WHERE attempt=?",
+                (time.time(), status, self.attempt),
+            )
+
+    def event(
+        self,
+        kind: str,
+        name: str,
+        event: str,
+        item_id: str | int | None = None,
+        *,
+        host: str | None = None,
+        worker: str | int | None = None,
+        resources: dict[str, Any] | str | None = None,
+        detail: str | None = None,
+        at: float | None = None,
+        started: float | None = None,
+    ) -> None:
+        """Queue one event (committed by the writer thread within ``interval`` seconds).
+
+        ``kind`` is one of :data:`KINDS`, ``event`` one of :data:`EVENTS`. Tasks need an
+        ``item_id`` telling apart the calls of one function; use one that stays the same
+        across resumes (the memo key), so a resumed task continues its row. ``host`` is
+        where it happened (default: this host; a task's row keeps the last host named);
+        ``at`` the event's time (default: now); ``worker`` a slot or pid; ``resources`` a
+        JSON-serialisable dict (or JSON text); ``detail`` an error message or log tail.
+        ``started`` (a task's ``finished``/``failed`` event only) is when it started, so one
+        event records both ends: executors learn both at completion, and two events per
+        task cost less than three.
+        """
+        if kind not in _KINDS or event not in _EVENTS:
+            raise ValueError(
+                f"unknown record kind {kind!r} or event {event!r}; kinds: {', '.join(KINDS)}; "
+                f"events: {', '.join(EVENTS)}"
+            )
+        if item_id is None and kind == "task":
+            raise ValueError(f"a task event needs an item_id (task {name!r}, event {event!r})")
+        if self._refuse:
+            self._writable()
+        if resources is not None and type(resources) is not str:
+            resources = json.dumps(resources)
+        self._pending.append(
+            (
+                EVENT,
+                (
+                    at or time.time(),
+                    self.attempt,
+                    kind,
+                    name,
+                    item_id,
+                    event,
+                    host,
+                    worker,
+                    resources,
+                    detail,
+                    started,
+                ),
+            )
+        )
+
+    def log_metric(
+        self, name: str, value: float, step: int | None = None, source: str | None = None
+    ) -> None:
+        """Queue one metric value (``step`` e.g. a training epoch; ``source`` the writer)."""
+        if self._refuse:
+            self._writable()
+        self._pending.append((METRIC, (time.time(), name, float(value), step, source)))
+
+    def memo_put(
+        self,
+        key: str,
+        name: str | None,
+        result: Any,
+        *,
+        status: str = "done",
+        durable: bool = True,
+        on_durable: Callable[[BaseException | None], None] | None = None,
+    ) -> None:
+        """Store a finished task's result under its memo ``key``.
+
+        A run must not report a task finished before its memo would survive a kill, so
+        with ``durable=True`` (the default) this returns only once the memo is committed.
+        That costs a commit's latency per call: a workflow finishing thousands of tasks a
+        second passes ``on_durable`` instead, which returns at once and has the records
+        thread call ``on_durable(None)`` after the commit (``on_durable(error)`` if the
+        writer failed): resolve the task's future there. ``durable=False`` only queues it.
+        Raises ``TypeError`` for a result the codec cannot encode (see ``allow_pickle``).
+        """
+        self._writable()
+        row = (key, name, status, _encode(result, self.allow_pickle), time.time())
+        self._pending.append((MEMO, row))
+        if on_durable is not None:
+            self.after_commit(on_durable)
+        elif durable:
+            self.flush()
+
+    def after_commit(self, fn: Callable[[BaseException | None], None]) -> None:
+        """Call ``fn(None)`` in the records thread once everything queued so far is
+        committed, without waiting for it; ``fn(error)`` if the writer fails first.
+        ``fn`` must be quick and must not raise (what it raises is logged and dropped)."""
+        self._writable()
+        self._mark(fn)
+        self._wake.set()
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until everything queued so far is committed."""
+        self._writable()
+        done = threading.Event()
+        self._mark(done)
+        self._wake.set()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not done.wait(0.2):
+            self._writable()
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"records not flushed to {self.path} within {timeout} s")
+        self._writable()
+
+    def _mark(self, waiter: threading.Event | Callable[[BaseException | None], None]) -> None:
+        """Queue a numbered marker; its waiter is released once the marker is committed."""
+        with self._sync_lock:
+            self._sync_last += 1
+            self._waiters[self._sync_last] = waiter
+            self._pending.append((SYNC, self._sync_last))
+
+    def close(self) -> None:
+        """Commit everything queued, stop the writer and close the database."""
+        if self._closed:
+            return
+        self._closed = self._refuse = True
+        atexit.unregister(self._close_at_exit)
+        try:
+            if self._flusher is not None:
+                self._wake.set()
+                self._flusher.join()
+        finally:
+            self._db.close()
+        if self._error is not None:
+            raise RecordsClosed(f"records writer for {self.path} failed: {self._error}")
+
+    def _close_at_exit(self) -> None:
+        try:
+            self.close()
+        except RecordsClosed as e:
+            print(f"simai: {e}", file=sys.stderr)
+
+    def __enter__(self) -> Records:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _writable(self) -> None:
+        if self.readonly:
+            raise RecordsClosed(f"records at {self.path} were opened read-only")
+        if self._error is not None:
+            raise RecordsClosed(f"records writer for {self.path} failed: {self._error}")
+        if self._closed:
+            raise RecordsClosed(f"records at {self.path} are closed")
+
+    def _flush_loop(self) -> None:
+        """Every ``interval`` (or at once when woken), send what is pending to the writer
+        process as one frame and wait for its commit; then release the flush waiters."""
+        proc = self._proc
+        assert proc is not None and proc.stdin is not None and proc.stdout is not None
+        pending, wake, seq = self._pending, self._wake, 0
+        try:
+            while True:
+                closing = self._closed
+                if not closing and len(pending) < self._batch:
+                    wake.wait(self._interval)
+                    wake.clear()
+                    closing = self._closed
+                synced, left = self._sync_last, len(pending)
+                while left:
+                    n = min(left, _FRAME_ITEMS)
+                    left -= n
+                    items = [pending.popleft() for _ in range(n)]
+                    seq += 1
+                    body = marshal.dumps((seq, items))
+                    try:
+                        proc.stdin.write(FRAME.pack(len(body)))
+                        proc.stdin.write(body)
+                        proc.stdin.flush()
+                        ack = proc.stdout.read(FRAME.size)
+                    except OSError:
+                        ack = b""
+                    if len(ack) != FRAME.size or FRAME.unpack(ack)[0] != seq:
+                        raise RecordsClosed(self._writer_died(proc))
+                self._release(synced)
+                if closing:
+                    break
+            self._release(None, RecordsClosed(f"records at {self.path} closed before commit"))
+        except BaseException as e:
+            self._error = str(e) or type(e).__name__
+            self._refuse = True
+            self._release(None, RecordsClosed(f"records writer for {self.path} failed: {e}"))
+        finally:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+            if proc.stderr is not None:
+                proc.stderr.close()
+
+    def _release(self, upto: int | None, error: BaseException | None = None) -> None:
+        """Release the waiters whose marker (numbered in queue order) is committed, or
+        all of them with ``error`` when the writer failed."""
+        with self._sync_lock:
+            tokens = [t for t in self._waiters if upto is None or t <= upto]
+            waiters = [self._waiters.pop(t) for t in tokens]
+        for waiter in waiters:
+            if isinstance(waiter, threading.Event):
+                waiter.set()
+                continue
+            try:
+                waiter(error)
+            except Exception:
+                _log.exception("records: an after_commit callback raised")
+
+    def _writer_died(self, proc: subprocess.Popen) -> str:
+        try:
+            proc.stdin.close()  # type: ignore[union-attr]
+        except OSError:
+            pass
+        proc.wait()
+        err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+        tail = err.splitlines()[-1] if err else "no message"
+        return f"the records writer process exited with status {proc.returncode}: {tail}"
+
+    # --- memo ----------------------------------------------------------------------------
+
+    @_locked
+    def memo_get(self, key: str) -> MemoEntry | None:
+        """The committed memo of ``key``, or ``None`` if that task never finished."""
+        row = self._db.execute("SELECT * FROM memo WHERE key=?", (key,)).fetchone()
+        if row is None:
+            return None
+        result = codec.decode(row["result"], allow_pickle=self.allow_pickle)
+        return MemoEntry(row["key"], row["name"], row["status"], result, row["finished"])
+
+    @_locked
+    def memo_keys(self) -> set[str]:
+        """Every committed memo key (for a resume that checks many tasks at once)."""
+        return {k for (k,) in self._db.execute("SELECT key FROM memo")}
+
+    # --- queries -------------------------------------------------------------------------
+
+    @_locked
+    def runs(self) -> list[dict[str, Any]]:
+        """The run attempts, oldest first."""
+        return [dict(r) for r in self._db.execute("SELECT * FROM runs ORDER BY attempt")]
+
+    @_locked
+    def events(
+        self,
+        name: str | None = None,
+        kind: str | None = None,
+        item_id: str | int | None = None,
+        *,
+        after: int = 0,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Committed events, oldest first, filtered by name/kind/item_id; ``after`` an
+        event id to continue from (for following a live run)."""
+        where, args = ["id > ?"], [after]
+        for column, value in (("name", name), ("kind", kind), ("item_id", item_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(str(value) if column == "item_id" else value)
+        sql = f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY id"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [dict(r) for r in self._db.execute(sql, args)]
+
+    @_locked
+    def metrics(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Committed metric values, by name then time."""
+        sql, args = "SELECT * FROM metrics", ()
+        if name is not None:
+            sql, args = sql + " WHERE name = ?", (name,)
+        return [dict(r) for r in self._db.execute(sql + " ORDER BY name, time", args)]
+
+    @_locked
+    def tasks_table(
+        self, name: str | None = None, state: str | None = None
+    ) -> list[dict[str, Any]]:
+        """One row per task, in submission order: ``name``, ``item_id``, ``state`` (of its
+        latest event), ``last_event``, ``submitted``/``started``/``ended`` times, ``host``,
+        ``worker``, ``resources``, ``retries``, ``detail`` (its last error), ``attempt``."""
+        where, args = [], []
+        for column, value in (("name", name), ("state", state)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        sql = "SELECT * FROM tasks"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        cur = self._db.cursor()
+        cur.row_factory = None
+        cur.execute(sql + " ORDER BY submitted", args)
+        columns = [d[0] for d in cur.description]
+        return [dict(zip(columns, r, strict=True)) for r in cur]
+
+    @_locked
+    def summary(self, failures: int = 50) -> dict[str, Any]:
+        """Everything ``simai status`` shows, as plain data:
+
+        ``runs`` (attempts), ``tasks`` (task counts per state), ``task_names`` (the same
+        per task name), ``components`` (per component: state, restarts (its ``restarting``
+        events), last event, time, host, worker, detail), ``events`` (counts per kind and
+        event in the events log), ``failures`` (up to ``failures`` tasks and components
+        whose latest event is ``failed``, newest first, with their detail) and
+        ``failures_total``.
+        """
+        db = self._db
+        tasks: dict[str, int] = {}
+        per_name: dict[str, dict[str, int]] = {}
+        for name, state, n in db.execute(
+            "SELECT name, state, count(*) FROM tasks GROUP BY name, state"
+        ):
+            tasks[state] = tasks.get(state, 0) + n
+            per_name.setdefault(name, {})[state] = n
+        counts: dict[str, dict[str, int]] = {}
+        for kind, event, n in db.execute(
+            "SELECT kind, event, count(*) FROM events GROUP BY kind, event"
+        ):
+            counts.setdefault(kind, {})[event] = n
+        restarts = dict(
+            db.execute(
+                "SELECT name, count(*) FROM events WHERE kind = 'component' "
+                "AND event = 'restarting' GROUP BY name"
+            ).fetchall()
+        )
+        components = []
+        for r in db.execute(
+            "SELECT * FROM events WHERE id IN (SELECT max(id) FROM events "
+            "WHERE kind = 'component' GROUP BY name) ORDER BY name"
+        ):
+            components.append(
+                {
+                    "name": r["name"],
+                    "state": STATE_OF.get(r["event"], r["event"]),
+                    "restarts": restarts.get(r["name"], 0),
+                    "last_event": r["event"],
+                    "time": r["time"],
+                    "host": r["host"],
+                    "worker": r["worker"],
+                    "detail": r["detail"],
+                }
+            )
+        failed = [
+            {"kind": "component", "name": c["name"], "item_id": None, "time": c["time"]}
+            | {k: c[k] for k in ("host", "worker", "detail")}
+            for c in components
+            if c["state"] == "failed"
+        ]
+        failed += [
+            {"kind": "task"} | dict(r)
+            for r in db.execute(
+                "SELECT name, item_id, ended AS time, host, worker, detail FROM tasks "
+                "WHERE state = 'failed' ORDER BY ended DESC LIMIT ?",
+                (int(failures),),
+            )
+        ]
+        failed.sort(key=lambda f: f["time"] or 0, reverse=True)
+        return {
+            "runs": self.runs(),
+            "tasks": tasks,
+            "task_names": per_name,
+            "components": components,
+            "events": counts,
+            "failures": failed[: int(failures)],
+            "failures_total": tasks.get("failed", 0)
+            + sum(c["state"] == "failed" for c in components),
+        }

@@ -1,0 +1,356 @@
+"""The Workflow: one run of coupled tasks and components, its store, records and resume."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from simai import launch
+from simai.launch import Command, Executor, Resources, get_executor
+from simai.launch.executor import Task
+from simai.launch.signals import leave_stop_signals_to_main_thread
+from simai.store import ENV_PASSWORD, ENV_URL, Store, open_store
+from simai.workflow.component import COMPONENT_ENV, POLICIES, Component
+from simai.workflow.memo import RecordsMemo
+from simai.workflow.records import Records
+from simai.workflow.rundir import RunDir
+
+ENV_RUN_DIR = "SIMAI_RUN_DIR"
+ENV_RESUME = "SIMAI_RESUME"
+STOP_REQUEST = "stop-request"
+LAYOUTS = ("colocated", "clustered")
+
+
+class WorkflowStopped(KeyboardInterrupt):
+    """The run was asked to stop (SIGTERM, `simai stop`): it unwinds like Ctrl-C."""
+
+
+class Workflow:
+    """A run: brings up the store, launches tasks and components, records everything.
+
+    `store` is "local" (node-local shared memory, the default), "file" (a directory in the
+    run directory), "redis" (shards the workflow starts and stops), or a URL of a store that
+    is already running. `executor` is "local", "parsl" or an Executor; `executor_config`
+    goes to its constructor. The run directory is `runs/<name>` unless `run_dir` says
+    otherwise. `resume=True` continues a run: finished tasks are recalled, not rerun, and the
+    store's contents come back; `resume=False` starts over in the same directory; the default
+    follows $SIMAI_RESUME (set by `simai run --resume`).
+
+    Placement: with `layout="colocated"` the store shares the node with tasks and
+    components, and `store_cores=k` pins the Redis shards to the first k cores while tasks and
+    components get the others. With `layout="clustered"` the store runs apart from the
+    components: shards the workflow starts listen on `store_bind` (an address the executor's
+    nodes reach) while the executor places components on its own nodes, or `store` is the URL
+    of shards already running on nodes of their own.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        store: str = "local",
+        executor: str | Executor = "local",
+        run_dir: str | os.PathLike[str] | None = None,
+        *,
+        resume: bool | None = None,
+        executor_config: dict[str, Any] | None = None,
+        store_shards: int = 1,
+        layout: str = "colocated",
+        store_cores: int = 0,
+        store_bind: str = "127.0.0.1",
+        heartbeat_interval: float = 1.0,
+        heartbeat_timeout: float = 60.0,
+    ) -> None:
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, not {layout!r}")
+        if not isinstance(store_cores, int) or store_cores < 0:
+            raise ValueError(f"store_cores must be an int >= 0, not {store_cores!r}")
+        if store_cores and store != "redis":
+            raise ValueError("store_cores pins redis-server shards: it needs store='redis'")
+        if layout == "clustered" and store == "redis" and store_bind.startswith("127."):
+            raise ValueError(
+                "a clustered layout runs components on other nodes: the store's shards must "
+                "listen on an address they reach (store_bind='<this node's address>')"
+            )
+        if layout == "clustered" and store_cores:
+            raise ValueError("store_cores splits one node's cores: it needs layout='colocated'")
+        if "://" not in store and store not in ("local", "file", "redis"):
+            raise ValueError(
+                f"store must be 'local', 'file', 'redis' or a store URL, not {store!r}"
+            )
+        self.name = name
+        self.store_kind = store
+        self.resume = os.environ.get(ENV_RESUME) == "1" if resume is None else resume
+        self.layout = layout
+        self.store_cores = store_cores
+        self.store_shards = store_shards
+        self.store_bind = store_bind
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_timeout = heartbeat_timeout
+        self._executor_spec = executor
+        self._executor_config = dict(executor_config or {})
+        self._run_dir_path = Path(run_dir) if run_dir is not None else Path("runs") / name
+        self.components: dict[str, Component] = {}
+        self.closing = False
+        self._exit = contextlib.ExitStack()
+        self._servers: Any = None
+        self._shm_root: str | None = None
+        self._saved_env: dict[str, str | None] = {}
+        self._monitor_stop = threading.Event()
+        self._stop_reason: str | None = None
+        self.run_dir: RunDir
+        self.records: Records
+        self.executor: Executor
+        self.store_url: str
+
+    # --- entering and leaving -------------------------------------------------------------
+
+    def __enter__(self) -> Workflow:
+        self.run_dir = RunDir(self._run_dir_path)
+        self.run_dir.lock()
+        try:
+            self._enter()
+        except BaseException:
+            self._leave(failed=True)
+            raise
+        return self
+
+    def _enter(self) -> None:
+        self.run_dir.check_identity(self.name)
+        self.run_dir.write_config(
+            workflow=self.name,
+            identity=self.name,
+            store=self.store_kind,
+            executor=self._executor_spec if isinstance(self._executor_spec, str) else "custom",
+            script=os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else None,
+            layout=self.layout,
+        )
+        Path(self.run_dir.path, STOP_REQUEST).unlink(missing_ok=True)
+        self.records = Records(self.run_dir.records_path)
+        self.records.start_run()
+        self.store_url, password = self._start_store()
+        self._set_env(ENV_URL, self.store_url)
+        self._set_env(ENV_PASSWORD, password)
+        self._set_env(ENV_RUN_DIR, str(self.run_dir.path))
+        self.executor = self._make_executor()
+        self.executor.observer = self._observe
+        self.executor.memo = RecordsMemo(self.records, recall=self.resume)
+        self._exit.enter_context(launch.use(self.executor))
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+            self._exit.callback(signal.signal, signal.SIGTERM, previous)
+        threading.Thread(target=self._monitor, name="simai-monitor", daemon=True).start()
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self._leave(failed=exc_type is not None, interrupted=isinstance(exc, KeyboardInterrupt))
+
+    def _leave(self, failed: bool, interrupted: bool = False) -> None:
+        self.closing = True
+        self._monitor_stop.set()
+        errors: list[BaseException] = []
+
+        def attempt(fn: Callable[[], Any]) -> None:
+            try:
+                fn()
+            except BaseException as e:  # noqa: BLE001 - keep tearing down, report after
+                errors.append(e)
+
+        for component in self.components.values():
+            if not component.done:
+                attempt(lambda c=component: c.stop(grace=5.0))
+        if hasattr(self, "executor"):
+            if failed:
+                attempt(self.executor.terminate)
+            else:
+                attempt(lambda: self.executor.shutdown(wait=True))
+        attempt(self._exit.close)
+        if hasattr(self, "records"):
+            status = "interrupted" if interrupted else ("failed" if failed else "done")
+            attempt(lambda: self.records.end_run(status))
+            attempt(self.records.close)
+        attempt(self._stop_store)
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self.run_dir.unlock()
+        if errors and not failed:
+            raise errors[0]
+
+    def _set_env(self, key: str, value: str | None) -> None:
+        self._saved_env.setdefault(key, os.environ.get(key))
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        reason = self._stop_reason or f"received signal {signum}"
+        raise WorkflowStopped(f"workflow {self.name!r} stopped: {reason}")
+
+    def _interrupt(self, reason: str) -> None:
+        """Stop the run from the monitor thread: the main thread unwinds as on SIGTERM."""
+        self._stop_reason = reason
+        self._monitor_stop.set()
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def _monitor(self) -> None:
+        leave_stop_signals_to_main_thread()
+        stop_file = Path(self.run_dir.path, STOP_REQUEST)
+        while not self._monitor_stop.wait(self.heartbeat_interval):
+            for component in list(self.components.values()):
+                component._check_heartbeat(self.heartbeat_timeout)
+            if stop_file.exists():
+                stop_file.unlink(missing_ok=True)
+                self._interrupt("`simai stop` asked it to")
+            elif self._servers is not None and not self._servers.alive_all():
+                detail = "a redis-server shard of the run's store died"
+                self.records.event("store", "redis", "failed", detail=detail)
+                self._interrupt(detail)
+
+    # --- store --------------------------------------------------------------------------
+
+    def _start_store(self) -> tuple[str, str | None]:
+        kind = self.store_kind
+        persist = self.run_dir.store_dir / kind
+        if "://" in kind:
+            return kind, os.environ.get(ENV_PASSWORD)
+        if kind == "file":
+            if not self.resume:
+                shutil.rmtree(persist, ignore_errors=True)
+            return f"file://{persist}", None
+        if kind == "local":
+            tag = hashlib.sha256(str(self.run_dir.path).encode()).hexdigest()[:12]
+            self._shm_root = os.path.join(
+                os.environ.get("SIMAI_SHM_DIR", "/dev/shm"), f"simai-run-{tag}"
+            )
+            if not self.resume:
+                shutil.rmtree(self._shm_root, ignore_errors=True)
+                shutil.rmtree(persist, ignore_errors=True)
+            elif not os.path.isdir(self._shm_root) and persist.is_dir():
+                shutil.copytree(persist, self._shm_root)
+            return f"local://{self._shm_root}", None
+        from simai.store.redis_server import RedisServers
+
+        if not self.resume:
+            shutil.rmtree(persist, ignore_errors=True)
+        persist.mkdir(parents=True, exist_ok=True)
+        self._servers = RedisServers(
+            shards=self.store_shards,
+            port=0,
+            bind=self.store_bind,
+            persist_dir=persist,
+            log_dir=self.run_dir.logs_dir,
+        )
+        if self.store_cores:
+            cores = sorted(os.sched_getaffinity(0))
+            if self.store_cores >= len(cores):
+                raise ValueError(
+                    f"store_cores={self.store_cores} leaves no core for tasks on this node "
+                    f"({len(cores)} cores)"
+                )
+            for pid in self._servers.pids:
+                os.sched_setaffinity(pid, cores[: self.store_cores])
+            self._executor_config.setdefault("cores", cores[self.store_cores :])
+        return self._servers.url, self._servers.password
+
+    def _stop_store(self) -> None:
+        if self._servers is not None:
+            self._servers.stop()
+            self._servers = None
+        if self._shm_root is not None and os.path.isdir(self._shm_root):
+            persist = self.run_dir.store_dir / "local"
+            shutil.rmtree(persist, ignore_errors=True)
+            shutil.copytree(
+                self._shm_root, persist, ignore=shutil.ignore_patterns("pool", "retired", "tmp")
+            )
+            shutil.rmtree(self._shm_root, ignore_errors=True)
+
+    def store(self) -> Store:
+        """A client of the run's store (the same one launched processes get)."""
+        return open_store(self.store_url)
+
+    # --- executor -------------------------------------------------------------------------
+
+    def _make_executor(self) -> Executor:
+        spec = self._executor_spec
+        if isinstance(spec, Executor):
+            return spec
+        config = dict(self._executor_config)
+        if spec == "local":
+            config.setdefault("log_dir", self.run_dir.logs_dir)
+        return get_executor(spec, **config)
+
+    def _observe(self, task: Task, event: str, error: BaseException | None) -> None:
+        if task.command is not None and COMPONENT_ENV in (task.command.env or {}):
+            return
+        res = None
+        if event == "submitted":
+            r = task.resources
+            res = {"cpus": r.cpus, "gpus": r.gpus, "ranks": r.ranks}
+        self.records.event(
+            "task",
+            task.name,
+            event,
+            item_id=task.id,
+            resources=res,
+            detail=None if error is None else f"{type(error).__name__}: {error}",
+        )
+
+    # --- public API -----------------------------------------------------------------------
+
+    def submit(
+        self, fn_or_command: Callable[..., Any] | Command, /, *args: Any, **kw: Any
+    ) -> Future:
+        """Run a function or Command as a task of this run (memoized for resume)."""
+        return launch.submit(fn_or_command, *args, **kw)
+
+    def start(
+        self,
+        target: Callable[..., Any] | Command,
+        /,
+        *args: Any,
+        name: str | None = None,
+        resources: Resources | dict[str, int] | None = None,
+        restart: str = "never",
+        max_restarts: int = 3,
+        **kwargs: Any,
+    ) -> Component:
+        """Start a long-running component: a function called with args, or a Command.
+
+        `restart` is "never", "on-failure" or "always"; at most `max_restarts` restarts.
+        """
+        if restart not in POLICIES:
+            raise ValueError(f"restart must be one of {POLICIES}, not {restart!r}")
+        if not isinstance(max_restarts, int) or max_restarts < 0:
+            raise ValueError(f"max_restarts must be an int >= 0, not {max_restarts!r}")
+        if isinstance(target, Command):
+            if args or kwargs:
+                raise TypeError("a Command component takes no arguments")
+            if shutil.which(target.argv[0]) is None and not os.path.exists(target.argv[0]):
+                raise FileNotFoundError(
+                    f"component command {target.argv[0]!r} not found (not on PATH)"
+                )
+            resources = resources or target.resources
+        elif not callable(target):
+            raise TypeError(f"start() needs a callable or a Command, got {target!r}")
+        name = name or getattr(target, "name", None) or getattr(target, "__name__", "component")
+        if name in self.components:
+            raise ValueError(f"a component named {name!r} already exists in this workflow")
+        from simai.launch.resources import as_resources
+
+        component = Component(
+            self, name, target, args, kwargs, as_resources(resources), restart, max_restarts
+        )
+        self.components[name] = component
+        component._launch()
+        return component

@@ -1,0 +1,339 @@
+"""Workflows with real processes: components, restarts, records, stop, resume after SIGKILL."""
+
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+import simai
+from simai.workflow import ComponentFailed, Records, RunDirLocked, RunDirMismatch, Workflow
+
+
+def shm_runs() -> set[str]:
+    return set(glob.glob("/dev/shm/simai-run-*"))
+
+
+def descendants() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True) if p.status() != "zombie"}
+
+
+@pytest.fixture
+def clean():
+    """Every test leaves no process and no shared memory behind."""
+    shm, procs = shm_runs(), descendants()
+    yield
+    deadline = time.monotonic() + 10
+    while descendants() - procs and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert descendants() - procs == set()
+    assert shm_runs() - shm == set()
+
+
+def simulation(n: int) -> None:
+    store = simai.store()
+    for i in range(n):
+        store.append("samples", np.full(8, i, np.float32))
+    store.close_stream("samples")
+
+
+def trainer() -> None:
+    store = simai.store()
+    seen = [int(x[0]) for x in store.stream("samples", timeout=60)]
+    store.put("seen", np.array(seen))
+    print("trainer saw", len(seen), "samples", flush=True)
+
+
+@simai.task
+def square(x: int) -> int:
+    return x * x
+
+
+def test_components_stream_and_tasks_run_with_records(tmp_path, clean):
+    with Workflow("coupled", run_dir=tmp_path / "run") as wf:
+        assert os.environ["SIMAI_STORE"] == wf.store_url
+        sim = wf.start(simulation, 200, resources=simai.Resources(cpus=1))
+        train = wf.start(trainer)
+        assert [f.result(timeout=60) for f in [square(i) for i in range(6)]] == [
+            0,
+            1,
+            4,
+            9,
+            16,
+            25,
+        ]
+        assert sim.wait(60) == "done" and train.wait(60) == "done"
+        np.testing.assert_array_equal(wf.store().get("seen"), np.arange(200))
+    assert "SIMAI_STORE" not in os.environ or os.environ["SIMAI_STORE"] != wf.store_url
+    assert "trainer saw 200 samples" in (tmp_path / "run/logs/trainer.log").read_text()
+    summary = Records(tmp_path / "run/records.db", readonly=True).summary()
+    states = {c["name"]: c["state"] for c in summary["components"]}
+    assert states == {"simulation": "done", "trainer": "done"}
+    assert summary["tasks"].get("done") == 6
+
+
+def crash_at_once() -> None:
+    print("about to fail", flush=True)
+    raise SystemExit(3)
+
+
+def test_component_that_fails_is_restarted_then_reported_with_its_log(tmp_path, clean):
+    with Workflow("restarts", run_dir=tmp_path / "run") as wf:
+        comp = wf.start(crash_at_once, restart="on-failure", max_restarts=2)
+        with pytest.raises(ComponentFailed, match="about to fail"):
+            comp.wait(60)
+        assert comp.restarts == 2 and comp.state == "failed"
+    events = Records(tmp_path / "run/records.db", readonly=True).events(name="crash_at_once")
+    kinds = [e["event"] for e in events]
+    assert kinds.count("restarting") == 2 and kinds.count("restarted") == 2
+    assert kinds[-1] == "failed"
+    assert (tmp_path / "run/logs/crash_at_once.log").read_text().count("about to fail") == 3
+
+
+def test_missing_component_command_is_refused_at_start(tmp_path, clean):
+    with Workflow("missing", run_dir=tmp_path / "run") as wf:
+        with pytest.raises(FileNotFoundError, match="no-such-simulator"):
+            wf.start(simai.Command(["no-such-simulator", "--steps", "3"]))
+
+
+def serve_until_stopped(marker: str) -> None:
+    try:
+        while True:
+            time.sleep(0.05)
+    finally:
+        Path(marker).write_text("cleaned up")
+
+
+def test_stop_is_graceful_and_executable_components_work(tmp_path, clean):
+    marker = tmp_path / "marker"
+    with Workflow("stop", run_dir=tmp_path / "run") as wf:
+        service = wf.start(serve_until_stopped, str(marker), name="service")
+        echo = wf.start(simai.Command(["sh", "-c", "echo from an executable"]), name="echo")
+        assert echo.wait(60) == "done"
+        time.sleep(0.5)
+        assert service.stop(grace=10) == "stopped"
+    assert marker.read_text() == "cleaned up"
+    assert "from an executable" in (tmp_path / "run/logs/echo.log").read_text()
+
+
+def test_second_workflow_on_the_same_run_dir_is_refused(tmp_path, clean):
+    with Workflow("first", run_dir=tmp_path / "run"):
+        with pytest.raises(RunDirLocked, match="in use by pid"):
+            with Workflow("first", run_dir=tmp_path / "run"):
+                pass
+
+
+def test_run_dir_of_another_workflow_is_refused(tmp_path, clean):
+    with Workflow("one", run_dir=tmp_path / "run"):
+        pass
+    with pytest.raises(RunDirMismatch, match="belongs to workflow 'one'"):
+        with Workflow("two", run_dir=tmp_path / "run", resume=True):
+            pass
+
+
+RESUMABLE = textwrap.dedent(
+    """
+    import os, sys, time
+    from pathlib import Path
+    import numpy as np
+    import simai
+
+    RUN, MARKS = sys.argv[1], Path(sys.argv[2])
+
+    @simai.task
+    def step(i):
+        (MARKS / f"{i}-{os.getpid()}-{time.time_ns()}").touch()
+        simai.store().put(f"result/{i}", np.full(1000, i))
+        if i == 5 and not (MARKS / "second-run").exists():
+            time.sleep(600)  # the first run is killed here
+        return i * 10
+
+    with simai.Workflow("resumable", run_dir=RUN, store=sys.argv[3]) as wf:
+        results = []
+        for i in range(8):
+            results.append(step(i).result())
+            print("finished", i, flush=True)
+        print("results", results, flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("store", ["local", "redis"])
+def test_sigkilled_run_resumes_without_redoing_or_losing_anything(tmp_path, clean, store):
+    script = tmp_path / "wf.py"
+    script.write_text(RESUMABLE)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    run = tmp_path / "run"
+    first = subprocess.Popen(
+        [sys.executable, str(script), str(run), str(marks), store],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    for line in first.stdout:
+        if line.startswith("finished 4"):
+            break
+    deadline = time.monotonic() + 30
+    while not any(m.name.startswith("5-") for m in marks.iterdir()):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(first.pid, signal.SIGKILL)  # workers and shards follow their parent's death
+    first.wait()
+    (marks / "second-run").touch()
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "simai.cli",
+            "run",
+            "--resume",
+            str(script),
+            str(run),
+            str(marks),
+            store,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "results [0, 10, 20, 30, 40, 50, 60, 70]" in out.stdout
+    runs_of = {i: len([m for m in marks.iterdir() if m.name.startswith(f"{i}-")]) for i in range(8)}
+    assert runs_of == {0: 1, 1: 1, 2: 1, 3: 1, 4: 1, 5: 2, 6: 1, 7: 1}
+    with Workflow("resumable", run_dir=run, store=store, resume=True) as wf:
+        s = wf.store()
+        for i in range(8):
+            np.testing.assert_array_equal(s.get(f"result/{i}"), np.full(1000, i))
+    attempts = Records(run / "records.db", readonly=True).runs()
+    assert [a["status"] for a in attempts][:2] == ["interrupted", "done"]
+
+
+LONG_RUN = textwrap.dedent(
+    """
+    import sys, time
+    import simai
+
+    def service():
+        while True:
+            time.sleep(0.1)
+
+    with simai.Workflow("long", run_dir=sys.argv[1], store=sys.argv[2]) as wf:
+        wf.start(service)
+        wf.start(simai.Command(["sleep", "300"]), name="sleeper")
+        print("started", flush=True)
+        time.sleep(300)
+    """
+)
+
+
+def start_long_run(tmp_path, store="local"):
+    script = tmp_path / "long.py"
+    script.write_text(LONG_RUN)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "run"), store],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout.readline().strip() == "started"
+    return proc
+
+
+def run_tree(pid: int) -> set[int]:
+    try:
+        return {p.pid for p in psutil.Process(pid).children(recursive=True)}
+    except psutil.NoSuchProcess:
+        return set()
+
+
+def alive(pids: set[int]) -> set[int]:
+    out = set()
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.add(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+@pytest.mark.parametrize("how", ["sigterm", "simai stop"])
+def test_stopping_a_run_leaves_nothing_behind(tmp_path, clean, how, request):
+    proc = start_long_run(tmp_path, store="redis")
+    request.addfinalizer(proc.kill)
+    tree = run_tree(proc.pid)
+    assert len(tree) >= 3  # shard, runners, sleep
+    if how == "sigterm":
+        proc.send_signal(signal.SIGTERM)
+    else:
+        out = subprocess.run(
+            [sys.executable, "-m", "simai.cli", "stop", str(tmp_path / "run")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+    proc.wait(timeout=60)
+    deadline = time.monotonic() + 10
+    while alive(tree) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert alive(tree) == set()
+    attempts = Records(tmp_path / "run/records.db", readonly=True).runs()
+    assert attempts[-1]["status"] == "interrupted"
+
+
+def test_a_dead_store_shard_fails_the_run_clearly(tmp_path, clean, request):
+    proc = start_long_run(tmp_path, store="redis")
+    request.addfinalizer(proc.kill)
+    shard = next(
+        p for p in psutil.Process(proc.pid).children() if "redis-server" in " ".join(p.cmdline())
+    )
+    tree = run_tree(proc.pid)
+    shard.kill()
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    assert "redis-server shard of the run's store died" in proc.stderr.read()
+    deadline = time.monotonic() + 10
+    while alive(tree) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert alive(tree) == set()
+
+
+def where_am_i() -> list[int]:
+    return sorted(os.sched_getaffinity(0))
+
+
+def test_colocated_layout_splits_cores_between_store_and_tasks(tmp_path, clean):
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        pytest.skip("needs two cores")
+    with Workflow("placed", run_dir=tmp_path / "run", store="redis", store_cores=1) as wf:
+        shard_pid = wf._servers.pids[0]
+        assert sorted(os.sched_getaffinity(shard_pid)) == cores[:1]
+        seen = {c for f in [wf.submit(where_am_i) for _ in range(4)] for c in f.result(60)}
+        assert seen and seen.isdisjoint(cores[:1])
+        wf.store().put("x", np.arange(3))
+
+
+@pytest.mark.parametrize("args", [[], ["--store", "redis", "--store-cores", "1"]])
+def test_readme_coupled_example_runs_in_both_layouts(tmp_path, clean, args):
+    example = Path(__file__).resolve().parent.parent / "examples" / "coupled.py"
+    out = subprocess.run(
+        [sys.executable, str(example), "--steps", "100", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "trainer summary: {'samples': 6400, 'error': 0.0}" in out.stdout
+    assert "consumed 6400 samples" in (tmp_path / "runs/coupled/logs/trainer.log").read_text()

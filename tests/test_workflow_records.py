@@ -1,0 +1,451 @@
+"""The run directory and the records database: real processes, real SIGKILLs, the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from simai.workflow import (
+    Records,
+    RecordsClosed,
+    RunDir,
+    RunDirLocked,
+    RunDirMismatch,
+    log_stem,
+)
+
+SIMAI = str(Path(sys.executable).with_name("simai"))
+
+
+def _wait_gone(pid: int, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.fixture
+def children() -> Iterator[list[subprocess.Popen]]:
+    """Subprocesses a test starts; killed and reaped at the end whatever happens."""
+    procs: list[subprocess.Popen] = []
+    yield procs
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.wait(timeout=30)
+        for stream in (p.stdin, p.stdout, p.stderr):
+            if stream is not None:
+                stream.close()
+
+
+# --- records --------------------------------------------------------------------------------
+
+
+def test_records_round_trip(tmp_path: Path) -> None:
+    db = tmp_path / "records.db"
+    with Records(db) as r:
+        assert r.start_run() == 1
+        r.event("component", "sim", "started", worker=11, resources={"cpus": 2})
+        r.event("component", "trainer", "started", worker=12)
+        r.event("component", "trainer", "failed", detail="RuntimeError: diverged")
+        r.event("component", "trainer", "restarting")
+        r.event("component", "trainer", "restarted", worker=13)
+        for i in range(5):
+            r.event("task", "simulate", "submitted", i, resources={"cpus": 1})
+            r.event("task", "simulate", "started", i, worker=i % 2, host="node7")
+        for i in range(3):
+            r.event("task", "simulate", "finished", i)
+        r.event("task", "simulate", "failed", 3, detail="ValueError: bad period")
+        r.event("task", "simulate", "retried", 4, detail="WorkerLostError: killed")
+        r.event("task", "analyse", "submitted", "a")
+        r.event("task", "quick", "submitted", "q", at=100.0)
+        r.event("task", "quick", "finished", "q", at=102.5, started=101.0, worker=7)
+        r.log_metric("loss", 0.25, step=3, source="trainer")
+        r.end_run("failed")
+        assert r.start_run() == 2
+        r.event("task", "simulate", "started", 4, worker=1)
+        r.event("task", "simulate", "finished", 4)
+        r.flush()
+        s = r.summary()
+
+    assert [(a["attempt"], a["status"]) for a in s["runs"]] == [(1, "failed"), (2, "running")]
+    assert s["tasks"] == {"done": 5, "failed": 1, "submitted": 1}
+    assert s["task_names"] == {
+        "simulate": {"done": 4, "failed": 1},
+        "analyse": {"submitted": 1},
+        "quick": {"done": 1},
+    }
+    comps = {c["name"]: c for c in s["components"]}
+    assert comps["sim"]["state"] == "running" and comps["sim"]["restarts"] == 0
+    assert comps["trainer"]["state"] == "running" and comps["trainer"]["restarts"] == 1
+    assert comps["trainer"]["worker"] == "13"
+    assert s["failures_total"] == 1
+    assert s["failures"][0]["item_id"] == "3" and "bad period" in s["failures"][0]["detail"]
+    assert s["events"]["component"]["restarting"] == 1
+    assert s["events"]["task"] == {"failed": 1, "retried": 1}
+
+    ro = Records(db, readonly=True)
+    rows = {(t["name"], t["item_id"]): t for t in ro.tasks_table()}
+    t4 = rows[("simulate", "4")]
+    assert (t4["state"], t4["retries"], t4["attempt"], t4["worker"]) == ("done", 1, 2, "1")
+    assert t4["submitted"] <= t4["started"] <= t4["ended"]
+    assert t4["host"] == "node7" and json.loads(t4["resources"]) == {"cpus": 1}
+    assert rows[("simulate", "3")]["detail"] == "ValueError: bad period"
+    q = rows[("quick", "q")]
+    assert (q["submitted"], q["started"], q["ended"], q["worker"]) == (100.0, 101.0, 102.5, "7")
+    assert [e["event"] for e in ro.events(name="trainer")] == [
+        "started",
+        "failed",
+        "restarting",
+        "restarted",
+    ]
+    assert [e["event"] for e in ro.events(kind="task", item_id=4)] == ["retried"]
+    assert [(m["name"], m["value"], m["step"]) for m in ro.metrics()] == [("loss", 0.25, 3)]
+    assert len(ro.tasks_table(state="done")) == 5
+    with pytest.raises(RecordsClosed, match="read-only"):
+        ro.event("task", "x", "submitted", 1)
+    ro.close()
+
+
+def test_bad_input_is_refused(tmp_path: Path) -> None:
+    with Records(tmp_path / "r.db") as r:
+        with pytest.raises(ValueError, match="unknown record kind 'job'"):
+            r.event("job", "x", "started")
+        with pytest.raises(ValueError, match="'begun'"):
+            r.event("task", "x", "begun", 1)
+        with pytest.raises(ValueError, match="needs an item_id"):
+            r.event("task", "x", "started")
+    with pytest.raises(RecordsClosed, match="closed"):
+        r.event("component", "x", "started")
+    (tmp_path / "junk.db").write_bytes(b"not a database at all" * 100)
+    with pytest.raises(ValueError, match="not a simai records database"):
+        Records(tmp_path / "junk.db", readonly=True)
+    with pytest.raises(FileNotFoundError, match="no records database"):
+        Records(tmp_path / "missing.db", readonly=True)
+
+
+def test_batched_writes_are_committed_by_close(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    r = Records(db, interval=3600, batch=10**9)
+    r.start_run()
+    for i in range(2000):
+        r.event("task", "t", "submitted", i)
+        r.event("task", "t", "finished", i)
+    ro = Records(db, readonly=True)
+    assert ro.summary()["tasks"] == {}
+    r.close()
+    assert ro.summary()["tasks"] == {"done": 2000}
+    ro.close()
+
+
+def test_memo_round_trip(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    arr = np.arange(12, dtype=np.float32).reshape(3, 4)
+    with Records(db) as r:
+        reader = Records(db, readonly=True)
+        r.memo_put("k-array", "simulate", arr)
+        hit = reader.memo_get("k-array")  # durable: visible to another connection at once
+        assert hit is not None and hit.name == "simulate" and hit.status == "done"
+        np.testing.assert_array_equal(hit.result, arr)
+        assert hit.result.dtype == np.float32 and hit.result.shape == (3, 4)
+        r.memo_put("k-json", "f", {"a": [1, 2.5, None]}, durable=False)
+        r.memo_put("k-bytes", "f", b"\x00\x01")
+        assert reader.memo_get("k-json").result == {"a": [1, 2.5, None]}
+        assert reader.memo_get("k-bytes").result == b"\x00\x01"
+        assert reader.memo_get("missing") is None
+        assert reader.memo_keys() == {"k-array", "k-json", "k-bytes"}
+        with pytest.raises(TypeError, match="allow_pickle"):
+            r.memo_put("k-obj", "f", {1, 2})
+        reader.close()
+    with Records(db, allow_pickle=True) as r:
+        r.memo_put("k-obj", "f", {1, 2})
+        assert r.memo_get("k-obj").result == {1, 2}
+    with pytest.raises(TypeError, match="allow_pickle"):
+        Records(db, readonly=True).memo_get("k-obj")
+
+
+def test_on_durable_runs_after_the_commit(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    seen: list[tuple[str, object]] = []
+    done = threading.Event()
+    with Records(db, interval=0.2) as r, Records(db, readonly=True) as reader:
+
+        def durable(error: BaseException | None) -> None:
+            hit = reader.memo_get("k")
+            seen.append((threading.current_thread().name, error, hit and hit.result))
+            done.set()
+
+        r.memo_put("k", "f", [1, 2], on_durable=durable)
+        assert done.wait(10)
+    assert seen == [("simai-records", None, [1, 2])]
+
+
+def test_writer_process_death_is_reported(tmp_path: Path) -> None:
+    r = Records(tmp_path / "r.db")
+    errors: list[BaseException | None] = []
+    r.event("component", "sim", "started")
+    r.flush()
+    os.kill(r._proc.pid, signal.SIGKILL)
+    r.event("component", "sim", "finished")
+    r.after_commit(errors.append)
+    with pytest.raises(RecordsClosed, match="writer process exited with status -9"):
+        r.flush()
+    assert len(errors) == 1 and isinstance(errors[0], RecordsClosed)
+    with pytest.raises(RecordsClosed, match="failed"):
+        r.event("component", "sim", "stopped")
+    with pytest.raises(RecordsClosed, match="failed"):
+        r.close()
+    with Records(tmp_path / "r.db", readonly=True) as ro:
+        assert [e["event"] for e in ro.events()] == ["started"]
+
+
+def test_two_writer_processes_share_a_database(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    a, b = Records(db, interval=0.001), Records(db, interval=0.001)
+    try:
+        assert a._proc.pid != b._proc.pid
+        for i in range(3000):
+            a.event("task", "a", "finished", i)
+            b.event("task", "b", "finished", i)
+    finally:
+        a.close()
+        b.close()
+    with Records(db, readonly=True) as ro:
+        assert ro.summary()["task_names"] == {"a": {"done": 3000}, "b": {"done": 3000}}
+
+
+_WRITER = """
+    import sys
+    from simai.workflow import Records
+    r = Records(sys.argv[1], interval=0.005)
+    r.start_run()
+    print("recorder", r._proc.pid, flush=True)
+    i = 0
+    while True:
+        r.event("task", "t", "submitted", i)
+        r.event("task", "t", "started", i, worker=i % 4)
+        r.event("task", "t", "finished", i)
+        if i % 50 == 49:
+            r.event("component", "sim", "restarting")
+            r.memo_put(f"m{i}", "t", i)  # durable: committed when this returns
+            print("memo", i, flush=True)
+        i += 1
+"""
+
+
+@pytest.mark.parametrize("victims", ["process", "process+recorder"])
+def test_sigkill_mid_write_leaves_a_consistent_prefix(
+    tmp_path: Path, children: list[subprocess.Popen], victims: str
+) -> None:
+    db = tmp_path / "records.db"
+    p = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(_WRITER), str(db)], stdout=subprocess.PIPE, text=True
+    )
+    children.append(p)
+    recorder = int(p.stdout.readline().split()[1])
+    last_memo = -1
+    while last_memo < 500:
+        line = p.stdout.readline()
+        assert line.startswith("memo"), f"writer stopped: {line!r}"
+        last_memo = int(line.split()[1])
+    os.kill(p.pid, signal.SIGKILL)
+    if victims == "process+recorder":
+        os.kill(recorder, signal.SIGKILL)
+    p.wait()
+    assert _wait_gone(recorder), "the records writer process outlived its workflow"
+
+    with Records(db, readonly=True) as ro:
+        s = ro.summary()
+        rows = ro.tasks_table()
+        ids = sorted(int(t["item_id"]) for t in rows)
+        assert ids == list(range(len(ids))), "committed tasks are not a prefix"
+        assert len(ids) > last_memo
+        states = {int(t["item_id"]): t["state"] for t in rows}
+        assert all(states[i] == "done" for i in ids[:-1])
+        assert ro.memo_get(f"m{last_memo}").result == last_memo
+        assert s["tasks"]["done"] >= last_memo + 1
+        assert s["components"][0]["restarts"] >= (last_memo + 1) // 50
+        assert ro.runs()[0]["status"] == "running"
+    with Records(db) as again:
+        assert again.start_run() == 2
+        assert [r["status"] for r in again.runs()] == ["interrupted", "running"]
+
+
+# --- run directory ----------------------------------------------------------------------------
+
+
+def test_run_dir_layout_and_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    rd = RunDir.for_name("wave")
+    assert rd.path == tmp_path / "runs" / "wave"
+    assert rd.logs_dir.is_dir() and rd.store_dir.is_dir()
+    assert not RunDir.exists(rd.path)
+    cfg = rd.write_config(workflow="wave", identity="wave:1", store="local")
+    assert cfg["simai_version"] and cfg["created"] > 0
+    rd.write_config(executor="local")
+    assert rd.config() | {"created": 0} == cfg | {"executor": "local", "created": 0}
+    assert RunDir.exists(rd.path)
+    assert RunDir(rd.path, create=False).config()["identity"] == "wave:1"
+    with pytest.raises(FileNotFoundError, match="not a run directory"):
+        RunDir(tmp_path / "elsewhere", create=False)
+    with pytest.raises(ValueError, match="run name"):
+        RunDir.for_name("../escape")
+
+
+def test_identity_mismatch_is_refused(tmp_path: Path) -> None:
+    rd = RunDir(tmp_path / "run")
+    rd.check_identity("anything")  # a new run directory
+    rd.write_config(workflow="wave", identity="wave:abc")
+    rd.check_identity("wave:abc")
+    with pytest.raises(RunDirMismatch, match="belongs to workflow 'wave'.*'molecules:123'"):
+        RunDir(tmp_path / "run").check_identity("molecules:123")
+    assert issubclass(RunDirMismatch, ValueError)
+
+
+def test_log_names_are_safe_and_distinct(tmp_path: Path) -> None:
+    assert log_stem("trainer") == "trainer"
+    assert log_stem("sim/0") != log_stem("sim_0") == "sim_0"
+    assert "/" not in log_stem("../../etc/passwd") and not log_stem("../x").startswith(".")
+    with pytest.raises(ValueError, match="non-empty"):
+        log_stem("")
+    rd = RunDir(tmp_path / "run")
+    rd.log_path("sim/0").write_text("x\n")
+    assert rd.find_log("sim/0") == rd.log_path("sim/0")
+    assert rd.find_log(log_stem("sim/0")) == rd.log_path("sim/0")
+    with pytest.raises(KeyError, match=r"no log named 'other'.*sim_0-"):
+        rd.find_log("other")
+
+
+_LOCKER = """
+    import sys
+    from simai.workflow import RunDir
+    rd = RunDir(sys.argv[1])
+    rd.lock()
+    print("locked", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_second_lock_is_refused_and_sigkill_releases_it(
+    tmp_path: Path, children: list[subprocess.Popen]
+) -> None:
+    path = tmp_path / "run"
+    p = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(_LOCKER), str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    children.append(p)
+    assert p.stdout.readline() == "locked\n"
+    rd = RunDir(path)
+    with pytest.raises(RunDirLocked, match=f"in use by pid {p.pid} on ") as err:
+        rd.lock()
+    assert err.value.pid == p.pid
+    assert rd.holder()["pid"] == p.pid and not rd.locked
+    p.kill()
+    p.wait()
+    assert rd.holder() is None
+    with rd:
+        assert rd.locked
+        with pytest.raises(RunDirLocked, match=f"pid {os.getpid()}"):
+            RunDir(path).lock()  # a second object in the same process is refused too
+    assert not rd.locked and rd.holder() is None
+
+
+# --- CLI ----------------------------------------------------------------------------------------
+
+
+def _fill_run(rd: RunDir) -> None:
+    rd.write_config(workflow="wave", identity="wave:1", store="local", executor="local")
+    with Records(rd.records_path) as r:
+        r.start_run()
+        r.end_run("failed")
+        r.start_run()
+        r.event("component", "sim", "started", worker=101)
+        r.event("component", "trainer", "started", worker=102)
+        r.event("component", "trainer", "failed", detail="Traceback\nRuntimeError: diverged")
+        r.event("component", "trainer", "restarting")
+        for i in range(6):
+            r.event("task", "simulate", "submitted", f"p{i}")
+            r.event("task", "simulate", "started", f"p{i}", worker=i % 2)
+            if i < 4:
+                r.event("task", "simulate", "finished", f"p{i}")
+        r.event("task", "simulate", "failed", "p4", detail="Traceback\nValueError: bad period 4")
+    rd.log_path("trainer").write_text("".join(f"epoch {i}\n" for i in range(50)))
+
+
+def _simai(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [SIMAI, *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_cli_status_and_logs(tmp_path: Path, children: list[subprocess.Popen]) -> None:
+    rd = RunDir(tmp_path / "runs" / "wave")
+    _fill_run(rd)
+
+    out = _simai("status", "wave", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "workflow wave, store local, executor local" in text
+    assert "live: no" in text
+    lines = text.splitlines()
+    attempt1 = next(line for line in lines if line.strip().startswith("1 "))
+    assert attempt1.split()[-3] == "failed"
+    attempt2 = next(line for line in lines if line.strip().startswith("2 "))
+    assert "interrupted" in attempt2  # recorded running, but no process holds the lock
+    trainer = next(line for line in lines if line.strip().startswith("trainer"))
+    assert trainer.split()[:4] == ["trainer", "restarting", "1", "restarting"]
+    assert next(line for line in lines if line.strip().startswith("all")).split() == [
+        "all",
+        "1",
+        "4",
+        "1",
+    ]
+    assert "failures: 1" in text and "ValueError: bad period 4" in text
+    assert "task simulate[p4]" in text
+
+    p = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(_LOCKER), str(rd.path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    children.append(p)
+    assert p.stdout.readline() == "locked\n"
+    out = _simai("status", str(rd.path), "--json", cwd=tmp_path / "runs")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["live"]["pid"] == p.pid
+    assert [r["status"] for r in data["runs"]] == ["failed", "running"]
+    assert data["tasks"] == {"running": 1, "done": 4, "failed": 1}
+    assert data["config"]["identity"] == "wave:1"
+    assert {c["name"]: c["restarts"] for c in data["components"]} == {"sim": 0, "trainer": 1}
+    assert data["failures"][0]["detail"].endswith("bad period 4")
+
+    out = _simai("logs", "wave", "trainer", cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout == rd.log_path("trainer").read_text()
+    out = _simai("logs", "wave", "trainer", "--tail", "2", cwd=tmp_path)
+    assert out.stdout == "epoch 48\nepoch 49\n"
+    out = _simai("logs", "wave", "simulation", cwd=tmp_path)
+    assert out.returncode == 1
+    assert "no log named 'simulation'" in out.stderr and "logs there: trainer" in out.stderr
+    out = _simai("status", "nowhere", cwd=tmp_path)
+    assert out.returncode == 1
+    assert "no run directory 'nowhere'" in out.stderr and "runs under" in out.stderr
+    assert "wave" in out.stderr
