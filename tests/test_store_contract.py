@@ -328,3 +328,21 @@ def test_delete_stream(store):
     assert store.delete_stream("gone") is True
     assert store.delete_stream("gone") is False
     assert store.stream_len("gone") == 0
+
+
+@pytest.mark.parametrize("n", [1000, 300_000], ids=["small", "large"])
+def test_get_into_a_preallocated_array(store, n):
+    a = np.random.default_rng(2).random(n).astype(np.float32).reshape(-1, 10)
+    store.put("x", a)
+    out = np.empty_like(a)
+    assert store.get("x", out=out) is out
+    np.testing.assert_array_equal(out, a)
+    with pytest.raises(ValueError, match="float64"):
+        store.get("x", out=np.empty(a.shape, np.float64))
+    with pytest.raises(ValueError, match="view=True or out="):
+        store.get("x", view=True, out=out)
+    store.put("m", {"not": "an array"})
+    with pytest.raises(TypeError, match="out="):
+        store.get("m", out=out)
+    with pytest.raises(KeyError):
+        store.get("missing", out=out)
