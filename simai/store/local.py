@@ -163,7 +163,9 @@ class LocalStore(DirectoryStore):
             retired = None
         os.rename(tmp, path)
         if retired is not None:
-            os.rename(retired, f"{self._pool}/{os.path.basename(retired)}")
+            name = os.path.basename(retired)
+            os.rename(retired, f"{self._pool}/{name}")
+            self._candidates.append(name)  # the next large put tries it without listing
 
     # --- reading --------------------------------------------------------------------------
 
