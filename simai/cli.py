@@ -2,8 +2,12 @@
 
     simai store start [--shards N] [--port P] [--bind ADDR] [--persist-dir DIR]
     simai store stop | status | env
+    simai run [--resume] SCRIPT [ARGS...]
+    simai submit --slurm [--jobs N] [--time T] [--partition P] [--run-dir RUN]
+                 [--sbatch-arg=ARGS] SCRIPT [ARGS...]
     simai status RUN [--json] [--failures N]
     simai logs RUN NAME [--tail N]
+    simai stop RUN [--timeout S]
 
 `simai store start` records what it started (pids, ports, password) in a 0600 JSON file,
 $SIMAI_HOME/store.json (SIMAI_HOME defaults to ~/.simai), and prints shell lines exporting
@@ -452,6 +456,10 @@ def build_parser() -> argparse.ArgumentParser:
     stop_cmd.add_argument("run", metavar="RUN", help="run directory, or a run name under ./runs")
     stop_cmd.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (60)")
     stop_cmd.set_defaults(func=stop)
+
+    from simai.workflow.slurm import add_submit_parser
+
+    add_submit_parser(commands)
     return parser
 
 

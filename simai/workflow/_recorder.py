@@ -143,7 +143,10 @@ def _read_exact(stream: Any, n: int) -> bytes | None:
 
 
 def main(argv: list[str]) -> int:
+    # Stop signals are for the workflow, which flushes and then closes our pipe; a batch
+    # system's SIGTERM to every process of the job must not cut the last commits short.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     db_path, busy_timeout, host = argv[1], float(argv[2]), argv[3]
     db = sqlite3.connect(db_path, timeout=busy_timeout, isolation_level=None)
     db.execute("PRAGMA synchronous=NORMAL")
