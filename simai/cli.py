@@ -355,6 +355,59 @@ def stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def submit(args: argparse.Namespace) -> int:
+    """`simai submit --slurm ...`: submit the chain and print its job ids."""
+    if not args.slurm:
+        raise ValueError("simai submit needs a scheduler: --slurm (the only one so far)")
+    from simai.workflow.slurm import chain_root, submit_chain
+
+    ids = submit_chain(
+        args.script,
+        args.args,
+        jobs=args.jobs,
+        time=args.time,
+        partition=args.partition,
+        sbatch_args=[a for s in args.sbatch_arg for a in shlex.split(s)],
+        run_dir=args.run_dir,
+    )
+    out = Path(chain_root(args.run_dir))
+    print(f"# submitted {len(ids)} job(s), chain files under {out}", file=sys.stderr)
+    print(" ".join(ids))
+    return 0
+
+
+def _add_submit_parser(commands: Any) -> argparse.ArgumentParser:
+    """Add ``simai submit`` to the subcommands of the `simai` parser."""
+    p = commands.add_parser(
+        "submit",
+        help="run a workflow script as a chain of batch jobs that resume one another",
+        description="Submit SCRIPT ARGS as JOBS Slurm jobs, each starting after the previous "
+        "one ended and running `simai run --resume` on it: a job cut by its time limit is "
+        "continued by the next. Prints the job ids.",
+    )
+    p.add_argument("--slurm", action="store_true", required=True, help="submit with sbatch")
+    p.add_argument("--jobs", type=_positive, default=2, help="jobs in the chain (2)")
+    p.add_argument("--time", default="0:30", help="each job's --time limit (0:30)")
+    p.add_argument("--partition", default=None, help="Slurm partition (the default one)")
+    p.add_argument(
+        "--run-dir",
+        default=None,
+        help="the workflow's run directory, if known: chain files go under it, and a job "
+        "skips a run whose last attempt is done",
+    )
+    p.add_argument(
+        "--sbatch-arg",
+        action="append",
+        default=[],
+        metavar="ARGS",
+        help="more sbatch options, e.g. --sbatch-arg='--nodes=2 --account=abc' (repeatable)",
+    )
+    p.add_argument("script", metavar="SCRIPT", help="the workflow's Python script")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
+    p.set_defaults(func=submit)
+    return p
+
+
 def _positive(text: str) -> int:
     try:
         n = int(text)
@@ -457,9 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     stop_cmd.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (60)")
     stop_cmd.set_defaults(func=stop)
 
-    from simai.workflow.slurm import add_submit_parser
-
-    add_submit_parser(commands)
+    _add_submit_parser(commands)
     return parser
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from _procs import children, no_new_children
 
 from simai.launch import (
     Command,
@@ -25,28 +26,6 @@ OMPI_ENV = {
     "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
     "OMPI_MCA_rmaps_base_oversubscribe": "1",
 }
-
-
-def children() -> set[int]:
-    return {p.pid for p in psutil.Process().children(recursive=True)}
-
-
-def no_new_children(before: set[int], timeout: float = 10.0) -> bool:
-    """True once every process this test started has ended (zombies count as ended)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = []
-        for pid in children() - before:
-            try:
-                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                    left.append(pid)
-            except psutil.NoSuchProcess:
-                pass
-        if not left:
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import sys
 import textwrap
 import time
 
-import psutil
 import pytest
+from _procs import children, no_new_children
 
 import simai.launch as launch
 from simai.launch import Command, LocalExecutor, TaskTimeoutError, task
@@ -33,7 +33,6 @@ def wide(marker):
 
 @task(walltime=0.5)
 def too_slow():
-    import time
 
     time.sleep(30)
 
@@ -41,28 +40,6 @@ def too_slow():
 @task(gpus=1)
 def on_gpu():
     return os.environ["CUDA_VISIBLE_DEVICES"]
-
-
-def children() -> set[int]:
-    return {p.pid for p in psutil.Process().children(recursive=True)}
-
-
-def no_new_children(before: set[int], timeout: float = 10.0) -> bool:
-    """True once every process this test started has ended (zombies count as ended)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = []
-        for pid in children() - before:
-            try:
-                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                    left.append(pid)
-            except psutil.NoSuchProcess:
-                pass
-        if not left:
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ time limit, the second resumes the run and finishes it, a third finds nothing le
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import re
@@ -15,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from simai.cli import build_parser
 from simai.workflow import Records, Workflow
-from simai.workflow.slurm import COMPLETE, add_submit_parser, submit_chain
+from simai.workflow.slurm import COMPLETE, submit_chain
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "slurm" / "resumable.py"
 TASKS, SECONDS = 20, 5.0  # 100 s of work: more than a 1-minute job can do (cut at 60-90 s)
@@ -164,8 +164,7 @@ def test_bad_chains_are_refused_with_a_clear_error(slurm_cluster, tmp_path):
 
 
 def test_simai_submit_command_line(slurm_cluster, tmp_path, monkeypatch, capsys):
-    parser = argparse.ArgumentParser(prog="simai")
-    add_submit_parser(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     run = tmp_path / "run"
     argv = ["submit", "--slurm", "--jobs", "2", "--time", "2", "--run-dir", str(run)]
     argv += [f"--partition={slurm_cluster.partition}", "--sbatch-arg=--job-name=cli-chain"]

@@ -34,6 +34,8 @@ from typing import Any
 
 from simai.launch.command import CommandError, CommandResult
 from simai.launch.executor import Executor, Task, TaskTimeoutError, WorkerLostError
+from simai.launch.payload import checked_payload, dumps_payload
+from simai.launch.processes import kill_tree
 from simai.launch.signals import leave_stop_signals_to_main_thread, unblock_stop_signals
 
 __all__ = ["LocalExecutor", "node_gpus"]
@@ -59,84 +61,6 @@ def node_gpus(env: dict[str, str] | None = None) -> list[str]:
         if value is not None:
             return [v.strip() for v in value.split(",") if v.strip()]
     return []
-
-
-_BY_VALUE: weakref.WeakKeyDictionary[Any, bytes | None] = weakref.WeakKeyDictionary()
-
-
-def _function_for_payload(fn: Any) -> Any:
-    """``fn`` itself when it pickles by reference, else its by-value pickle, made once.
-
-    Functions from ``__main__`` or defined inside other functions travel by value
-    (cloudpickle); that pickle is cached per function object, so globals such a function
-    reads are captured at its first submission (as Dask and Ray do).
-    """
-    try:
-        cached = _BY_VALUE.get(fn, False)
-    except TypeError:
-        cached = False
-    if cached is None:
-        return fn
-    if cached is not False:
-        return cached
-    module = getattr(fn, "__module__", None)
-    by_value: bytes | None = None
-    if _cloudpickle is not None and module in ("__main__", "__mp_main__", None):
-        by_value = _cloudpickle.dumps(fn, protocol=5)
-    else:
-        try:
-            pickle.dumps(fn, protocol=5)
-        except Exception:
-            if _cloudpickle is None:
-                raise
-            by_value = _cloudpickle.dumps(fn, protocol=5)
-    try:
-        _BY_VALUE[fn] = by_value
-    except TypeError:
-        pass
-    return fn if by_value is None else by_value
-
-
-def _dumps_payload(fn: Any, args: tuple, kwargs: dict[str, Any]) -> bytes:
-    dumps = pickle.dumps if _cloudpickle is None else _cloudpickle.dumps
-    return dumps((_function_for_payload(fn), args, kwargs), protocol=5)
-
-
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = collections.defaultdict(list)
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                stat = fh.read()
-            ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children[ppid].append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), ()):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def _kill_tree(pid: int) -> None:
-    """SIGKILL ``pid``'s process group (it leads a session) and every descendant."""
-    try:
-        victims = _descendants(pid)
-    except OSError:
-        victims = []
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except OSError:
-        pass
-    for victim in [pid, *victims]:
-        try:
-            os.kill(victim, signal.SIGKILL)
-        except OSError:
-            pass
 
 
 def _signal_text(returncode: int | None) -> str:
@@ -239,7 +163,7 @@ class _Worker:
         return frames, eof
 
     def kill(self) -> None:
-        _kill_tree(self.proc.pid)
+        kill_tree(self.proc.pid)
 
     def close(self) -> None:
         try:
@@ -365,28 +289,13 @@ class LocalExecutor(Executor):
         if task.command is not None:
             task.backend_data = task.command.full_argv()
             return
-        args: Any = task.args
-        kwargs: Any = task.kwargs
-        if task.has_dependencies:
-            from simai.launch.executor import _find_futures
-
-            deps = {id(f) for f in _find_futures(args, kwargs)}
-            args = tuple(_blank(v, deps) for v in args)
-            kwargs = {k: _blank(v, deps) for k, v in kwargs.items()}
-        try:
-            payload = _dumps_payload(task.fn, args, kwargs)
-        except Exception as exc:
-            raise TypeError(
-                f"{task.label}: cannot send the function or its arguments to a worker "
-                f"process ({type(exc).__name__}: {exc})"
-            ) from exc
-        task.backend_data = None if task.has_dependencies else payload
+        task.backend_data = checked_payload(task, "a worker process")
 
     def _run(self, task: Task) -> None:
         if self._terminated:
             raise RuntimeError("the executor was terminated")
         if task.command is None and task.backend_data is None:
-            task.backend_data = _dumps_payload(task.fn, task.args, task.kwargs)
+            task.backend_data = dumps_payload(task.fn, task.args, task.kwargs)
         if self._loop_exited:
             raise RuntimeError("the executor has shut down")
         self._post(("task", task))
@@ -411,7 +320,7 @@ class LocalExecutor(Executor):
         with self._command_lock:
             pids = list(self._pids) + list(self._commands)
         for pid in pids:
-            _kill_tree(pid)
+            kill_tree(pid)
         self._post(("terminate",))
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=10)
@@ -804,14 +713,14 @@ class LocalExecutor(Executor):
             try:
                 returncode = proc.wait(timeout=task.walltime)
             except subprocess.TimeoutExpired:
-                _kill_tree(proc.pid)
+                kill_tree(proc.pid)
                 proc.wait()
                 error = TaskTimeoutError(
                     f"{task.label} ran past its walltime of {task.walltime:g} s; "
                     f"its process tree was killed (command {argv!r})"
                 )
             else:
-                _kill_tree(proc.pid)  # leftovers in its session
+                kill_tree(proc.pid)  # leftovers in its session
                 if returncode != 0:
                     error = CommandError(argv, returncode, stdout, stderr, name=cmd.name)
                 else:
@@ -866,7 +775,7 @@ class LocalExecutor(Executor):
         with self._command_lock:
             procs = list(self._commands.values())
         for proc in procs:
-            _kill_tree(proc.pid)
+            kill_tree(proc.pid)
         with self._command_lock:
             self._loop_exited = True
         while self._incoming:
@@ -896,20 +805,6 @@ def _child_setup(cores: set[int]) -> None:
         ctypes.CDLL(None).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
     except Exception:  # noqa: BLE001 - best effort; shutdown kills the group anyway
         pass
-
-
-def _blank(value: Any, deps: set[int], depth: int = 0) -> Any:
-    """``value`` with dependency futures replaced by None, to test that it pickles."""
-    if id(value) in deps:
-        return None
-    if depth == 0:
-        if isinstance(value, list | tuple):
-            return [_blank(v, deps, 1) for v in value]
-        if isinstance(value, set | frozenset):
-            return [_blank(v, deps, 1) for v in value]
-        if isinstance(value, dict):
-            return {k: _blank(v, deps, 1) for k, v in value.items()}
-    return value
 
 
 @atexit.register

@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 from simai.launch.command import Command, CommandError, CommandResult
 from simai.launch.executor import Executor, Task, TaskTimeoutError, WorkerLostError
-from simai.launch.local import _blank, _dumps_payload, _kill_tree
+from simai.launch.payload import checked_payload, dumps_payload
+from simai.launch.processes import kill_tree
 
 if TYPE_CHECKING:
     from parsl.config import Config
@@ -258,22 +259,7 @@ class ParslExecutor(Executor):
             probe.mpi = False
             probe.full_argv()  # the executable must exist; the MPI launcher is found later
             return
-        args: Any = task.args
-        kwargs: Any = task.kwargs
-        if task.has_dependencies:
-            from simai.launch.executor import _find_futures
-
-            deps = {id(f) for f in _find_futures(args, kwargs)}
-            args = tuple(_blank(v, deps) for v in args)
-            kwargs = {k: _blank(v, deps) for k, v in kwargs.items()}
-        try:
-            payload = _dumps_payload(task.fn, args, kwargs)
-        except Exception as exc:
-            raise TypeError(
-                f"{task.label}: cannot send the function or its arguments to a Parsl worker "
-                f"({type(exc).__name__}: {exc})"
-            ) from exc
-        task.backend_data = None if task.has_dependencies else payload
+        task.backend_data = checked_payload(task, "a Parsl worker")
 
     def _run(self, task: Task) -> None:
         if self._closed_down:
@@ -287,7 +273,7 @@ class ParslExecutor(Executor):
         else:
             buffer = task.backend_data
             if buffer is None:  # arguments that were futures are resolved only now
-                buffer = task.backend_data = _dumps_payload(task.fn, task.args, task.kwargs)
+                buffer = task.backend_data = dumps_payload(task.fn, task.args, task.kwargs)
             kind = "python"
         context = {
             "task_executor": {"f": _EXECUTE, "a": (kind, task.walltime, task.label, self._sys_path)}
@@ -480,7 +466,7 @@ def _run_forked(buffer: bytes, walltime: float, label: str) -> Any:
                 break
             chunks.append(chunk)
     if timed_out:
-        _kill_tree(pid)
+        kill_tree(pid)
     _, status = os.waitpid(pid, 0)
     if timed_out:
         raise TaskTimeoutError(
@@ -516,17 +502,17 @@ def _run_command(
     try:
         returncode = proc.wait(timeout=walltime)
     except subprocess.TimeoutExpired:
-        _kill_tree(proc.pid)
+        kill_tree(proc.pid)
         proc.wait()
         raise TaskTimeoutError(
             f"{label} ran past its walltime of {walltime:g} s; its process tree was killed "
             f"(command {argv!r})"
         ) from None
     except BaseException:
-        _kill_tree(proc.pid)
+        kill_tree(proc.pid)
         proc.wait()
         raise
-    _kill_tree(proc.pid)
+    kill_tree(proc.pid)
     if returncode != 0:
         raise CommandError(argv, returncode, Path(stdout), Path(stderr), name=cmd.name)
     return CommandResult(
