@@ -45,7 +45,7 @@ KIB, MIB = 1024, 1024 * 1024
 DEFAULT_SIZES = "8K,1M,16M,64M"
 FILE_STORE_DIR = "/dev/shm/simai-bench-file"
 LOCAL_STORE_URL = "local://bench"
-SIMAI_BACKENDS = ("local", "local-view", "file", "redis")
+SIMAI_BACKENDS = ("local", "local-out", "local-view", "file", "redis")
 LOCAL_STORE_DIR = os.path.join(os.environ.get("SIMAI_SHM_DIR", "/dev/shm"), "simai-bench")
 
 # name -> (label in the table, description for the notes)
@@ -56,6 +56,10 @@ BACKENDS: dict[str, tuple[str, str]] = {
         "producer np.copyto into preallocated /dev/shm slots, consumer np.copyto out of them",
     ),
     "local": ("simai local", f"simai.open_store({LOCAL_STORE_URL!r}); get(key) copies"),
+    "local-out": (
+        "simai local get(out=)",
+        "same store; get(key, out=buffer) copies into a preallocated array, as np.copyto does",
+    ),
     "local-view": ("simai local view", "same store; get(key, view=True), zero-copy"),
     "npy": ("np.save/np.load", "np.save / np.load of .npy files on /dev/shm"),
     "file": ("simai file", f"simai.open_store('file://{FILE_STORE_DIR}')"),
@@ -211,19 +215,23 @@ class RedisPyClient:
 
 
 class SimaiClient:
-    def __init__(self, cfg: dict[str, Any], url: str, view: bool = False) -> None:
+    def __init__(self, cfg: dict[str, Any], url: str, view: bool = False, out: bool = False):
         import simai
 
         self.s = simai.open_store(url)
         self.view = view
+        self.out: np.ndarray | None = np.empty(0, np.float32) if out else None
 
     def prepare(self, size: int, n: int) -> None:
-        pass
+        if self.out is not None:
+            self.out = np.empty(size // 4, np.float32)
 
     def put(self, key: str, i: int, arr: np.ndarray) -> None:
         self.s.put(key, arr)
 
     def get(self, key: str, i: int) -> np.ndarray:
+        if self.out is not None:
+            return self.s.get(key, out=self.out)
         return self.s.get(key, view=self.view)
 
     def delete(self, key: str, i: int) -> None:
@@ -242,8 +250,8 @@ def make_client(name: str, cfg: dict[str, Any]) -> _bench_loop.Client:
         return NpyClient(cfg)
     if name == "redis-py":
         return RedisPyClient(cfg)
-    if name in ("local", "local-view"):
-        return SimaiClient(cfg, LOCAL_STORE_URL, view=name == "local-view")
+    if name in ("local", "local-out", "local-view"):
+        return SimaiClient(cfg, LOCAL_STORE_URL, view=name == "local-view", out=name == "local-out")
     if name == "file":
         return SimaiClient(cfg, f"file://{FILE_STORE_DIR}")
     if name == "redis":
@@ -361,6 +369,7 @@ def probe_simai(name: str, cfg: dict[str, Any]) -> str | None:
         client = make_client(name, cfg)
         try:
             arr = np.arange(4, dtype=np.float32)
+            client.prepare(arr.nbytes, 1)
             client.put("bench/probe", 0, arr)
             if not np.array_equal(client.get("bench/probe", 0), arr):
                 return "probe put/get returned a different array"
@@ -670,6 +679,7 @@ def ratio_lines(outcomes: dict[str, Outcome], sizes: list[int]) -> list[str]:
                 f"{op}_gbps",
                 0.7,
             )
+        add("simai local get(out=) / np.copyto get", size, "local-out", "copyto", "get_gbps", 0.7)
         for op in ("put", "get"):
             add(
                 f"simai local {op} / np.copyto via shm {op}",

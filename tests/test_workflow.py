@@ -266,7 +266,7 @@ def alive(pids: set[int]) -> set[int]:
     return out
 
 
-@pytest.mark.parametrize("how", ["sigterm", "simai stop"])
+@pytest.mark.parametrize("how", ["sigterm", "ctrl-c", "simai stop"])
 def test_stopping_a_run_leaves_nothing_behind(tmp_path, clean, how, request):
     proc = start_long_run(tmp_path, store="redis")
     request.addfinalizer(proc.kill)
@@ -274,6 +274,8 @@ def test_stopping_a_run_leaves_nothing_behind(tmp_path, clean, how, request):
     assert len(tree) >= 3  # shard, runners, sleep
     if how == "sigterm":
         proc.send_signal(signal.SIGTERM)
+    elif how == "ctrl-c":
+        proc.send_signal(signal.SIGINT)
     else:
         out = subprocess.run(
             [sys.executable, "-m", "simai.cli", "stop", str(tmp_path / "run")],
@@ -337,3 +339,25 @@ def test_readme_coupled_example_runs_in_both_layouts(tmp_path, clean, args):
     assert out.returncode == 0, out.stderr
     assert "trainer summary: {'samples': 6400, 'error': 0.0}" in out.stdout
     assert "consumed 6400 samples" in (tmp_path / "runs/coupled/logs/trainer.log").read_text()
+
+
+def stalls_once(marker: str) -> None:
+    """Freezes itself (SIGSTOP: no heartbeat, no exit) on its first run, finishes on the next."""
+    if not Path(marker).exists():
+        Path(marker).touch()
+        os.kill(os.getpid(), signal.SIGSTOP)
+    print("second run finished", flush=True)
+
+
+def test_a_component_whose_heartbeat_stops_is_killed_and_restarted(tmp_path, clean):
+    marker = tmp_path / "stalled"
+    with Workflow(
+        "hb", run_dir=tmp_path / "run", heartbeat_interval=0.2, heartbeat_timeout=2.0
+    ) as wf:
+        comp = wf.start(stalls_once, str(marker), restart="on-failure", max_restarts=1)
+        assert comp.wait(60) == "done"
+        assert comp.restarts == 1
+    events = Records(tmp_path / "run/records.db", readonly=True).events(name="stalls_once")
+    details = [e["detail"] or "" for e in events]
+    assert any("no heartbeat" in d for d in details)
+    assert "second run finished" in (tmp_path / "run/logs/stalls_once.log").read_text()
