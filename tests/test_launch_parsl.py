@@ -13,7 +13,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-from _slurm import slurm_cluster_fixture  # noqa: F401  (the slurm_cluster fixture)
 
 from simai.launch import Command, get_executor
 
