@@ -1,0 +1,371 @@
+"""The wave workload: simulations of a 2D circular wave and CNN trainers fitting u_t -> u_{t+1}.
+
+Shared by `examples/wave/wave.py` and `benchmarks/wave.py`. How the data moves is a
+parameter: a simulation writes its pairs through a *sink* and a trainer reads them through a
+*source*, so the same simulation and training code runs on simai's store (keys or streams),
+on .npy files, or on arrays handed back through futures. Sinks and sources are small
+picklable objects that open what they need in the process that uses them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+KERNELS = (3, 5, 7)
+Stepper = Callable[[np.ndarray, int], np.ndarray]
+"""Advances a simulation: (u_t, t) -> u_{t+1}. The default is the exact solution."""
+
+
+def periods(num_sims: int, low: float = 40.0, high: float = 80.0) -> list[float]:
+    """One period per simulation, evenly spread over [low, high]."""
+    return [float(p) for p in np.linspace(low, high, num_sims)] if num_sims > 1 else [low]
+
+
+def radius(n: int) -> np.ndarray:
+    """Distance from the centre on an n x n grid over [-2pi, 2pi]^2."""
+    x = np.linspace(-2 * np.pi, 2 * np.pi, n, dtype=np.float64)
+    return np.hypot(x[None, :], x[:, None])
+
+
+def exact(r: np.ndarray, t: float, period: float) -> np.ndarray:
+    """u = sin(2r - wt) / (r + 1), w = 2pi / period, as float32."""
+    return (np.sin(2 * r - (2 * np.pi / period) * t) / (r + 1)).astype(np.float32)
+
+
+def exact_stepper(r: np.ndarray, period: float) -> Stepper:
+    return lambda u, t: exact(r, t + 1, period)
+
+
+# --- where a simulation's pairs go ---------------------------------------------------------
+
+
+def pair_key(prefix: str, sim: int, step: int) -> str:
+    return f"{prefix}/sim{sim:03d}/pair{step:02d}"
+
+
+def stream_name(prefix: str, sim: int) -> str:
+    return f"{prefix}/sim{sim:03d}"
+
+
+class StoreSink:
+    """Writes into the run's store ($SIMAI_STORE): one key per pair, or one stream per sim."""
+
+    def __init__(self, prefix: str = "wave", stream: bool = False) -> None:
+        self.prefix, self.stream = prefix, stream
+
+    def open(self, sim: int) -> Callable[[int, np.ndarray], Any]:
+        import simai
+
+        store = simai.store()
+        if self.stream:
+            name = stream_name(self.prefix, sim)
+            return lambda step, pair: store.append(name, pair)
+        return lambda step, pair: store.put(pair_key(self.prefix, sim, step), pair)
+
+    def close(self, sim: int) -> None:
+        if self.stream:
+            import simai
+
+            simai.store().close_stream(stream_name(self.prefix, sim))
+
+
+class NpySink:
+    """np.save of one .npy file per pair into a directory."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def open(self, sim: int) -> Callable[[int, np.ndarray], None]:
+        return lambda step, pair: np.save(npy_path(self.directory, sim, step), pair)
+
+    def close(self, sim: int) -> None:
+        pass
+
+
+def npy_path(directory: str, sim: int, step: int) -> str:
+    return os.path.join(directory, f"sim{sim:03d}-pair{step:02d}.npy")
+
+
+class ListSink:
+    """Keeps the pairs in memory; the simulation returns them (the futures pattern)."""
+
+    def open(self, sim: int) -> Callable[[int, np.ndarray], None]:
+        self.pairs: list[np.ndarray] = []
+        return lambda step, pair: self.pairs.append(pair)
+
+    def close(self, sim: int) -> None:
+        pass
+
+
+def simulate(
+    sim: int,
+    period: float,
+    grid_size: int,
+    steps: int,
+    sink: Any,
+    stepper: Stepper | None = None,
+) -> dict[str, Any]:
+    """Advance one simulation `steps` steps, writing each pair (u_t, u_{t+1}) to `sink`.
+
+    Each pair is a float32 array of shape (2, n, n). `stepper` replaces the exact update
+    (a surrogate plugs in here); the default evaluates the exact solution. Returns timings:
+    run_s (the whole call), put_s (time inside the sink), pairs.
+    """
+    t0 = time.perf_counter()
+    r = radius(grid_size)
+    step_fn = stepper or exact_stepper(r, period)
+    write = sink.open(sim)
+    put_s = 0.0
+    u = exact(r, 0, period)
+    for t in range(steps):
+        pair = np.empty((2, grid_size, grid_size), np.float32)
+        pair[0] = u
+        pair[1] = step_fn(u, t)
+        u = pair[1]
+        t1 = time.perf_counter()
+        write(t, pair)
+        put_s += time.perf_counter() - t1
+    t1 = time.perf_counter()
+    sink.close(sim)
+    put_s += time.perf_counter() - t1
+    result = {"sim": sim, "period": period, "pairs": steps, "put_s": put_s}
+    result["run_s"] = time.perf_counter() - t0
+    if isinstance(sink, ListSink):
+        result["data"] = sink.pairs
+    return result
+
+
+# --- where a trainer's pairs come from ------------------------------------------------------
+
+
+class Reads:
+    """Time a trainer spends getting data, split into moving it and waiting for producers."""
+
+    def __init__(self) -> None:
+        self.data_s = 0.0
+        self.wait_s = 0.0
+        self.count = 0
+
+
+class StoreKeysSource:
+    """Every pair by key from the run's store, in a shuffled order each epoch.
+
+    `view=True` reads zero-copy (read-only) where the backend can: the trainer then touches
+    only the crops it trains on."""
+
+    def __init__(self, prefix: str, num_sims: int, steps: int, view: bool = False) -> None:
+        self.prefix, self.num_sims, self.steps, self.view = prefix, num_sims, steps, view
+
+    def epoch(self, epoch: int, rng: random.Random, reads: Reads) -> Iterator[np.ndarray]:
+        import simai
+
+        store = simai.store()
+        keys = [
+            pair_key(self.prefix, s, t) for s in range(self.num_sims) for t in range(self.steps)
+        ]
+        rng.shuffle(keys)
+        for key in keys:
+            t0 = time.perf_counter()
+            pair = store.get(key, view=self.view)
+            reads.data_s += time.perf_counter() - t0
+            reads.count += 1
+            yield pair
+
+
+class StoreStreamSource:
+    """Each simulation's stream, read while it is written.
+
+    The first epoch takes whichever stream has an unread pair (blocking on the oldest
+    unfinished simulation only when none has), so the trainer consumes while simulations
+    run; later epochs re-read the complete streams, simulations in a shuffled order.
+    Time blocked waiting for a simulation counts as waiting, not data movement.
+    """
+
+    def __init__(self, prefix: str, num_sims: int, timeout: float = 600.0) -> None:
+        self.prefix, self.num_sims, self.timeout = prefix, num_sims, timeout
+
+    def epoch(self, epoch: int, rng: random.Random, reads: Reads) -> Iterator[np.ndarray]:
+        import simai
+
+        store = simai.store()
+        names = [stream_name(self.prefix, s) for s in range(self.num_sims)]
+        if epoch > 0:
+            rng.shuffle(names)
+            for name in names:
+                it = store.stream(name, timeout=self.timeout)
+                while True:
+                    t0 = time.perf_counter()
+                    pair = next(it, None)
+                    reads.data_s += time.perf_counter() - t0
+                    if pair is None:
+                        break
+                    reads.count += 1
+                    yield pair
+            return
+        streams = {name: store.stream(name, timeout=self.timeout) for name in names}
+        seen = dict.fromkeys(names, 0)
+        while streams:
+            ready = [n for n in streams if store.stream_len(n) > seen[n]]
+            name = ready[0] if ready else next(iter(streams))
+            t0 = time.perf_counter()
+            pair = next(streams[name], None)
+            spent = time.perf_counter() - t0
+            if ready:
+                reads.data_s += spent
+            else:
+                reads.wait_s += spent
+            if pair is None:
+                del streams[name]
+                continue
+            seen[name] += 1
+            reads.count += 1
+            yield pair
+
+
+class NpySource:
+    """np.load of every .npy pair file in a directory, in a shuffled order each epoch
+    (`mmap=True`: mapped read-only instead of read)."""
+
+    def __init__(self, directory: str, num_sims: int, steps: int, mmap: bool = False) -> None:
+        self.directory, self.num_sims, self.steps, self.mmap = directory, num_sims, steps, mmap
+
+    def epoch(self, epoch: int, rng: random.Random, reads: Reads) -> Iterator[np.ndarray]:
+        paths = [
+            npy_path(self.directory, s, t) for s in range(self.num_sims) for t in range(self.steps)
+        ]
+        rng.shuffle(paths)
+        for path in paths:
+            t0 = time.perf_counter()
+            pair = np.load(path, mmap_mode="r" if self.mmap else None)
+            reads.data_s += time.perf_counter() - t0
+            reads.count += 1
+            yield pair
+
+
+class ListSource:
+    """Pairs already in this process's memory (they arrived as task arguments)."""
+
+    def __init__(self, pairs: list[np.ndarray]) -> None:
+        self.pairs = pairs
+
+    def epoch(self, epoch: int, rng: random.Random, reads: Reads) -> Iterator[np.ndarray]:
+        order = list(range(len(self.pairs)))
+        rng.shuffle(order)
+        for i in order:
+            reads.count += 1
+            yield self.pairs[i]
+
+
+# --- the trainer ----------------------------------------------------------------------------
+
+
+def make_model(kernel: int) -> Any:
+    """Conv2d(1, 8, k) -> tanh -> Conv2d(8, 1, k), 'same' padding."""
+    import torch
+
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, kernel, padding=kernel // 2),
+        torch.nn.Tanh(),
+        torch.nn.Conv2d(8, 1, kernel, padding=kernel // 2),
+    )
+
+
+class Adam:
+    """Adam (Kingma and Ba), for plain tensors: creating a torch.optim optimizer imports
+    torch._dynamo, seconds of start-up in every trainer process for nothing used here."""
+
+    def __init__(self, params: list[Any], lr: float, betas=(0.9, 0.999), eps=1e-8) -> None:
+        import torch
+
+        self.params, self.lr, self.betas, self.eps, self.t = params, lr, betas, eps, 0
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+
+    def step(self) -> None:
+        import torch
+
+        self.t += 1
+        b1, b2 = self.betas
+        scale = self.lr * math.sqrt(1 - b2**self.t) / (1 - b1**self.t)
+        with torch.no_grad():
+            for p, m, v in zip(self.params, self.m, self.v, strict=True):
+                m.mul_(b1).add_(p.grad, alpha=1 - b1)
+                v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+                p.addcdiv_(m, v.sqrt().add_(self.eps), value=-scale)
+
+
+def train(
+    kernel: int,
+    source: Any,
+    epochs: int,
+    patch: int = 64,
+    patches: int = 4,
+    lr: float = 3e-3,
+    seed: int = 0,
+    publish: Callable[[Any, int, float], None] | None = None,
+) -> dict[str, Any]:
+    """Fit the CNN of kernel size `kernel` to every pair `source` yields, `epochs` times.
+
+    Each pair gives one optimizer step on `patches` random `patch` x `patch` crops (the net
+    is convolutional, so crops train it for the whole grid at a fraction of the cost); the
+    loss is the MSE away from the crop border that zero padding distorts. Pairs are read one
+    at a time, so a trainer never holds the whole data set. `publish(model, epoch, loss)`
+    runs after each epoch (a model registry plugs in here). Returns timings (run_s from
+    after `import torch` and building the model and optimizer: startup_s) and losses.
+    """
+    t_import = time.perf_counter()
+    import torch
+
+    torch.set_num_threads(1)
+    torch.manual_seed(seed + kernel)
+    rng = random.Random(seed + kernel)
+    model = make_model(kernel)
+    opt = Adam(list(model.parameters()), lr=lr)
+    t0 = time.perf_counter()
+    margin = 2 * (kernel // 2)
+    reads = Reads()
+    losses, per_epoch = [], []
+    train_s = 0.0
+    for epoch in range(epochs):
+        total, count = 0.0, 0
+        for pair in source.epoch(epoch, rng, reads):
+            t1 = time.perf_counter()
+            n = pair.shape[-1]
+            size = min(patch, n)
+            crops = np.empty((2, patches, 1, size, size), np.float32)
+            for j in range(patches):
+                y, x = rng.randrange(n - size + 1), rng.randrange(n - size + 1)
+                crops[:, j, 0] = pair[:, y : y + size, x : x + size]
+            inp, target = torch.from_numpy(crops[0]), torch.from_numpy(crops[1])
+            out = model(inp)
+            inner = (..., slice(margin, size - margin), slice(margin, size - margin))
+            loss = torch.nn.functional.mse_loss(out[inner], target[inner])
+            model.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item()
+            count += 1
+            train_s += time.perf_counter() - t1
+        losses.append(total / max(count, 1))
+        per_epoch.append(count)
+        if publish is not None:
+            publish(model, epoch, losses[-1])
+    return {
+        "kernel": kernel,
+        "epochs": epochs,
+        "pairs_per_epoch": per_epoch,
+        "losses": losses,
+        "loss": losses[-1] if losses else math.nan,
+        "data_s": reads.data_s,
+        "wait_s": reads.wait_s,
+        "train_s": train_s,
+        "run_s": time.perf_counter() - t0,
+        "startup_s": t0 - t_import,
+    }
