@@ -16,6 +16,7 @@ from simai.launch import (
     get_executor,
     task,
 )
+from simai.models import Surrogate, SurrogateClient
 from simai.store import AuthenticationError, CorruptValueError, Store, open_store, store
 from simai.workflow import Component, ComponentFailed, Workflow
 
@@ -34,6 +35,8 @@ __all__ = [
     "LocalExecutor",
     "Resources",
     "Store",
+    "Surrogate",
+    "SurrogateClient",
     "TaskTimeoutError",
     "WorkerLostError",
     "Workflow",

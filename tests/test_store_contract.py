@@ -346,3 +346,225 @@ def test_get_into_a_preallocated_array(store, n):
         store.get("m", out=out)
     with pytest.raises(KeyError):
         store.get("missing", out=out)
+
+
+# --- bounded streams -------------------------------------------------------------------
+
+
+def test_drop_oldest_keeps_the_newest_values_and_counts_the_drops(store):
+    store.create_stream("s", maxlen=5, policy="drop_oldest")
+    store.create_stream("s", maxlen=5, policy="drop_oldest")  # same bounds: nothing happens
+    assert [store.append("s", i) for i in range(12)] == list(range(12))
+    info = store.stream_info("s")
+    assert info == {
+        "length": 12,
+        "start": 7,
+        "maxlen": 5,
+        "policy": "drop_oldest",
+        "dropped": 7,
+        "closed": False,
+        "groups": {},
+    }
+    assert store.stream_len("s") == 12
+    store.close_stream("s")
+    reader = store.stream("s", start=0)
+    assert list(reader) == [7, 8, 9, 10, 11]
+    assert (reader.skipped, reader.index) == (7, 12)
+    assert list(store.stream("s", start=9)) == [9, 10, 11]
+
+
+def test_drop_oldest_counts_only_values_the_slowest_group_had_not_acknowledged(store):
+    store.create_stream("s", maxlen=3, policy="drop_oldest")
+    reader = store.stream("s", group="trainer", timeout=0.2)
+    for i in range(3):
+        store.append("s", i)
+    assert [next(reader) for _ in range(3)] == [0, 1, 2]
+    with pytest.raises(TimeoutError):
+        next(reader)  # asking for the next value acknowledges 0..2
+    assert store.stream_info("s")["groups"] == {"trainer": 3}
+    for i in range(3, 9):
+        store.append("s", i)
+    info = store.stream_info("s")
+    assert (info["start"], info["dropped"]) == (6, 3)  # 3, 4 and 5 were never read
+    assert [next(reader) for _ in range(3)] == [6, 7, 8]
+    assert reader.skipped == 3
+
+
+def test_block_policy_times_out_and_appends_nothing(store):
+    store.create_stream("s", maxlen=2, policy="block")
+    store.append("s", 0)
+    store.append("s", 1)
+    with pytest.raises(TimeoutError, match="full"):
+        store.append("s", 2, timeout=0.2)
+    info = store.stream_info("s")
+    assert (info["length"], info["start"], info["dropped"]) == (2, 0, 0)
+    reader = store.stream("s", group="trainer", timeout=5)
+    assert next(reader) == 0
+    with pytest.raises(TimeoutError):
+        store.append("s", 2, timeout=0.1)  # value 0 is not acknowledged until 1 is asked for
+    assert next(reader) == 1
+    assert store.append("s", 2, timeout=5) == 2
+    assert store.stream_info("s")["start"] == 1  # 0 was acknowledged by every group: trimmed
+    assert next(reader) == 2
+
+
+def test_block_producer_is_released_by_a_consumer_group_in_another_process(store, store_url):
+    store.create_stream("samples", maxlen=3, policy="block")
+    consumer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                """
+                import simai
+                s = simai.store()
+                s.create_stream("samples", maxlen=3, policy="block")
+                got = [int(v) for v in s.stream("samples", group="trainer", timeout=60)]
+                s.put("got", got)
+                """
+            ),
+        ],
+        env=dict(os.environ, **{ENV_URL: store_url}),
+    )
+    try:
+        for i in range(30):
+            assert store.append("samples", i, timeout=60) == i
+            info = store.stream_info("samples")
+            acked = info["groups"].get("trainer", 0)
+            assert info["length"] - acked <= 3
+            assert info["length"] - info["start"] <= 3
+        store.close_stream("samples")
+        assert consumer.wait(timeout=60) == 0
+    finally:
+        consumer.kill()
+        consumer.wait()
+    assert store.get("got") == list(range(30))
+    assert store.stream_info("samples")["dropped"] == 0
+
+
+@pytest.mark.parametrize("policy", ["block", "drop_oldest"])
+def test_bounded_stream_from_concurrent_producer_processes(store, store_url, policy):
+    store.create_stream("mixed", maxlen=4, policy=policy)
+    code = """
+        import sys, numpy as np, simai
+        s = simai.store()
+        pid = int(sys.argv[1])
+        for i in range(30):
+            s.append("mixed", np.array([pid, i]), timeout=60)
+    """
+    env = dict(os.environ, **{ENV_URL: store_url})
+    reader = store.stream("mixed", group="trainer", timeout=60) if policy == "block" else None
+    procs = [
+        subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), str(p)], env=env)
+        for p in range(3)
+    ]
+    try:
+        seen = [tuple(int(x) for x in next(reader)) for _ in range(90)] if reader else []
+        for p in procs:
+            assert p.wait(timeout=60) == 0
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    info = store.stream_info("mixed")
+    assert info["length"] == 90
+    if policy == "block":
+        assert info["dropped"] == 0
+        for p in range(3):
+            assert [i for q, i in seen if q == p] == list(range(30))
+    else:
+        assert (info["start"], info["dropped"]) == (86, 86)
+        store.close_stream("mixed")
+        kept = [tuple(int(x) for x in v) for v in store.stream("mixed")]
+        assert len(set(kept)) == 4
+
+
+def test_replay_window_of_the_last_n_values(store):
+    for i in range(10):
+        store.append("u", i)
+    store.close_stream("u")
+    assert list(store.stream("u", last=3)) == [7, 8, 9]
+    assert list(store.stream("u", last=50)) == list(range(10))
+    assert list(store.stream("u", last=0)) == []
+    store.create_stream("b", maxlen=4, policy="drop_oldest")
+    for i in range(10):
+        store.append("b", np.full(3, i))
+    live = store.stream("b", last=0, timeout=0.2)
+    with pytest.raises(TimeoutError):
+        next(live)
+    store.append("b", np.full(3, 10))
+    assert int(next(live)[0]) == 10
+    store.close_stream("b")
+    assert [int(v[0]) for v in store.stream("b", last=100)] == [7, 8, 9, 10]
+
+
+def test_a_group_resumes_where_it_left_off(store):
+    for i in range(10):
+        store.append("s", i)
+    store.close_stream("s")
+    first = store.stream("s", group="trainer")
+    assert [next(first) for _ in range(5)] == [0, 1, 2, 3, 4]
+    assert store.stream_info("s")["groups"] == {"trainer": 4}  # 4 is not acknowledged yet
+    assert list(store.stream("s", group="trainer")) == [4, 5, 6, 7, 8, 9]
+    assert store.stream_info("s")["groups"] == {"trainer": 10}
+    assert list(store.stream("s", group="trainer", start=8)) == [8, 9]
+    assert list(store.stream("s", group="other")) == list(range(10))
+
+
+def test_large_values_in_a_bounded_stream(store):
+    store.create_stream("big", maxlen=2, policy="drop_oldest")
+    arrays = [np.full(300_000, i, np.float32) for i in range(5)]
+    for a in arrays:
+        store.append("big", a)
+    store.close_stream("big")
+    got = list(store.stream("big"))
+    assert len(got) == 2
+    for g, a in zip(got, arrays[3:], strict=True):
+        np.testing.assert_array_equal(g, a)
+
+
+def test_closing_a_full_stream_releases_its_blocked_producer(store, store_url):
+    store.create_stream("s", maxlen=1, policy="block")
+    store.append("s", 0)
+    closer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time, simai; time.sleep(0.3); simai.store().close_stream('s')",
+        ],
+        env=dict(os.environ, **{ENV_URL: store_url}),
+    )
+    try:
+        with pytest.raises(ValueError, match="closed"):
+            store.append("s", 1, timeout=60)
+    finally:
+        closer.wait(timeout=60)
+    assert list(store.stream("s")) == [0]
+
+
+def test_stream_bounds_are_checked(store):
+    store.create_stream("s", maxlen=3, policy="block")
+    with pytest.raises(ValueError, match="maxlen=3, policy='block'"):
+        store.create_stream("s", maxlen=4, policy="block")
+    with pytest.raises(ValueError, match="maxlen=3"):
+        store.create_stream("s", maxlen=3, policy="drop_oldest")
+    with pytest.raises(ValueError, match="unbounded"):
+        store.create_stream("s")
+    with pytest.raises(ValueError, match="policy"):
+        store.create_stream("t", maxlen=3, policy="drop_newest")
+    for bad in (0, -1, 2.5, "3", True):
+        with pytest.raises(ValueError, match="maxlen"):
+            store.create_stream("t", maxlen=bad)
+    store.append("u", 1)
+    store.create_stream("u")  # unbounded, as it is
+    with pytest.raises(ValueError, match="before the first append"):
+        store.create_stream("u", maxlen=3)
+    with pytest.raises(ValueError, match="start= or last="):
+        store.stream("s", start=0, last=1)
+    with pytest.raises(ValueError, match="last"):
+        store.stream("s", last=-1)
+    with pytest.raises(ValueError, match="group name"):
+        store.stream("s", group="")
+    assert store.delete_stream("s") is True
+    store.create_stream("s", maxlen=4, policy="drop_oldest")  # a fresh stream, fresh bounds
+    assert store.stream_info("s")["maxlen"] == 4

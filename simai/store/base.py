@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from simai.store import codec
+from simai.store.registry import ModelRegistry
 
 MAX_KEY_BYTES = 1024
 
@@ -37,11 +38,24 @@ def check_key(key: Any, what: str = "key") -> str:
     return key
 
 
+POLICIES = ("block", "drop_oldest")
+"""What `append` does to a bounded stream that holds `maxlen` values (see `create_stream`)."""
+
+
 class StreamEnded(Exception):
     """Raised inside backends when a stream was closed by its producer and fully read."""
 
 
-class Store(ABC):
+class StreamTrimmed(Exception):
+    """Raised inside backends when the index asked for was trimmed; `start` is the first index
+    the stream still holds."""
+
+    def __init__(self, start: int) -> None:
+        super().__init__(start)
+        self.start = start
+
+
+class Store(ModelRegistry, ABC):
     """Key-value and stream store for tensors, bytes and JSON metadata.
 
     Values: numpy arrays (any numeric or bool dtype, any shape), torch tensors (stored as
@@ -79,15 +93,36 @@ class Store(ABC):
         """Block until `key` exists or the monotonic `deadline` passes; return whether it exists."""
 
     @abstractmethod
-    def _append(self, stream: str, header: bytes, payload: memoryview) -> int:
-        """Append one entry to a stream; return its index."""
+    def _create_stream(self, stream: str, maxlen: int, policy: str) -> None:
+        """Give a stream bounds, atomically; ValueError if it has other bounds, or values
+        appended without bounds."""
+
+    @abstractmethod
+    def _append(
+        self, stream: str, header: bytes, payload: memoryview, deadline: float | None
+    ) -> int | None:
+        """Append one entry to a stream; return its index, or None if a "block" stream was
+        still full at `deadline`. ValueError if the stream was closed."""
 
     @abstractmethod
     def _stream_read(self, stream: str, index: int, deadline: float | None) -> Any | None:
         """Entry `index` of a stream, waiting until `deadline`; None on timeout.
 
-        Raises StreamEnded when the stream was closed and has no entry `index`.
+        Raises StreamEnded when the stream was closed and has no entry `index`, StreamTrimmed
+        when entry `index` was trimmed from a bounded stream.
         """
+
+    @abstractmethod
+    def _stream_info(self, stream: str) -> dict[str, Any]:
+        """The dict `stream_info` documents."""
+
+    @abstractmethod
+    def _set_position(self, stream: str, group: str, index: int) -> None:
+        """Record that consumer group `group` acknowledged every value before `index`."""
+
+    @abstractmethod
+    def _position(self, stream: str, group: str) -> int | None:
+        """The position `group` last recorded, or None if it never read the stream."""
 
     @abstractmethod
     def _stream_len(self, stream: str) -> int: ...
@@ -159,36 +194,106 @@ class Store(ABC):
     def get_many(self, keys: Iterable[str], view: bool = False) -> list[Any]:
         return [self.get(k, view=view) for k in keys]
 
-    def append(self, stream: str, value: Any) -> int:
-        """Append `value` to `stream`; return its index. Acknowledged appends are never lost."""
+    def create_stream(self, name: str, maxlen: int | None = None, policy: str = "block") -> None:
+        """Declare stream `name`, bounded to `maxlen` retained values, before its first append.
+
+        A bounded stream keeps at most its newest `maxlen` values; `stream_info(name)["start"]`
+        is the first index it still holds. When a new value would exceed `maxlen`:
+
+        - policy "block": `append` waits while the slowest consumer group (see
+          `stream(group=)`) has `maxlen` values it has not acknowledged, and trims only values
+          every group acknowledged, so no group loses anything. With no group registered yet,
+          the producer waits once `maxlen` values are held, until a group reads.
+        - policy "drop_oldest": `append` never waits; the oldest value is trimmed, and each one
+          trimmed before the slowest group acknowledged it (every one, with no group) is
+          counted in `stream_info(name)["dropped"]`.
+
+        Declaring again with the same bounds does nothing, so producers and consumers may all
+        declare; other bounds, or bounds for a stream that already holds values appended
+        without them, are a ValueError. `maxlen=None` (unbounded) is what an undeclared stream
+        is. The bounds last until `delete_stream`.
+        """
+        check_key(name, "stream name")
+        if policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")
+        if maxlen is None:
+            bounds = self._stream_info(name)["maxlen"]
+            if bounds is not None:
+                raise ValueError(
+                    f"stream {name!r} is bounded to maxlen={bounds}; "
+                    "it cannot be declared unbounded"
+                )
+            return
+        if type(maxlen) is not int or maxlen < 1:
+            raise ValueError(f"maxlen must be a positive int or None, not {maxlen!r}")
+        self._create_stream(name, maxlen, policy)
+
+    def append(self, stream: str, value: Any, timeout: float | None = None) -> int:
+        """Append `value` to `stream`; return its index. Acknowledged appends are never lost,
+        except to a "drop_oldest" bound, which counts what it drops.
+
+        Only a full "block" stream makes `append` wait; TimeoutError after `timeout` seconds,
+        and the value is not appended.
+        """
         check_key(stream, "stream name")
         header, payload = codec.encode(value, self.allow_pickle)
-        return self._append(stream, header, payload)
+        index = self._append(stream, header, payload, _deadline(timeout))
+        if index is None:
+            raise TimeoutError(
+                f"stream {stream!r} stayed full for {timeout} s in {self.url}: its consumer "
+                "groups did not catch up (policy 'block')"
+            )
+        return index
 
     def stream(
-        self, name: str, start: int = 0, timeout: float | None = None, view: bool = False
-    ) -> Iterator[Any]:
-        """Yield the values of stream `name` in order, from index `start`, as they arrive.
+        self,
+        name: str,
+        start: int | None = None,
+        timeout: float | None = None,
+        view: bool = False,
+        *,
+        last: int | None = None,
+        group: str | None = None,
+    ) -> StreamReader:
+        """Iterate the values of stream `name` in order, from index `start`, as they arrive.
 
         The iteration ends when the producer called `close_stream` and every value was read;
         waiting longer than `timeout` seconds for the next value raises TimeoutError. Any
         number of consumers may read the same stream, each from its own index.
+
+        `last=N` starts N values before the newest (a replay window; at most what the stream
+        still holds). `group="trainer"` records the reader's position in the store: each
+        value counts as acknowledged once the next one is asked for, a "block" stream's
+        producers wait for the slowest group, and a reader of the same group started later
+        (a restarted trainer) resumes at the recorded position unless `start` or `last` is
+        given. One reader per group at a time. Without `start`, `last` or a recorded
+        position, reading starts at 0.
+
+        Values trimmed from a bounded stream before this reader got to them are skipped; the
+        returned iterator counts them in `.skipped` (`.index` is the next index it reads).
         """
         check_key(name, "stream name")
-        if not isinstance(start, int) or start < 0:
+        if group is not None:
+            check_key(group, "group name")
+        if start is not None and last is not None:
+            raise ValueError("stream() takes start= or last=, not both")
+        if start is not None and (type(start) is not int or start < 0):
             raise ValueError(f"start must be a non-negative int, not {start!r}")
-        index = start
-        while True:
-            try:
-                buf = self._stream_read(name, index, _deadline(timeout))
-            except StreamEnded:
-                return
-            if buf is None:
-                raise TimeoutError(
-                    f"stream {name!r} had no entry {index} within {timeout} s in {self.url}"
-                )
-            yield codec.decode(buf, writable=not view, allow_pickle=self.allow_pickle)
-            index += 1
+        if last is not None and (type(last) is not int or last < 0):
+            raise ValueError(f"last must be a non-negative int, not {last!r}")
+        if last is not None:
+            info = self._stream_info(name)
+            start = max(info["start"], info["length"] - last)
+        elif start is None:
+            start = (self._position(name, group) if group is not None else None) or 0
+        return StreamReader(self, name, start, timeout, view, group)
+
+    def stream_info(self, name: str) -> dict[str, Any]:
+        """A stream's state: `length` (values appended so far, as `stream_len`), `start` (the
+        first index still held), `maxlen` and `policy` (None when unbounded), `dropped` (values
+        a "drop_oldest" bound trimmed before every group acknowledged them), `closed`, and
+        `groups` (each consumer group's position: the index it reads next)."""
+        return self._stream_info(check_key(name, "stream name"))
 
     def stream_len(self, name: str) -> int:
         """Number of values appended to stream `name` so far."""
@@ -227,6 +332,58 @@ class Store(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
+
+
+class StreamReader(Iterator[Any]):
+    """The iterator `Store.stream` returns: `index` is the next index it reads, `skipped` the
+    values trimmed from a bounded stream before it got to them."""
+
+    def __init__(
+        self,
+        store: Store,
+        name: str,
+        start: int,
+        timeout: float | None,
+        view: bool,
+        group: str | None,
+    ) -> None:
+        self.store, self.name, self.index, self.skipped = store, name, start, 0
+        self.group, self.timeout, self.view = group, timeout, view
+        self._acked = -1
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"timeout must be >= 0, not {timeout}")
+        if group is not None:
+            self._ack()
+
+    def _ack(self) -> None:
+        assert self.group is not None
+        self.store._set_position(self.name, self.group, self.index)
+        self._acked = self.index
+
+    def __iter__(self) -> StreamReader:
+        return self
+
+    def __next__(self) -> Any:
+        store = self.store
+        while True:
+            if self.group is not None and self._acked != self.index:
+                self._ack()
+            try:
+                buf = store._stream_read(self.name, self.index, _deadline(self.timeout))
+            except StreamEnded:
+                raise StopIteration from None
+            except StreamTrimmed as e:
+                if e.start > self.index:
+                    self.skipped += e.start - self.index
+                    self.index = e.start
+                continue
+            if buf is None:
+                raise TimeoutError(
+                    f"stream {self.name!r} had no entry {self.index} within {self.timeout} s "
+                    f"in {store.url}"
+                )
+            self.index += 1
+            return codec.decode(buf, writable=not self.view, allow_pickle=store.allow_pickle)
 
 
 def _deadline(timeout: float | None) -> float | None:

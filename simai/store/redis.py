@@ -16,12 +16,23 @@ Layout inside Redis (NAMESPACE defaults to "simai"; user keys cannot contain NUL
     NS:d:NAME\\0VER:I      chunk I of a large stream entry
     NS:e:NAME             the stream's length when it was closed (later appends are refused)
     NS:m:NAME             pub/sub channel announcing each append to / close of NAME
+    NS:b:NAME             a bounded stream's hash: maxlen, policy, start (the index of the
+                          list's first element: the count trimmed), dropped
+    NS:g:NAME             hash of consumer group -> position (the index it reads next)
+    NS:x:NAME             hash of index -> chunk pointer, for a bounded stream's chunked entries
+    NS:a:NAME             pub/sub channel announcing group progress and closing (for producers
+                          waiting on a full "block" stream)
 
 A large value is written as chunks under a fresh version, then the small pointer is swapped
 in atomically with its copy in NS:p:KEY (MULTI/EXEC), then the old version's chunks are
 deleted; a reader that finds a chunk gone retries from the pointer, so it never sees half a
 value. Whoever takes the pointer out of NS:p:KEY (an overwrite, a delete, or a small put that
 replaced a chunked value) deletes its chunks, so none are left behind.
+
+An unbounded stream's index is its list position. A bounded stream is appended to by a Lua
+script that checks for space, pushes and trims (LTRIM) as one step and adds the trimmed count
+to `start`, so indexes stay stable: index = start + list position. Its entries over 64 KiB go
+through chunk keys, so the script only ever handles small strings.
 """
 
 from __future__ import annotations
@@ -40,7 +51,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from simai.store import codec
-from simai.store.base import Store, StreamEnded, check_key
+from simai.store.base import Store, StreamEnded, StreamTrimmed, check_key
 from simai.store.resp import AuthenticationError, Connection, ReplyError
 
 __all__ = ["AuthenticationError", "RedisStore", "ReplyError", "parse_url"]
@@ -51,6 +62,8 @@ MAX_BULK = 512 * 1024 * 1024
 PTR_MAGIC = b"SMCH"
 _PTR = struct.Struct("<4sQQ16s")
 _RETRIES = 100
+_INLINE_MAX = 64 * 1024
+_UNKNOWN: Any = object()
 
 T = TypeVar("T")
 
@@ -180,6 +193,9 @@ class RedisStore(Store):
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self._ns = namespace.encode() + b":"
+        self._bounded: dict[str, tuple[int, str] | None] = {}
+        self._starts: dict[str, int] = {}
+        self._plain: set[str] = set()
         self._reset()
         try:
             for i in range(len(addrs)):
@@ -465,7 +481,14 @@ class RedisStore(Store):
 
     # --- streams -------------------------------------------------------------------------
 
-    def _append(self, stream: str, header: bytes, payload: memoryview) -> int:
+    def _append(
+        self, stream: str, header: bytes, payload: memoryview, deadline: float | None
+    ) -> int | None:
+        bounds = self._bounded.get(stream, _UNKNOWN)
+        if bounds is _UNKNOWN:
+            bounds = self._bounded[stream] = self._bounds_of(stream)
+        if bounds is not None:
+            return self._append_bounded(stream, header, payload, deadline)
         skey, ekey = self._k(b"s", stream), self._k(b"e", stream)
         total = len(header) + payload.nbytes
         ckeys: list[bytes] = []
@@ -485,21 +508,104 @@ class RedisStore(Store):
                 raise ValueError(f"stream {stream!r} is closed: it takes no more appends")
             return n - 1
 
+    def _bounds_of(self, stream: str) -> tuple[int, str] | None:
+        with self._shard(self.shard_of(stream)) as conn:
+            maxlen, policy = conn.command("HMGET", self._k(b"b", stream), "maxlen", "policy")
+        return None if maxlen is None else (int(maxlen), policy.decode())
+
+    def _append_bounded(
+        self, stream: str, header: bytes, payload: memoryview, deadline: float | None
+    ) -> int | None:
+        i = self.shard_of(stream)
+        keys = [self._k(k, stream) for k in (b"s", b"e", b"b", b"g", b"x")]
+        total = len(header) + payload.nbytes
+        ckeys: list[bytes] = []
+        value: Any = (header, payload)
+        if total > _INLINE_MAX:
+            value, ckeys = self._pointer(b"d", stream, total)
+            chunks = _chunks(header, payload, self.chunk_size)
+            with self._shard(i) as conn:
+                conn.pipeline([("SET", k, c) for k, c in zip(ckeys, chunks, strict=True)])
+
+        def attempt() -> int | None:
+            with self._shard(i) as conn:
+                reply = conn.command(
+                    "EVAL", _APPEND_SCRIPT, 5, *keys, value, int(bool(ckeys)), self._k(b"m", stream)
+                )
+                if reply[0] == -1:
+                    raise ValueError(f"stream {stream!r} is closed: it takes no more appends")
+                if reply[0] == -2:
+                    return None
+                for ptr in reply[1:]:
+                    conn.command("DEL", *self._chunk_keys(b"d", stream, ptr))
+                return int(reply[0])
+
+        index = None
+        try:
+            index = attempt()
+            if index is None:
+                index = self._notified(i, self._k(b"a", stream), attempt, deadline)
+        finally:
+            if index is None and ckeys:
+                with self._shard(i) as conn:
+                    conn.command("DEL", *ckeys)
+        return index
+
+    def _create_stream(self, stream: str, maxlen: int, policy: str) -> None:
+        keys = (self._k(b"s", stream), self._k(b"b", stream))
+        with self._shard(self.shard_of(stream)) as conn:
+            have = conn.command("EVAL", _CREATE_SCRIPT, 2, *keys, maxlen, policy)
+        if isinstance(have, int):
+            raise ValueError(
+                f"stream {stream!r} already holds {have} values appended without bounds; "
+                "declare it with create_stream before the first append"
+            )
+        bounds = (int(have[0]), have[1].decode())
+        if bounds != (maxlen, policy):
+            raise ValueError(
+                f"stream {stream!r} is already declared with maxlen={bounds[0]}, "
+                f"policy={bounds[1]!r}, not maxlen={maxlen}, policy={policy!r}"
+            )
+        self._bounded[stream] = bounds
+
     def _stream_read(self, stream: str, index: int, deadline: float | None) -> Any | None:
-        skey, ekey = self._k(b"s", stream), self._k(b"e", stream)
+        skey, ekey, bkey = self._k(b"s", stream), self._k(b"e", stream), self._k(b"b", stream)
         i = self.shard_of(stream)
 
         def check() -> Any | None:
             with self._shard(i) as conn:
-                entry, closed_at = conn.pipeline(
-                    [("LINDEX", skey, index), ("GET", ekey)], alloc=_alloc
-                )
+                if stream in self._plain:
+                    entry, closed_at = conn.pipeline(
+                        [("LINDEX", skey, index), ("GET", ekey)], alloc=_alloc
+                    )
+                    start = 0
+                else:
+                    # `start` only grows, so if it still equals the start seen before, it did
+                    # not change before LINDEX either, and LINDEX read entry `index`.
+                    while True:
+                        assumed = self._starts.get(stream, 0)
+                        pos = index - assumed if index >= assumed else 1 << 62
+                        entry, closed_at, now = conn.pipeline(
+                            [("LINDEX", skey, pos), ("GET", ekey), ("HGET", bkey, "start")],
+                            alloc=_alloc,
+                        )
+                        start = 0 if now is None else int(bytes(now))
+                        if start == assumed:
+                            break
+                        self._starts[stream] = start
+                    if now is None and entry is not None:
+                        self._plain.add(stream)  # holds values without bounds: it never gets any
+                if index < start:
+                    raise StreamTrimmed(start)
                 if closed_at is not None and index >= int(bytes(closed_at)):
                     raise StreamEnded(stream)
                 if entry is None or not _is_pointer(entry):
                     return entry
                 out = self._gather(conn, b"d", stream, entry)
                 if out is None:
+                    start = int(conn.command("HGET", bkey, "start") or 0)
+                    if index < start:
+                        raise StreamTrimmed(start)
                     raise KeyError(f"stream {stream!r} was deleted while entry {index} was read")
                 return out
 
@@ -507,22 +613,68 @@ class RedisStore(Store):
 
     def _stream_len(self, stream: str) -> int:
         with self._shard(self.shard_of(stream)) as conn:
-            n, closed_at = conn.pipeline(
-                [("LLEN", self._k(b"s", stream)), ("GET", self._k(b"e", stream))]
+            n, closed_at, start = conn.pipeline(
+                [
+                    ("LLEN", self._k(b"s", stream)),
+                    ("GET", self._k(b"e", stream)),
+                    ("HGET", self._k(b"b", stream), "start"),
+                ]
             )
+            n += int(start or 0)
             return n if closed_at is None else min(n, int(closed_at))
 
-    def _close_stream(self, stream: str) -> None:
-        """Record the length at closing: entries past it (late appends) do not count."""
+    def _stream_info(self, stream: str) -> dict[str, Any]:
+        with self._shard(self.shard_of(stream)) as conn:
+            bounds, n, closed_at, groups = conn.pipeline(
+                [
+                    ("HMGET", self._k(b"b", stream), "maxlen", "policy", "start", "dropped"),
+                    ("LLEN", self._k(b"s", stream)),
+                    ("GET", self._k(b"e", stream)),
+                    ("HGETALL", self._k(b"g", stream)),
+                ]
+            )
+        maxlen, policy, start, dropped = bounds
+        length = int(start or 0) + n
+        return {
+            "length": length if closed_at is None else min(length, int(closed_at)),
+            "start": int(start or 0),
+            "maxlen": None if maxlen is None else int(maxlen),
+            "policy": None if policy is None else policy.decode(),
+            "dropped": int(dropped or 0),
+            "closed": closed_at is not None,
+            "groups": {groups[j].decode(): int(groups[j + 1]) for j in range(0, len(groups), 2)},
+        }
+
+    def _set_position(self, stream: str, group: str, index: int) -> None:
         with self._shard(self.shard_of(stream)) as conn:
             conn.pipeline(
                 [
-                    ("EVAL", _CLOSE_SCRIPT, 2, self._k(b"s", stream), self._k(b"e", stream)),
+                    ("HSET", self._k(b"g", stream), group, index),
+                    ("PUBLISH", self._k(b"a", stream), 1),
+                ]
+            )
+
+    def _position(self, stream: str, group: str) -> int | None:
+        with self._shard(self.shard_of(stream)) as conn:
+            pos = conn.command("HGET", self._k(b"g", stream), group)
+        return None if pos is None else int(pos)
+
+    def _close_stream(self, stream: str) -> None:
+        """Record the length at closing: entries past it (late appends) do not count."""
+        keys = [self._k(k, stream) for k in (b"s", b"e", b"b")]
+        with self._shard(self.shard_of(stream)) as conn:
+            conn.pipeline(
+                [
+                    ("EVAL", _CLOSE_SCRIPT, 3, *keys),
                     ("PUBLISH", self._k(b"m", stream), b"1"),
+                    ("PUBLISH", self._k(b"a", stream), b"1"),
                 ]
             )
 
     def _delete_stream(self, stream: str) -> bool:
+        self._bounded.pop(stream, None)
+        self._starts.pop(stream, None)
+        self._plain.discard(stream)
         pattern = _glob_escape(self._k(b"d", stream)) + b"\0*"
         with self._shard(self.shard_of(stream)) as conn:
             cursor = b"0"
@@ -532,7 +684,8 @@ class RedisStore(Store):
                     conn.command("DEL", *found)
                 if cursor == b"0":
                     break
-            n = conn.command("DEL", self._k(b"s", stream), self._k(b"e", stream))
+            kinds = (b"s", b"e", b"b", b"g", b"x")
+            n = conn.command("DEL", *(self._k(k, stream) for k in kinds))
             return n > 0
 
 
@@ -545,7 +698,61 @@ return p
 """
 """Take the chunk pointer of KEY unless KEY's head still points to those chunks."""
 
-_CLOSE_SCRIPT = "return redis.call('SET', KEYS[2], redis.call('LLEN', KEYS[1]), 'NX')"
+_CLOSE_SCRIPT = """
+local start = tonumber(redis.call('HGET', KEYS[3], 'start') or '0')
+return redis.call('SET', KEYS[2], start + redis.call('LLEN', KEYS[1]), 'NX')
+"""
+
+_CREATE_SCRIPT = """
+local have = redis.call('HMGET', KEYS[2], 'maxlen', 'policy')
+if have[1] then return have end
+local n = redis.call('LLEN', KEYS[1])
+if n > 0 then return n end
+redis.call('HSET', KEYS[2], 'maxlen', ARGV[1], 'policy', ARGV[2], 'start', 0, 'dropped', 0)
+return {ARGV[1], ARGV[2]}
+"""
+"""Give a stream bounds unless it has some (returned) or holds values (their count)."""
+
+_APPEND_SCRIPT = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return {-1} end
+local b = redis.call('HMGET', KEYS[3], 'maxlen', 'policy', 'start')
+local maxlen, policy, start = tonumber(b[1]), b[2], tonumber(b[3])
+local head = start + redis.call('LLEN', KEYS[1])
+local floor = nil
+for _, v in ipairs(redis.call('HVALS', KEYS[4])) do
+  local p = tonumber(v)
+  if floor == nil or p < floor then floor = p end
+end
+if floor == nil or floor < start then floor = start end
+if policy == 'block' and head - floor >= maxlen then return {-2} end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+if ARGV[2] == '1' then redis.call('HSET', KEYS[5], head, ARGV[1]) end
+redis.call('PUBLISH', ARGV[3], 1)
+local out = {head}
+head = head + 1
+local new_start = head - maxlen
+if policy == 'block' and floor < new_start then new_start = floor end
+if new_start > start then
+  redis.call('LTRIM', KEYS[1], new_start - start, -1)
+  if redis.call('HLEN', KEYS[5]) > 0 then
+    for i = start, new_start - 1 do
+      local p = redis.call('HGET', KEYS[5], i)
+      if p then
+        redis.call('HDEL', KEYS[5], i)
+        table.insert(out, p)
+      end
+    end
+  end
+  if policy == 'drop_oldest' then
+    local lost = new_start - math.max(start, floor)
+    if lost > 0 then redis.call('HINCRBY', KEYS[3], 'dropped', lost) end
+  end
+  redis.call('HSET', KEYS[3], 'start', new_start)
+end
+return out
+"""
+"""Append ARGV[1] to a bounded stream and trim it (see `Store.create_stream`); returns
+{index, trimmed chunk pointers...}, {-1} if the stream is closed, {-2} if it is full."""
 
 
 class _ShardUse:

@@ -275,11 +275,15 @@ class RedisServers:
                     f"redis-server for port {port} exited with code {proc.returncode}:\n{tail}"
                 )
             try:
-                Connection(host, port, self.password, connect_timeout=1.0).close()
+                c = Connection(host, port, self.password, connect_timeout=1.0)
+                try:
+                    c.command("PING")  # answers -LOADING while a persisted dataset loads
+                finally:
+                    c.close()
                 return
             except ConnectionRefusedError:
                 pass
-            except ConnectionError as e:
+            except (ConnectionError, ReplyError) as e:
                 if "refused" not in str(e) and "LOADING" not in str(e):
                     raise
             if time.monotonic() > deadline:

@@ -1,0 +1,311 @@
+"""The model registry: versioned models kept in the store itself, with metadata.
+
+A model version is two entries written in order, then a pointer:
+
+    models/<name>/data/<v>   the model's bytes (TorchScript, ONNX, or a torch state_dict)
+    models/<name>/meta/<v>   its metadata (JSON); a version exists once this is written
+    models/<name>/latest     the metadata of the newest version: the cheap check for readers
+
+Version numbers come from the stream `models/<name>/versions`: `append` returns a distinct,
+increasing index on every backend (put-if-absent `link(2)` on files, `RPUSH` on Redis), so
+concurrent publishers never share a number. A reader of `latest` sees a whole version or the
+one before it, never a half-written one, because the pointer is only written after both
+entries. When publishers race, the pointer may name an older version for an instant; each
+publisher re-checks after writing, so it ends on the newest.
+
+torch is imported lazily: the registry costs nothing to processes that never touch a model.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import json
+import os
+import socket
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+FORMATS = ("torchscript", "onnx", "state_dict")
+PREFIX = "models"
+
+
+def check_model_name(name: Any) -> str:
+    """Return `name` if it can name a model, else raise ValueError saying why."""
+    from simai.store.base import check_key  # base mixes this module in: import it late
+
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"model name must be a non-empty str, not {name!r}")
+    if "/" in name:
+        raise ValueError(f"model name {name!r} must not contain '/'")
+    check_key(f"{PREFIX}/{name}/latest", "model name")
+    return name
+
+
+def model_key(name: str, kind: str, version: int | None = None) -> str:
+    """The key (or stream) `kind` of model `name`: latest, versions, data/<v>, meta/<v>."""
+    base = f"{PREFIX}/{name}/{kind}"
+    return base if version is None else f"{base}/{version:010d}"
+
+
+@contextmanager
+def _quiet_jit() -> Iterator[None]:
+    """torch.jit warns that it is deprecated in favour of torch.export, yet TorchScript is the
+    format that loads without the model's Python code; keep those warnings out of user logs."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.jit")
+        yield
+
+
+def _torch_module(obj: Any) -> bool:
+    """Whether `obj` is a torch.nn.Module, without importing torch when nobody has."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, torch.nn.Module)
+
+
+def _serialize(model: Any, example: Any) -> tuple[bytes, dict[str, Any]]:
+    """The model as bytes and the format fields of its metadata."""
+    if isinstance(model, bytes | bytearray | memoryview):
+        data = bytes(model)
+        if not data:
+            raise ValueError("ONNX model bytes are empty")
+        return data, {"format": "onnx"}
+    if _torch_module(model):
+        import torch
+
+        with _quiet_jit():
+            script = model if isinstance(model, torch.jit.ScriptModule) else None
+            if script is None:
+                try:
+                    script = torch.jit.script(model)
+                except Exception as e:
+                    if example is None:
+                        raise TypeError(
+                            f"torch.jit.script failed for {type(model).__name__} ({e}); pass "
+                            "example=<an input batch> to publish it with torch.jit.trace instead"
+                        ) from e
+                    script = torch.jit.trace(model, example)
+            buf = io.BytesIO()
+            torch.jit.save(script, buf)
+        return buf.getvalue(), {"format": "torchscript"}
+    if isinstance(model, tuple) and len(model) in (2, 3) and isinstance(model[1], str):
+        state, cls = model[0], model[1]
+        kwargs = model[2] if len(model) == 3 else {}
+        if not isinstance(state, dict):
+            raise TypeError(f"a (state_dict, 'module:Class') model needs a dict, got {state!r}")
+        if cls.count(":") != 1 or not all(cls.split(":")):
+            raise ValueError(f"model class {cls!r} must be written 'package.module:Class'")
+        if not isinstance(kwargs, dict):
+            raise TypeError(f"constructor arguments must be a dict, got {kwargs!r}")
+        _check_json(kwargs, "constructor arguments")
+        import torch
+
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        return buf.getvalue(), {"format": "state_dict", "class": cls, "kwargs": kwargs}
+    raise TypeError(
+        "publish_model takes a torch.nn.Module, ONNX bytes or (state_dict, 'module:Class'), "
+        f"not {type(model).__name__}"
+    )
+
+
+def _check_json(value: Any, what: str) -> None:
+    try:
+        json.dumps(value, allow_nan=True)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{what} must be JSON-serializable: {e}") from None
+
+
+def publish_model(
+    store: Any,
+    name: str,
+    model: Any,
+    *,
+    step: int | None = None,
+    metrics: dict[str, Any] | None = None,
+    producer: str | None = None,
+    keep: int = 5,
+    example: Any = None,
+) -> int:
+    """Save `model` as the next version of `name`; return its version number (from 1).
+
+    `model` is a torch.nn.Module (saved as TorchScript: scripted, or traced on `example`
+    when scripting fails), ONNX `bytes`, or `(state_dict, "module:Class"[, kwargs])`. Only
+    the newest `keep` versions are kept.
+    """
+    check_model_name(name)
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise ValueError(f"keep must be an int >= 1, not {keep!r}")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
+        raise ValueError(f"step must be an int or None, not {step!r}")
+    metrics = dict(metrics or {})
+    _check_json(metrics, "metrics")
+    data, fields = _serialize(model, example)
+    producer = producer or f"{socket.gethostname()}:{os.getpid()}"
+    claim = {"producer": producer, "time": time.time()}
+    version = 1 + store.append(model_key(name, "versions"), claim)
+    meta = {
+        "name": name,
+        "version": version,
+        "time": time.time(),
+        "producer": producer,
+        "step": step,
+        "metrics": metrics,
+        "bytes": len(data),
+        **fields,
+    }
+    store.put(model_key(name, "data", version), data)
+    store.put(model_key(name, "meta", version), meta)
+    _advance_latest(store, name, meta)
+    _prune(store, name, keep)
+    return version
+
+
+def _advance_latest(store: Any, name: str, meta: dict[str, Any]) -> None:
+    """Point `latest` at the newest version, re-checking after each write (racing publishers)."""
+    pointer = model_key(name, "latest")
+    candidate: dict[str, Any] | None = meta
+    while True:
+        current = _get_or_none(store, pointer)
+        if candidate is not None and (current is None or current["version"] < candidate["version"]):
+            store.put(pointer, candidate)
+        newest = _versions(store, name)
+        current = _get_or_none(store, pointer)
+        if not newest or (current is not None and current["version"] >= newest[-1]):
+            return
+        candidate = _get_or_none(store, model_key(name, "meta", newest[-1]))
+
+
+def _get_or_none(store: Any, key: str) -> Any:
+    try:
+        return store.get(key)
+    except KeyError:
+        return None
+
+
+def _versions(store: Any, name: str) -> list[int]:
+    prefix = model_key(name, "meta") + "/"
+    return sorted(int(k[len(prefix) :]) for k in store.keys(prefix) if k[len(prefix) :].isdigit())
+
+
+def _prune(store: Any, name: str, keep: int) -> None:
+    for v in _versions(store, name)[:-keep]:
+        store.delete(model_key(name, "meta", v))
+        store.delete(model_key(name, "data", v))
+
+
+def latest_model(store: Any, name: str) -> tuple[int, dict[str, Any]]:
+    """(version, metadata) of the newest version of `name`; KeyError if none was published."""
+    meta = _get_or_none(store, model_key(check_model_name(name), "latest"))
+    if meta is None:
+        raise KeyError(f"no model {name!r} has been published in {store.url}")
+    return meta["version"], meta
+
+
+def model_versions(store: Any, name: str) -> list[dict[str, Any]]:
+    """Metadata of every kept version of `name`, oldest first."""
+    out = []
+    for v in _versions(store, check_model_name(name)):
+        meta = _get_or_none(store, model_key(name, "meta", v))
+        if meta is not None:
+            out.append(meta)
+    return out
+
+
+def load_model(store: Any, name: str, version: int | None = None, *, device: str = "cpu") -> Any:
+    """Version `version` (default: the latest) of `name`, loaded.
+
+    TorchScript and state_dict versions come back as torch modules in eval mode on `device`;
+    ONNX versions as their bytes. KeyError if that version does not exist (or was pruned).
+    """
+    meta = load_meta(store, name, version)
+    try:
+        data = store.get(model_key(name, "data", meta["version"]))
+    except KeyError:
+        raise KeyError(
+            f"model {name!r} version {meta['version']} was pruned while loading"
+        ) from None
+    return load_data(meta, data, device)
+
+
+def load_meta(store: Any, name: str, version: int | None = None) -> dict[str, Any]:
+    """Metadata of one version (default: the latest); KeyError if it does not exist."""
+    if version is None:
+        return latest_model(store, name)[1]
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"version must be an int >= 1, not {version!r}")
+    meta = _get_or_none(store, model_key(check_model_name(name), "meta", version))
+    if meta is None:
+        raise KeyError(f"model {name!r} has no version {version} in {store.url} (pruned?)")
+    return meta
+
+
+def load_data(meta: dict[str, Any], data: bytes, device: str = "cpu") -> Any:
+    """Turn a version's stored bytes back into a model, following its metadata."""
+    fmt = meta.get("format")
+    if fmt == "onnx":
+        return data
+    if fmt not in FORMATS:
+        raise ValueError(f"model {meta.get('name')!r} has an unknown format {fmt!r}")
+    import torch
+
+    if fmt == "torchscript":
+        with _quiet_jit():
+            module = torch.jit.load(io.BytesIO(data), map_location=device)
+    else:
+        state = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
+        mod_name, cls_name = meta["class"].split(":")
+        cls = getattr(importlib.import_module(mod_name), cls_name)
+        module = cls(**meta.get("kwargs", {}))
+        module.load_state_dict(state)
+        module.to(device)
+    return module.eval()
+
+
+class ModelRegistry:
+    """Store methods for versioned models (mixed into Store; see simai.store.registry)."""
+
+    def publish_model(
+        self,
+        name: str,
+        model: Any,
+        *,
+        step: int | None = None,
+        metrics: dict[str, Any] | None = None,
+        producer: str | None = None,
+        keep: int = 5,
+        example: Any = None,
+    ) -> int:
+        """Save `model` as the next version of `name`; return its version number (from 1).
+
+        `model` is a torch.nn.Module (saved as TorchScript; traced on `example` when it
+        cannot be scripted), ONNX `bytes`, or `(state_dict, "module:Class"[, kwargs])`.
+        Metadata records version, time, producer (host:pid), step, metrics and format. Only
+        the newest `keep` versions are kept.
+        """
+        return publish_model(
+            self,
+            name,
+            model,
+            step=step,
+            metrics=metrics,
+            producer=producer,
+            keep=keep,
+            example=example,
+        )
+
+    def latest_model(self, name: str) -> tuple[int, dict[str, Any]]:
+        """(version, metadata) of the newest version of `name`; KeyError if none."""
+        return latest_model(self, name)
+
+    def model_versions(self, name: str) -> list[dict[str, Any]]:
+        """Metadata of every kept version of `name`, oldest first."""
+        return model_versions(self, name)
+
+    def load_model(self, name: str, version: int | None = None, *, device: str = "cpu") -> Any:
+        """A version of `name` (default the latest): a torch module, or ONNX bytes."""
+        return load_model(self, name, version, device=device)
