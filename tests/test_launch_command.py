@@ -3,12 +3,11 @@
 import os
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import psutil
 import pytest
-from _procs import children, no_new_children
+from _procs import alive, children, eventually, no_new_children
 
 from simai.launch import (
     Command,
@@ -37,23 +36,6 @@ def ex(tmp_path):
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
     assert no_new_children(before)
-
-
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def eventually(condition, timeout=10.0):
-    """Poll ``condition`` until true (a killed process may take a moment to die)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def test_command_success_writes_logs(ex, tmp_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from _procs import children, no_new_children
+from _procs import alive, children, eventually, no_new_children
 
 from simai.launch import (
     DependencyError,
@@ -130,23 +130,6 @@ def sleep(seconds):
 class Unpicklable:
     def __reduce__(self):
         raise TypeError("this object refuses to be pickled")
-
-
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def eventually(condition, timeout=10.0):
-    """Poll ``condition`` until true (a killed process may take a moment to die)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 @pytest.fixture

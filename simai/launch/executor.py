@@ -20,11 +20,14 @@ from __future__ import annotations
 import abc
 import importlib
 import itertools
+import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import CancelledError, Future, InvalidStateError
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from simai.launch.resources import Resources, as_resources
@@ -209,6 +212,8 @@ class Executor(abc.ABC):
 
     observer: Callable[[Task, str, BaseException | None], None] | None = None
     memo: Memo | None = None
+    _log_dir: Path | None = None
+    _log_prefix = "simai-launch-"
 
     def __init__(self) -> None:
         self._closed = False
@@ -332,6 +337,22 @@ class Executor(abc.ABC):
         self.shutdown(wait=False, cancel_futures=True)
 
     # -- for backends -----------------------------------------------------------------
+
+    def _log_paths(self, task: Task) -> tuple[Path, Path]:
+        """Where a command's stdout and stderr go: the files it names, else
+        ``<log_dir>/<name>-<id>[.<attempt>].out|.err`` (a new temporary folder, kept after
+        shutdown so the logs stay readable, when the executor was given none)."""
+        cmd = task.command
+        assert cmd is not None
+        suffix = f".{task.attempt}" if task.attempt else ""
+        if cmd.stdout is None or cmd.stderr is None:
+            if self._log_dir is None:
+                self._log_dir = Path(tempfile.mkdtemp(prefix=self._log_prefix))
+            self._log_dir.mkdir(parents=True, exist_ok=True)
+        base = f"{cmd.name.replace(os.sep, '_')}-{task.id}{suffix}"
+        stdout = cmd.stdout or self._log_dir / f"{base}.out"  # type: ignore[operator]
+        stderr = cmd.stderr or self._log_dir / f"{base}.err"  # type: ignore[operator]
+        return stdout, stderr
 
     def _submit(self, task: Task) -> Future:
         if self._closed:

@@ -24,7 +24,6 @@ import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import weakref
@@ -652,19 +651,6 @@ class LocalExecutor(Executor):
             self._on_worker_exit(worker)
 
     # -- commands ---------------------------------------------------------------------
-
-    def _log_paths(self, task: Task) -> tuple[Path, Path]:
-        cmd = task.command
-        assert cmd is not None
-        suffix = f".{task.attempt}" if task.attempt else ""
-        if cmd.stdout is None or cmd.stderr is None:
-            if self._log_dir is None:
-                self._log_dir = Path(tempfile.mkdtemp(prefix="simai-launch-"))
-            self._log_dir.mkdir(parents=True, exist_ok=True)
-        base = f"{cmd.name.replace(os.sep, '_')}-{task.id}{suffix}"
-        stdout = cmd.stdout or self._log_dir / f"{base}.out"  # type: ignore[operator]
-        stderr = cmd.stderr or self._log_dir / f"{base}.err"  # type: ignore[operator]
-        return stdout, stderr
 
     def _start_command(self, task: Task, cores: tuple[int, ...], gpus: tuple[str, ...]) -> None:
         with self._command_lock:

@@ -180,6 +180,7 @@ class ParslExecutor(Executor):
         os.environ["PATH"] = _path_with_venv(os.environ.get("PATH"))
         self.config = config
         self._log_dir = Path(log_dir) if log_dir is not None else None
+        self._log_prefix = "simai-parsl-"
         self._sys_path = tuple(sys.path)
         self._submit_lock = threading.Lock()
         self._cond = threading.Condition()
@@ -361,19 +362,6 @@ class ParslExecutor(Executor):
     def _remove_run_dir(self) -> None:
         if self._own_run_dir is not None:
             shutil.rmtree(self._own_run_dir, ignore_errors=True)
-
-    def _log_paths(self, task: Task) -> tuple[Path, Path]:
-        cmd = task.command
-        assert cmd is not None
-        suffix = f".{task.attempt}" if task.attempt else ""
-        if cmd.stdout is None or cmd.stderr is None:
-            if self._log_dir is None:
-                self._log_dir = Path(tempfile.mkdtemp(prefix="simai-parsl-"))
-            self._log_dir.mkdir(parents=True, exist_ok=True)
-        base = f"{cmd.name.replace(os.sep, '_')}-{task.id}{suffix}"
-        stdout = cmd.stdout or self._log_dir / f"{base}.out"  # type: ignore[operator]
-        stderr = cmd.stderr or self._log_dir / f"{base}.err"  # type: ignore[operator]
-        return stdout, stderr
 
 
 # -- process-wide cleanup -------------------------------------------------------------------
