@@ -50,3 +50,19 @@ def redis_store_url(redis_servers: RedisServers) -> str:
         finally:
             conn.close()
     return redis_servers.url
+
+
+@pytest.fixture
+def ex(tmp_path):
+    """A LocalExecutor logging under the test's tmp_path; no process outlives the test."""
+    from _procs import children, no_new_children
+
+    from simai.launch import LocalExecutor
+
+    before = children()
+    executor = LocalExecutor(log_dir=tmp_path / "logs")
+    try:
+        yield executor
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+    assert no_new_children(before)

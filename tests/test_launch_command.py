@@ -7,7 +7,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from _procs import alive, children, eventually, no_new_children
+from _procs import alive, eventually
 
 from simai.launch import (
     Command,
@@ -25,17 +25,6 @@ OMPI_ENV = {
     "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
     "OMPI_MCA_rmaps_base_oversubscribe": "1",
 }
-
-
-@pytest.fixture
-def ex(tmp_path):
-    before = children()
-    executor = LocalExecutor(log_dir=tmp_path / "logs")
-    try:
-        yield executor
-    finally:
-        executor.shutdown(wait=True, cancel_futures=True)
-    assert no_new_children(before)
 
 
 def test_command_success_writes_logs(ex, tmp_path):

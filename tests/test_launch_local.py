@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from _procs import alive, children, eventually, no_new_children
+from _procs import alive, eventually
 
 from simai.launch import (
     DependencyError,
@@ -130,17 +130,6 @@ def sleep(seconds):
 class Unpicklable:
     def __reduce__(self):
         raise TypeError("this object refuses to be pickled")
-
-
-@pytest.fixture
-def ex(tmp_path):
-    before = children()
-    executor = LocalExecutor(log_dir=tmp_path / "logs")
-    try:
-        yield executor
-    finally:
-        executor.shutdown(wait=True, cancel_futures=True)
-    assert no_new_children(before)
 
 
 # -- futures ---------------------------------------------------------------------------

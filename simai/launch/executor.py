@@ -315,11 +315,7 @@ class Executor(abc.ABC):
 
         With ``wait`` it returns once every task has ended and every worker is stopped.
         """
-        with self._base_lock:
-            self._closed = True
-            waiting = list(self._waiting) if cancel_futures else []
-        for task in waiting:
-            task.future.cancel()
+        self._stop_accepting(cancel_waiting=cancel_futures)
         self._shutdown(wait, cancel_futures)
 
     def __enter__(self) -> Executor:
@@ -337,6 +333,14 @@ class Executor(abc.ABC):
         self.shutdown(wait=False, cancel_futures=True)
 
     # -- for backends -----------------------------------------------------------------
+
+    def _stop_accepting(self, cancel_waiting: bool) -> None:
+        """Refuse new tasks; cancel those still waiting for their dependencies if asked."""
+        with self._base_lock:
+            self._closed = True
+            waiting = list(self._waiting) if cancel_waiting else []
+        for task in waiting:
+            task.future.cancel()
 
     def _log_paths(self, task: Task) -> tuple[Path, Path]:
         """Where a command's stdout and stderr go: the files it names, else

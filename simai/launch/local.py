@@ -310,11 +310,7 @@ class LocalExecutor(Executor):
 
     def terminate(self) -> None:
         """Kill every worker and command now; unfinished futures fail. Idempotent."""
-        with self._base_lock:
-            self._closed = True
-            waiting = list(self._waiting)
-        for task in waiting:
-            task.future.cancel()
+        self._stop_accepting(cancel_waiting=True)
         self._terminated = True
         with self._command_lock:
             pids = list(self._pids) + list(self._commands)

@@ -322,11 +322,7 @@ class ParslExecutor(Executor):
 
     def terminate(self) -> None:
         """Stop the DataFlowKernel now: blocks cancelled, unfinished futures fail."""
-        with self._base_lock:
-            self._closed = True
-            waiting = list(self._waiting)
-        for task in waiting:
-            task.future.cancel()
+        self._stop_accepting(cancel_waiting=True)
         self._close()
 
     # -- internals ----------------------------------------------------------------------
