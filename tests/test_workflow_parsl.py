@@ -4,6 +4,7 @@ block, reaching the Redis store the workflow started, with tasks beside them."""
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -17,6 +18,8 @@ parsl = pytest.importorskip("parsl")
 def producer(n: int) -> None:
     store = simai.store()
     store.put("where/producer", os.environ.get("SLURM_JOB_ID", "not in slurm"))
+    print("producer on stdout", flush=True)
+    print("producer on stderr", file=sys.stderr, flush=True)
     for i in range(n):
         store.append("samples", np.full(16, i, np.float32))
     store.close_stream("samples")
@@ -72,6 +75,8 @@ def test_components_in_a_slurm_block_stream_through_the_workflows_store(slurm_cl
         assert store.get("total") == sum(range(100))
         jobs = {store.get("where/producer"), store.get("where/consumer"), task_job}
     assert len(jobs) == 1 and jobs.pop().isdigit()
+    log = (tmp_path / "run/logs/producer.log").read_text()
+    assert "producer on stdout" in log and "producer on stderr" in log
     summary = Records(tmp_path / "run/records.db", readonly=True).summary()
     assert {c["name"]: c["state"] for c in summary["components"]} == {
         "producer": "done",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+import subprocess
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from simai.launch.mpi import MpiLauncher, detect_launcher, launch_argv
 from simai.launch.resources import Resources
@@ -197,3 +199,15 @@ class Command:
             gpus_per_rank=self.resources.gpus,
             hosts=self.hosts,
         )
+
+
+@contextlib.contextmanager
+def open_logs(stdout: Path, stderr: Path) -> Iterator[tuple[IO[bytes], IO[bytes] | int]]:
+    """A command's (stdout, stderr) for Popen, opened for appending so a retried or restarted
+    command keeps the output of earlier attempts; one file when both name the same path."""
+    with open(stdout, "ab") as out:
+        if Path(stderr) == Path(stdout):
+            yield out, subprocess.STDOUT
+        else:
+            with open(stderr, "ab") as err:
+                yield out, err

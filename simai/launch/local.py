@@ -31,7 +31,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from simai.launch.command import CommandError, CommandResult
+from simai.launch.command import CommandError, CommandResult, open_logs
 from simai.launch.executor import Executor, Task, TaskTimeoutError, WorkerLostError
 from simai.launch.payload import checked_payload, dumps_payload
 from simai.launch.processes import kill_tree
@@ -674,9 +674,7 @@ class LocalExecutor(Executor):
             argv = task.backend_data
             core_set = set(cores)
             start = time.monotonic()
-            # Append: a retried or restarted command keeps the output of earlier attempts.
-            with open(stdout, "ab") as out, open(stderr, "ab") as err_file:
-                err = subprocess.STDOUT if Path(stderr) == Path(stdout) else err_file
+            with open_logs(stdout, stderr) as (out, err):
                 with self._command_lock:
                     if self._terminated:
                         raise RuntimeError("the executor was terminated")

@@ -29,7 +29,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from simai.launch.command import Command, CommandError, CommandResult
+from simai.launch.command import Command, CommandError, CommandResult, open_logs
 from simai.launch.executor import Executor, Task, TaskTimeoutError, WorkerLostError
 from simai.launch.payload import checked_payload, dumps_payload
 from simai.launch.processes import kill_tree
@@ -472,7 +472,7 @@ def _run_command(
     env = cmd.environment()
     argv = cmd.full_argv(env)
     start = time.monotonic()
-    with open(stdout, "wb") as out, open(stderr, "wb") as err:
+    with open_logs(stdout, stderr) as (out, err):
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
