@@ -4,9 +4,13 @@ Every simai store backend runs side by side with the baselines a user would othe
 np.copyto into preallocated shared memory (the memory-bandwidth limit), raw redis-py against the
 same redis-server, np.save/np.load on /dev/shm, and Dragon's DDict (run under `dragon -s` in its
 own process tree). Prints a Markdown table and the ratios the store issue sets as targets.
+The "-uncounted" backends are the same stores with operation counting off
+(simai.store.counters), each run right after its counted twin, so one run compares them; the
+steadier measure of what counting costs is `_profile_store.py --counting`.
 
     .venv/bin/python benchmarks/store.py --out benchmarks/results/store.md
     .venv/bin/python benchmarks/store.py --quick --backends local,copyto
+    .venv/bin/python benchmarks/store.py --backends local,local-uncounted,file,file-uncounted
 """
 
 from __future__ import annotations
@@ -45,7 +49,17 @@ KIB, MIB = 1024, 1024 * 1024
 DEFAULT_SIZES = "8K,1M,16M,64M"
 FILE_STORE_DIR = "/dev/shm/simai-bench-file"
 LOCAL_STORE_URL = "local://bench"
-SIMAI_BACKENDS = ("local", "local-out", "local-view", "file", "redis")
+SIMAI_BACKENDS = (
+    "local",
+    "local-out",
+    "local-view",
+    "file",
+    "redis",
+    "local-uncounted",
+    "file-uncounted",
+    "redis-uncounted",
+)
+UNCOUNTED = "; store operation counting off (SIMAI_STORE_COUNTERS=0), to measure its cost"
 LOCAL_STORE_DIR = os.path.join(os.environ.get("SIMAI_SHM_DIR", "/dev/shm"), "simai-bench")
 
 # name -> (label in the table, description for the notes)
@@ -56,6 +70,7 @@ BACKENDS: dict[str, tuple[str, str]] = {
         "producer np.copyto into preallocated /dev/shm slots, consumer np.copyto out of them",
     ),
     "local": ("simai local", f"simai.open_store({LOCAL_STORE_URL!r}); get(key) copies"),
+    "local-uncounted": ("simai local uncounted", "simai local" + UNCOUNTED),
     "local-out": (
         "simai local get(out=)",
         "same store; get(key, out=buffer) copies into a preallocated array, as np.copyto does",
@@ -63,8 +78,10 @@ BACKENDS: dict[str, tuple[str, str]] = {
     "local-view": ("simai local view", "same store; get(key, view=True), zero-copy"),
     "npy": ("np.save/np.load", "np.save / np.load of .npy files on /dev/shm"),
     "file": ("simai file", f"simai.open_store('file://{FILE_STORE_DIR}')"),
+    "file-uncounted": ("simai file uncounted", "simai file" + UNCOUNTED),
     "redis-py": ("redis-py", "redis.Redis().set/get, default (hiredis) packer"),
     "redis": ("simai redis", "simai.open_store('redis://127.0.0.1:PORT')"),
+    "redis-uncounted": ("simai redis uncounted", "simai redis" + UNCOUNTED),
     "dragon": ("Dragon DDict", "dragon.data.ddict.DDict(1 manager), d[key] = arr under dragon -s"),
 }
 
@@ -215,9 +232,18 @@ class RedisPyClient:
 
 
 class SimaiClient:
-    def __init__(self, cfg: dict[str, Any], url: str, view: bool = False, out: bool = False):
+    def __init__(
+        self,
+        cfg: dict[str, Any],
+        url: str,
+        view: bool = False,
+        out: bool = False,
+        counted: bool = True,
+    ):
         import simai
+        from simai.store import counters
 
+        counters.configure(enabled=counted)
         self.s = simai.open_store(url)
         self.view = view
         self.out: np.ndarray | None = np.empty(0, np.float32) if out else None
@@ -250,12 +276,15 @@ def make_client(name: str, cfg: dict[str, Any]) -> _bench_loop.Client:
         return NpyClient(cfg)
     if name == "redis-py":
         return RedisPyClient(cfg)
+    counted = not name.endswith("-uncounted")
+    name = name.removesuffix("-uncounted")
     if name in ("local", "local-out", "local-view"):
-        return SimaiClient(cfg, LOCAL_STORE_URL, view=name == "local-view", out=name == "local-out")
+        view, out = name == "local-view", name == "local-out"
+        return SimaiClient(cfg, LOCAL_STORE_URL, view=view, out=out, counted=counted)
     if name == "file":
-        return SimaiClient(cfg, f"file://{FILE_STORE_DIR}")
+        return SimaiClient(cfg, f"file://{FILE_STORE_DIR}", counted=counted)
     if name == "redis":
-        return SimaiClient(cfg, f"redis://127.0.0.1:{cfg['redis_port']}")
+        return SimaiClient(cfg, f"redis://127.0.0.1:{cfg['redis_port']}", counted=counted)
     raise ValueError(f"unknown backend {name!r}")
 
 
@@ -717,6 +746,27 @@ def ratio_lines(outcomes: dict[str, Outcome], sizes: list[int]) -> list[str]:
                 f"{op}_gbps",
                 1.0,
             )
+    for kind in ("local", "file", "redis"):
+        for size in sizes:
+            for op in ("put", "get"):
+                add(
+                    f"simai {kind} {op} counted / uncounted",
+                    size,
+                    kind,
+                    f"{kind}-uncounted",
+                    f"{op}_gbps",
+                    0.95,
+                )
+        rt_on = outcomes[kind].roundtrip_s if kind in outcomes else None
+        rt_off = (
+            outcomes[f"{kind}-uncounted"].roundtrip_s if f"{kind}-uncounted" in outcomes else None
+        )
+        if rt_on and rt_off:
+            r = rt_off / rt_on
+            out.append(
+                f"| simai {kind} 8 KiB round trip rate counted / uncounted | 8 KiB | {r:.2f}× "
+                f"| ≥ 0.95× | {'yes' if r >= 0.95 else 'NO'} |"
+            )
     if 16 * MIB in sizes:
         add(
             "simai redis put / redis-py put",
@@ -806,7 +856,7 @@ def main(argv: list[str] | None = None) -> int:
     t_all = time.monotonic()
     load0 = f"{os.getloadavg()[0]:.2f}"
     try:
-        if {"redis", "redis-py"} & set(args.backends):
+        if {"redis", "redis-py", "redis-uncounted"} & set(args.backends):
             server = start_redis()
             cfg["redis_port"] = server.port
             os.environ["SIMAI_STORE_PASSWORD"] = server.password

@@ -22,6 +22,11 @@ per pair. Ways run in rounds, interleaved in time; figures are medians over roun
 
     .venv/bin/python benchmarks/wave.py --out benchmarks/results/wave.md
     .venv/bin/python benchmarks/wave.py --num-sims 4 --grid-size 128 --rounds 1   # quick
+    .venv/bin/python benchmarks/wave.py --ways local,files --copy-profile   # + where time goes
+
+`--copy-profile` adds a table of what one pair costs to write and read back in one process,
+in CPU time (less sensitive than wall time to other jobs on a shared machine): np.save/np.load
+and raw write(2)/pread(2) on the files directory and on /dev/shm, and the node-local store.
 """
 
 from __future__ import annotations
@@ -198,6 +203,77 @@ def run_way(way: str, args: argparse.Namespace, scratch: str) -> dict[str, Any]:
     }
 
 
+def copy_profile(args: argparse.Namespace) -> list[tuple[str, float, float, float, float]]:
+    """(what, write CPU ms, read CPU ms, write wall ms, read wall ms) per pair, medians of 3."""
+    n = args.num_sims * 10
+    pair = np.random.default_rng(0).random((2, args.grid_size, args.grid_size), np.float32)
+    raw = pair.tobytes()
+
+    def write_raw(path: str) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.write(fd, raw)
+        os.close(fd)
+
+    def pread(path: str) -> np.ndarray:
+        fd = os.open(path, os.O_RDONLY)
+        buf = np.empty(os.fstat(fd).st_size, np.uint8)
+        os.preadv(fd, [buf], 0)
+        os.close(fd)
+        return buf
+
+    out_buf = np.empty_like(pair)
+    rows = []
+    for where in (args.files_dir, "/dev/shm"):
+        for what, write, read in (
+            ("np.save / np.load", lambda p: np.save(p, pair), np.load),
+            ("write(2) / pread(2)", write_raw, pread),
+        ):
+            rows.append((f"{what} in {where}", where, write, read))
+    store = simai.open_store(f"local://wave-profile-{os.getpid()}")
+    for what, kw in (
+        ("", {}),
+        ("(out=)", {"out": out_buf}),
+        ("(view=True)", {"view": True}),
+    ):
+        rows.append(
+            (
+                f"simai local put / get{what}",
+                None,
+                lambda k: store.put(k, pair),
+                lambda k, kw=kw: store.get(k, **kw),
+            )
+        )
+    results = []
+    try:
+        for what, where, write, read in rows:
+            samples = []
+            for _ in range(3):
+                d = tempfile.mkdtemp(prefix="simai-wave-profile-", dir=where) if where else None
+                names = [f"{d}/{i}.npy" if d else f"{PREFIX}/{i}" for i in range(n)]
+                try:
+                    timing = []
+                    for fn in (write, read):
+                        c0, w0 = time.process_time(), time.perf_counter()
+                        for name in names:
+                            fn(name)
+                        timing.append((time.process_time() - c0, time.perf_counter() - w0))
+                    samples.append([t * 1e3 / n for pair_t in timing for t in pair_t])
+                finally:
+                    if d:
+                        shutil.rmtree(d, ignore_errors=True)
+                    else:
+                        for name in names:
+                            store.delete(name)
+            w_cpu, w_wall, r_cpu, r_wall = (
+                statistics.median(x) for x in zip(*samples, strict=True)
+            )
+            results.append((what, w_cpu, r_cpu, w_wall, r_wall))
+            print(f"{what}: write {w_cpu:.3f} ms CPU, read {r_cpu:.3f} ms CPU", flush=True)
+    finally:
+        store.destroy()
+    return results
+
+
 def machine() -> str:
     cpu = "unknown"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -295,6 +371,11 @@ def report(args: argparse.Namespace, results: dict[str, list[dict]], meta: dict)
             f"(target: no worse than either: {'yes' if med('local', 'total') <= best else 'NO'}"
             f"{'' if med('local', 'total') <= worst else ', worse than both'})",
         ]
+        if max(meta["load0"], meta["load1"]) > meta["cores"]:
+            lines.append(
+                f"- caution: the load average passed the {meta['cores']} cores during the run, so "
+                "other jobs competed for them; the ratios above may not hold on an idle machine"
+            )
     lines += [
         "",
         "Per round (total s): "
@@ -309,6 +390,25 @@ def report(args: argparse.Namespace, results: dict[str, list[dict]], meta: dict)
             f"{WAYS[w]} " + "/".join(f"{v:.2g}" for v in ls.values()) for w, ls in losses.items()
         )
     )
+    if meta.get("profile"):
+        mib = 2 * args.grid_size**2 * 4 / 2**20
+        lines += [
+            "",
+            "## Where the time goes: one pair written and read back in one process",
+            "",
+            f"`--copy-profile`: {args.num_sims * 10} pairs of {mib:.3g} MiB written under new "
+            "names, then each read once into a new array, in the driver process alone; "
+            "milliseconds per pair, medians of 3 repetitions; CPU time is the process's "
+            f"(user + system). Load average {meta['profile_load'][0]:.2f} before, "
+            f"{meta['profile_load'][1]:.2f} after.",
+            "",
+            "| what | write ms CPU | read ms CPU | write ms wall | read ms wall |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        lines += [
+            f"| {what} | {wc:.3f} | {rc:.3f} | {ww:.3f} | {rw:.3f} |"
+            for what, wc, rc, ww, rw in meta["profile"]
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -326,6 +426,11 @@ def main() -> None:
         help="where the files baseline writes (default: the temp dir)",
     )
     parser.add_argument("--out", help="write the Markdown report here too")
+    parser.add_argument(
+        "--copy-profile",
+        action="store_true",
+        help="also time one pair's write and read in one process, in CPU time (see above)",
+    )
     args = parser.parse_args()
     ways = [w.strip() for w in args.ways.split(",") if w.strip()]
     unknown = [w for w in ways if w not in WAYS]
@@ -353,6 +458,10 @@ def main() -> None:
                     f"{r['sims_data']:.2f} + {r['train_data']:.2f} s",
                     flush=True,
                 )
+    if args.copy_profile:
+        load = os.getloadavg()[0]
+        meta["profile"] = copy_profile(args)
+        meta["profile_load"] = (load, os.getloadavg()[0])
     meta["elapsed"] = time.perf_counter() - start
     meta["load1"] = os.getloadavg()[0]
     text = report(args, results, meta)

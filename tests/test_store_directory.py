@@ -45,14 +45,18 @@ def damage(store, key, mutate):
     ],
     ids=["one-byte-short", "half-header", "tiny", "empty", "trailing", "magic", "shape-bit-flip"],
 )
-@pytest.mark.parametrize("view", [False, True])
-def test_damaged_entries_raise_and_other_data_is_intact(dstore, mutate, view):
-    dstore.put("good", np.arange(100, dtype=np.float64))
-    dstore.put("bad", np.arange(100, dtype=np.float64))
+@pytest.mark.parametrize("read", ["copy", "view", "out"])
+@pytest.mark.parametrize("n", [100, 40_000], ids=["small", "large"])  # large: a local block
+def test_damaged_entries_raise_and_other_data_is_intact(dstore, mutate, read, n):
+    dstore.put("good", np.arange(n, dtype=np.float64))
+    dstore.put("bad", np.arange(n, dtype=np.float64))
     damage(dstore, "bad", mutate)
     with pytest.raises(CorruptValueError):
-        dstore.get("bad", view=view)
-    np.testing.assert_array_equal(dstore.get("good"), np.arange(100, dtype=np.float64))
+        if read == "out":
+            dstore.get("bad", out=np.empty(n, np.float64))
+        else:
+            dstore.get("bad", view=read == "view")
+    np.testing.assert_array_equal(dstore.get("good"), np.arange(n, dtype=np.float64))
     dstore.put("bad", b"repaired")
     assert dstore.get("bad") == b"repaired"
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from simai.store import codec
+from simai.store import codec, counters
 from simai.store.registry import ModelRegistry
 
 MAX_KEY_BYTES = 1024
@@ -133,6 +133,16 @@ class Store(ModelRegistry, ABC):
     @abstractmethod
     def _delete_stream(self, stream: str) -> bool: ...
 
+    def _write_many(self, entries: list[tuple[str, bytes, memoryview]]) -> None:
+        """Store several encoded entries; backends that can batch them do."""
+        for key, header, payload in entries:
+            self._write(key, header, payload)
+
+    def _read_many(self, keys: list[str], view: bool) -> list[Any]:
+        """The entries of several keys (KeyError if one is missing); backends that can batch
+        the reads do."""
+        return [self._read(k, view) for k in keys]
+
     def close(self) -> None:  # noqa: B027 - most backends hold nothing to release
         """Release client resources (connections, mappings). Stored data stays."""
 
@@ -143,6 +153,8 @@ class Store(ModelRegistry, ABC):
         check_key(key)
         header, payload = codec.encode(value, self.allow_pickle)
         self._write(key, header, payload)
+        if counters.enabled:
+            counters.add("put", key, len(header) + payload.nbytes)
 
     def get(self, key: str, view: bool = False, out: np.ndarray | None = None) -> Any:
         """Return the value of `key` (KeyError if missing).
@@ -160,9 +172,15 @@ class Store(ModelRegistry, ABC):
                 raise ValueError("out= must be a C-contiguous numpy array")
             if not out.flags.writeable:
                 raise ValueError("out= must be writable")
-            return self._read_into(key, out)
+            self._read_into(key, out)
+            if counters.enabled:
+                counters.add("get", key, codec.header_size(out.ndim) + out.nbytes)
+            return out
         buf = self._read(key, view)
-        return codec.decode(buf, writable=not view, allow_pickle=self.allow_pickle)
+        value = codec.decode(buf, writable=not view, allow_pickle=self.allow_pickle)
+        if counters.enabled:
+            counters.add("get", key, len(buf))
+        return value
 
     def _read_into(self, key: str, out: np.ndarray) -> np.ndarray:
         """Copy an array entry into `out`; backends that can skip the intermediate copy do."""
@@ -173,7 +191,10 @@ class Store(ModelRegistry, ABC):
 
     def delete(self, key: str) -> bool:
         """Delete `key`; return whether it existed."""
-        return self._delete(check_key(key))
+        existed = self._delete(check_key(key))
+        if counters.enabled:
+            counters.add("delete", key, 0)
+        return existed
 
     def keys(self, prefix: str = "") -> list[str]:
         """All keys starting with `prefix`, sorted."""
@@ -188,11 +209,27 @@ class Store(ModelRegistry, ABC):
             raise TimeoutError(f"key {key!r} did not appear within {timeout} s in {self.url}")
 
     def put_many(self, items: Mapping[str, Any]) -> None:
+        """Store several values (pipelined where the backend can); every key and value is
+        checked and encoded before anything is written."""
+        entries = []
         for key, value in items.items():
-            self.put(key, value)
+            check_key(key)
+            entries.append((key, *codec.encode(value, self.allow_pickle)))
+        self._write_many(entries)
+        if counters.enabled:
+            for key, header, payload in entries:
+                counters.add("put_many", key, len(header) + payload.nbytes)
 
     def get_many(self, keys: Iterable[str], view: bool = False) -> list[Any]:
-        return [self.get(k, view=view) for k in keys]
+        """Values of several keys (pipelined where the backend can); KeyError if one is
+        missing."""
+        keys = [check_key(k) for k in keys]
+        bufs = self._read_many(keys, view)
+        values = [codec.decode(b, writable=not view, allow_pickle=self.allow_pickle) for b in bufs]
+        if counters.enabled:
+            for key, buf in zip(keys, bufs, strict=True):
+                counters.add("get_many", key, len(buf))
+        return values
 
     def create_stream(self, name: str, maxlen: int | None = None, policy: str = "block") -> None:
         """Declare stream `name`, bounded to `maxlen` retained values, before its first append.
@@ -243,6 +280,8 @@ class Store(ModelRegistry, ABC):
                 f"stream {stream!r} stayed full for {timeout} s in {self.url}: its consumer "
                 "groups did not catch up (policy 'block')"
             )
+        if counters.enabled:
+            counters.add("append", stream, len(header) + payload.nbytes)
         return index
 
     def stream(
@@ -383,7 +422,10 @@ class StreamReader(Iterator[Any]):
                     f"in {store.url}"
                 )
             self.index += 1
-            return codec.decode(buf, writable=not self.view, allow_pickle=store.allow_pickle)
+            value = codec.decode(buf, writable=not self.view, allow_pickle=store.allow_pickle)
+            if counters.enabled:
+                counters.add("stream", self.name, len(buf))
+            return value
 
 
 def _deadline(timeout: float | None) -> float | None:

@@ -152,11 +152,20 @@ def decode(buf: Any, writable: bool = True, allow_pickle: bool = False) -> Any:
 
 def decode_into(buf: Any, out: np.ndarray) -> np.ndarray:
     """Copy an array entry into `out`, which must have the entry's dtype and shape."""
-    kind, dtype, shape, off, nbytes = parse_header(buf)
     mv = memoryview(buf).cast("B")
-    if mv.nbytes != off + nbytes:
+    off = check_into(mv, mv.nbytes, out)
+    if out.nbytes:
+        np.copyto(out.reshape(-1).view(np.uint8), np.frombuffer(mv, np.uint8, out.nbytes, off))
+    return out
+
+
+def check_into(head: Any, size: int, out: np.ndarray) -> int:
+    """Check that the entry of `size` bytes whose header starts `head` is an array that fits
+    `out`; return the payload offset."""
+    kind, dtype, shape, off, nbytes = parse_header(head)
+    if size != off + nbytes:
         raise CorruptValueError(
-            f"entry is truncated or padded: expected {off + nbytes} bytes, found {mv.nbytes}"
+            f"entry is truncated or padded: expected {off + nbytes} bytes, found {size}"
         )
     if kind != ARRAY:
         raise TypeError("out= needs an array entry; this entry holds bytes or metadata")
@@ -166,9 +175,7 @@ def decode_into(buf: Any, out: np.ndarray) -> np.ndarray:
         )
     if nbytes != out.nbytes:
         raise CorruptValueError("entry payload length does not match its dtype and shape")
-    if nbytes:
-        np.copyto(out.reshape(-1).view(np.uint8), np.frombuffer(mv, np.uint8, nbytes, off))
-    return out
+    return off
 
 
 def payload_size(buf: Any) -> int:

@@ -45,13 +45,12 @@ import threading
 import time
 import warnings
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import numpy as np
 
-from simai.store import codec
-from simai.store.base import Store, StreamEnded, StreamTrimmed, check_key
+from simai.store.base import Store, StreamEnded, StreamTrimmed
 from simai.store.resp import AuthenticationError, Connection, ReplyError
 
 __all__ = ["AuthenticationError", "RedisStore", "ReplyError", "parse_url"]
@@ -352,17 +351,10 @@ class RedisStore(Store):
                 raise errors[0] if errors else ReplyError(f"transaction failed: {done!r}")
             self._drop_chunks(conn, key, done[1])
 
-    def put_many(self, items: Mapping[str, Any]) -> None:
-        """Store several values, pipelined: one round trip per shard for all but huge values.
-
-        Every key and value is checked and encoded before anything is written.
-        """
-        encoded = []
-        for key, value in items.items():
-            check_key(key)
-            encoded.append((key, *codec.encode(value, self.allow_pickle)))
+    def _write_many(self, entries: list[tuple[str, bytes, memoryview]]) -> None:
+        """Pipelined: one round trip per shard for all but huge values."""
         groups: dict[int, list[tuple[str, bytes, bytes, bytes, memoryview]]] = {}
-        for key, header, payload in encoded:
+        for key, header, payload in entries:
             if len(header) + payload.nbytes > self.chunk_size:
                 self._write(key, header, payload)
             else:
@@ -384,10 +376,8 @@ class RedisStore(Store):
                         old = conn.command("EVAL", _COLLECT_SCRIPT, 2, vkey, pkey)
                         self._drop_chunks(conn, key, old)
 
-    def get_many(self, keys: Iterable[str], view: bool = False) -> list[Any]:
-        """Values of several keys, pipelined: one round trip per shard (KeyError if one is
-        missing)."""
-        keys = [check_key(k) for k in keys]
+    def _read_many(self, keys: list[str], view: bool) -> list[Any]:
+        """Pipelined: one round trip per shard."""
         bufs: list[Any] = [None] * len(keys)
         groups: dict[int, list[int]] = {}
         for n, key in enumerate(keys):
@@ -402,7 +392,7 @@ class RedisStore(Store):
                 raise KeyError(keys[n])
             if _is_pointer(buf):
                 bufs[n] = self._read(keys[n], view)
-        return [codec.decode(b, writable=not view, allow_pickle=self.allow_pickle) for b in bufs]
+        return bufs
 
     def _pointer(self, kind: bytes, name: str, total: int) -> tuple[bytes, list[bytes]]:
         ver = secrets.token_hex(8).encode()
