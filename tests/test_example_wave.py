@@ -82,3 +82,60 @@ def test_wave_rejects_bad_options(tmp_path):
         [sys.executable, str(SCRIPT), "--num-sims", "0"], capture_output=True, text=True
     )
     assert proc.returncode == 2 and "--num-sims" in proc.stderr and "positive" in proc.stderr
+
+
+def test_wave_surrogate_steps_with_published_versions(tmp_path):
+    """--surrogate: after the warm-up each simulation advances with the newest CNN the
+    trainers published, checks itself every k steps and falls back above the threshold."""
+    warmup, more, every, limit = STEPS, 120, 3, 0.25
+    report, out = run_wave(
+        tmp_path,
+        "--surrogate",
+        "--epochs", "3",
+        "--surrogate-steps", str(more),
+        "--check-every", str(every),
+        "--max-error", str(limit),
+    )  # fmt: skip
+    assert report["mode"] == "online"  # the default with --surrogate
+    assert report["pairs_stored"] == SIMS * STEPS  # only the warm-up steps are data
+    trainers = {t["kernel"]: t for t in report["trainers"]["per_kernel"]}
+    for t in trainers.values():  # a version every 10 pairs: 40 pairs an epoch, 3 epochs
+        assert t["published"] == list(range(1, 13))
+    sur = report["surrogate"]
+    assert sur["model"] == "wave-k3" and sur["versions_published"] == trainers[3]["published"]
+    assert sur["surrogate_steps"] > 0, "the surrogate never took a step"
+    assert sur["versions_used"] and set(sur["versions_used"]) <= set(sur["versions_published"])
+    for s in sur["per_sim"]:
+        assert s["surrogate_steps"] + s["exact_steps"] == warmup + more
+        assert s["exact_steps"] >= warmup and s["first_surrogate_step"] >= warmup
+        assert s["versions"] == sorted(set(s["versions"])), "versions only go up"
+        assert s["checks"] == s["surrogate_steps"] // every == len(s["errors"])
+        assert s["fallbacks"] == sum(not e <= limit for e in s["errors"])
+        assert all(math.isfinite(e) and e >= 0 for e in s["errors"])
+        assert math.isfinite(s["final_error"])
+    assert sur["fallbacks"] == sum(s["fallbacks"] for s in sur["per_sim"])
+    assert sur["surrogate_steps"] == sum(s["surrogate_steps"] for s in sur["per_sim"])
+    assert "surrogate wave-k3:" in out and "| total |" in out and "versions published:" in out
+
+
+def test_wave_surrogate_falls_back_at_every_failed_check(tmp_path):
+    """--max-error 0: every check fails, so every check falls back to the exact state."""
+    report, _ = run_wave(
+        tmp_path, "--surrogate", "--surrogate-steps", "8", "--check-every", "4",
+        "--max-error", "0",
+    )  # fmt: skip
+    sur = report["surrogate"]
+    assert sur["surrogate_steps"] > 0
+    for s in sur["per_sim"]:
+        assert s["fallbacks"] == s["checks"] == s["surrogate_steps"] // 4
+        if s["surrogate_steps"] == 8:  # the last step was a check: the state is exact again
+            assert s["final_error"] == 0.0
+
+
+def test_wave_surrogate_needs_online(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--surrogate", "--mode", "staged"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and "--surrogate needs --mode online" in proc.stderr

@@ -102,6 +102,32 @@ def test_default_config_runs_tasks_and_cleans_up():
         ex.submit(add, 1, 2)
 
 
+def meet(directory: str, me: int, count: int, timeout: float = 60.0) -> int:
+    """Check in, then wait until `count` tasks have: they only all get there if run at once."""
+    import os
+    import time
+
+    open(os.path.join(directory, str(me)), "w").close()
+    deadline = time.monotonic() + timeout
+    while len(os.listdir(directory)) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(os.listdir(directory))} of {count} tasks ran at once")
+        time.sleep(0.05)
+    return os.getpid()
+
+
+def test_more_workers_than_cores_all_start(tmp_path):
+    """workers > cores (components that mostly wait): Parsl's pool would cap its workers at
+    the cores, and work needing all of them at once (examples/wave online: three trainers
+    on two cores) waited forever; default_config sets PARSL_CORES so that all start."""
+    count = len(os.sched_getaffinity(0)) + 2
+    with ParslExecutor(workers=count) as ex:
+        assert f"PARSL_CORES={count}" in ex.config.executors[0].provider.worker_init
+        futures = [ex.submit(meet, str(tmp_path), i, count) for i in range(count)]
+        pids = [f.result(120) for f in futures]
+    assert len(set(pids)) == count
+
+
 def test_mpi_command_through_mpiexec_outside_slurm(tmp_path, monkeypatch):
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     script = tmp_path / "allreduce.py"
@@ -133,8 +159,10 @@ def test_bad_configurations_are_refused():
 
 DRIVER = textwrap.dedent(
     """
-    import sys, time
+    import signal, sys, time
     from simai.launch.parsl import ParslExecutor
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started ignoring it
 
     def double(x):
         return 2 * x
@@ -143,13 +171,18 @@ DRIVER = textwrap.dedent(
     print(ex.config.run_dir, ex.submit(double, 21).result(60), flush=True)
     if sys.argv[1] == "exit":
         sys.stdin.readline()  # then exit without shutdown()
+    elif sys.argv[1] == "interchange-killed":
+        ex._htex.interchange_proc.kill()
+        time.sleep(2)  # the job-status poller (every 0.5 s) now waits for the dead interchange
+        ex.terminate()
+        print("terminated", flush=True)
     else:
         time.sleep(120)
     """
 )
 
 
-@pytest.mark.parametrize("how", ["exit", "sigterm", "sigint"])
+@pytest.mark.parametrize("how", ["exit", "sigterm", "sigint", "sigint-group", "interchange-killed"])
 def test_no_processes_left_after_exit_or_signal(tmp_path, how):
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
@@ -173,9 +206,14 @@ def test_no_processes_left_after_exit_or_signal(tmp_path, how):
             proc.send_signal(signal.SIGTERM)
         elif how == "sigint":
             proc.send_signal(signal.SIGINT)
+        elif how == "sigint-group":  # a terminal's Ctrl-C: the whole foreground process group
+            os.killpg(proc.pid, signal.SIGINT)
         returncode = proc.wait(60)
-        expected = {"exit": 0, "sigterm": -signal.SIGTERM, "sigint": 1}[how]
-        assert returncode == expected, proc.stderr.read()
+        expected = {"exit": 0, "sigterm": -signal.SIGTERM, "sigint": 1, "sigint-group": 1}
+        assert returncode == expected.get(how, 0), proc.stderr.read()
+        if how == "interchange-killed":
+            assert proc.stdout.readline() == "terminated\n"
+            assert "interchange of HTEX 'htex' died before shutdown" in proc.stderr.read()
         assert gone(run_dir) == []
         assert not Path(run_dir).exists()
     finally:

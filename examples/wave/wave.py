@@ -7,6 +7,7 @@ per kernel size (3, 5, 7) fits Conv2d(1,8,k) -> tanh -> Conv2d(8,1,k) to all of 
     python examples/wave/wave.py                                # staged, node-local store
     python examples/wave/wave.py --mode online --store redis    # trainers read streams live
     python examples/wave/wave.py --num-sims 4 --grid-size 64 --epochs 1   # a quick look
+    python examples/wave/wave.py --surrogate                    # the CNN steps the simulations
 
 `--mode staged`: simulations are tasks that put one key per pair; when all have finished,
 the trainers (components) get every pair. `--mode online`: the trainers start first and read
@@ -16,6 +17,15 @@ on `--patches` random `--patch`-sized crops) so the default run, 32 x 10 pairs o
 (640 MiB), takes 15 to 30 s on 2 cores: it exercises the data layer, it does not train a
 production model. The report separates run time from time in the store, for the simulations
 (puts) and the trainers (gets or stream reads; waiting for a simulation counts apart).
+
+`--surrogate` (tight coupling, online): the trainers publish their CNN to the model registry
+every `--publish-every` pairs; each simulation, after its `--steps` recorded steps (the
+warm-up), advances `--surrogate-steps` more with the newest version of one of them
+(`--surrogate-kernel`), called in-process through `simai.Surrogate`, which swaps in new
+versions as they are published. Every `--check-every` surrogate steps it compares its state
+with the exact solution and, above `--max-error` (relative L2), falls back to the exact
+update. The report adds, per simulation and in total, the surrogate's steps, checks,
+fallbacks, errors and the versions it used.
 """
 
 from __future__ import annotations
@@ -35,17 +45,56 @@ PREFIX = "wave"
 
 
 @simai.task
-def simulation(sim: int, period: float, grid_size: int, steps: int, online: bool) -> dict:
-    """One simulation: a task that writes its pairs as keys (staged) or a stream (online)."""
+def simulation(
+    sim: int,
+    period: float,
+    grid_size: int,
+    steps: int,
+    online: bool,
+    surrogate: dict[str, Any] | None = None,
+) -> dict:
+    """One simulation: a task that writes its pairs as keys (staged) or a stream (online).
+
+    With `surrogate` (options of --surrogate) it goes on after its `steps` recorded steps
+    (the warm-up) for `surrogate["steps"]` more, advanced by the newest published CNN.
+    """
     sink = wavelib.StoreSink(PREFIX, stream=online)
-    return wavelib.simulate(sim, period, grid_size, steps, sink)
+    if surrogate is None:
+        return wavelib.simulate(sim, period, grid_size, steps, sink)
+    t0 = time.perf_counter()
+    stepper = wavelib.SurrogateStepper(
+        wavelib.model_name(surrogate["kernel"]),
+        wavelib.radius(grid_size),
+        period,
+        kernel=surrogate["kernel"],
+        warmup=steps,
+        check_every=surrogate["check_every"],
+        max_error=surrogate["max_error"],
+        wait=surrogate["wait"],
+    )
+    setup_s = time.perf_counter() - t0
+    total = steps + surrogate["steps"]
+    result = wavelib.simulate(sim, period, grid_size, total, sink, stepper=stepper, record=steps)
+    result["surrogate"] = stepper.report()
+    result["surrogate"]["setup_s"] = setup_s  # import torch (once per worker process)
+    return result
 
 
-def trainer(kernel: int, num_sims: int, steps: int, online: bool, opts: dict[str, Any]) -> None:
+def trainer(
+    kernel: int,
+    num_sims: int,
+    steps: int,
+    online: bool,
+    opts: dict[str, Any],
+    publish_every: int | None = None,
+) -> None:
     """One trainer component: fits its CNN, then puts its report under report/trainer-kK.
 
     It says `ready/trainer-kK` once torch is imported, so that online the simulations start
-    when the trainers can consume.
+    when the trainers can consume. With `publish_every`, it publishes its model as a new
+    version of `wave-kK` in the model registry after the first `steps` pairs (one
+    simulation's warm-up: simulations wait for a first version), then every `publish_every`
+    pairs and after each epoch.
     """
     t0 = time.perf_counter()
     import torch  # noqa: F401 - the slow import happens before the trainer says it is ready
@@ -56,7 +105,27 @@ def trainer(kernel: int, num_sims: int, steps: int, online: bool, opts: dict[str
         source: Any = wavelib.StoreStreamSource(PREFIX, num_sims)
     else:
         source = wavelib.StoreKeysSource(PREFIX, num_sims, steps)
-    report = wavelib.train(kernel, source, **opts)
+    published: list[int] = []
+    publish = None
+    if publish_every:
+        store = simai.store()
+
+        def publish(model: Any, epoch: int, step: int, loss: float) -> None:
+            metrics = {"loss": loss, "epoch": epoch}
+            name, producer = wavelib.model_name(kernel), f"trainer-k{kernel}"
+            published.append(
+                store.publish_model(name, model, step=step, metrics=metrics, producer=producer)
+            )
+
+    report = wavelib.train(
+        kernel,
+        source,
+        publish=publish,
+        publish_every=publish_every,
+        publish_first=steps if publish_every else None,
+        **opts,
+    )
+    report["published"] = published
     report["startup_s"] += startup_s
     simai.store().put(f"report/trainer-k{kernel}", report)
     print(f"trainer k={kernel}: loss {report['loss']:.3g}", flush=True)
@@ -81,9 +150,18 @@ def positive(text: str) -> int:
     return value
 
 
+def non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, not {text}")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=["staged", "online"], default="staged")
+    parser.add_argument(
+        "--mode", choices=["staged", "online"], help="default: staged; online with --surrogate"
+    )
     parser.add_argument("--num-sims", type=positive, default=32)
     parser.add_argument("--grid-size", type=positive, default=512)
     parser.add_argument("--steps", type=positive, default=10, help="pairs per simulation")
@@ -95,9 +173,54 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--run-dir", default="runs/wave")
     parser.add_argument("--keep-data", action="store_true", help="leave the pairs in the store")
+    group = parser.add_argument_group("surrogate (tight coupling)")
+    group.add_argument(
+        "--surrogate",
+        action="store_true",
+        help="after the --steps recorded steps, advance each simulation with the newest CNN",
+    )
+    group.add_argument(
+        "--surrogate-steps", type=positive, default=20, help="steps after the warm-up"
+    )
+    group.add_argument("--surrogate-kernel", type=int, choices=wavelib.KERNELS, default=3)
+    group.add_argument(
+        "--check-every", type=positive, default=2, help="surrogate steps between exact checks"
+    )
+    group.add_argument(
+        "--max-error",
+        type=non_negative,
+        default=0.25,
+        help="relative L2 error above which a check falls back to the exact update",
+    )
+    group.add_argument(
+        "--publish-every",
+        type=positive,
+        help="pairs between published versions (default: an eighth of an epoch's pairs, at "
+        "least --steps); the first comes after --steps pairs",
+    )
+    group.add_argument(
+        "--surrogate-wait",
+        type=non_negative,
+        default=60.0,
+        help="seconds a simulation waits for a first version before stepping exactly",
+    )
     args = parser.parse_args(argv)
     if args.grid_size < 8:
         parser.error(f"--grid-size {args.grid_size} is too small: use 8 or more")
+    if args.surrogate and args.mode == "staged":
+        parser.error(
+            "--surrogate needs --mode online: staged, no model exists while simulations run"
+        )
+    if args.mode is None:
+        args.mode = "online" if args.surrogate else "staged"
+    if args.publish_every is None:
+        args.publish_every = max(args.steps, args.num_sims * args.steps // 8)
+    margin = 2 * (args.surrogate_kernel // 2)
+    if args.surrogate and args.grid_size <= 2 * margin:
+        parser.error(
+            f"--grid-size {args.grid_size} leaves no interior for a kernel of "
+            f"{args.surrogate_kernel}: use more than {2 * margin}"
+        )
     return args
 
 
@@ -124,9 +247,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         store = wf.store()
         t0 = time.perf_counter()
 
+        publish_every = args.publish_every if args.surrogate else None
+        surrogate = surrogate_options(args) if args.surrogate else None
+
         def start_trainers() -> list[simai.Component]:
             return [
-                wf.start(trainer, k, args.num_sims, args.steps, online, opts, name=f"trainer-k{k}")
+                wf.start(
+                    trainer,
+                    k,
+                    args.num_sims,
+                    args.steps,
+                    online,
+                    opts,
+                    publish_every,
+                    name=f"trainer-k{k}",
+                )
                 for k in wavelib.KERNELS
             ]
 
@@ -134,7 +269,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for component in trainers:
             wait_ready(store, component)
         futures = [
-            simulation(i, p, args.grid_size, args.steps, online)
+            simulation(i, p, args.grid_size, args.steps, online, surrogate)
             for i, p in enumerate(wavelib.periods(args.num_sims))
         ]
         sims = [f.result() for f in futures]
@@ -157,7 +292,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for name in names:
                 delete(name)
         store.close()
-    return {
+    report: dict[str, Any] = {
         "mode": args.mode,
         "store": args.store,
         "executor": args.executor,
@@ -183,6 +318,46 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "run_dir": str(wf.run_dir.path),
         "store_url": wf.store_url,
+    }
+    if surrogate is not None:
+        report["surrogate"] = surrogate_report(surrogate, sims, reports)
+    return report
+
+
+def surrogate_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "model": wavelib.model_name(args.surrogate_kernel),
+        "kernel": args.surrogate_kernel,
+        "warmup": args.steps,
+        "steps": args.surrogate_steps,
+        "check_every": args.check_every,
+        "max_error": args.max_error,
+        "wait": args.surrogate_wait,
+        "publish_every": args.publish_every,
+    }
+
+
+def surrogate_report(
+    options: dict[str, Any], sims: list[dict[str, Any]], trainers: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Totals over the simulations of what their surrogates did, next to the options."""
+    per_sim = [{"sim": s["sim"], "period": s["period"], **s["surrogate"]} for s in sims]
+    errors = [e for s in per_sim for e in s["errors"]]
+    published = next(t["published"] for t in trainers if t["kernel"] == options["kernel"])
+    return {
+        **options,
+        "surrogate_steps": sum(s["surrogate_steps"] for s in per_sim),
+        "exact_steps": sum(s["exact_steps"] for s in per_sim),
+        "checks": len(errors),
+        "fallbacks": sum(s["fallbacks"] for s in per_sim),
+        "mean_check_error": sum(errors) / len(errors) if errors else None,
+        "max_check_error": max(errors, default=None),
+        "max_final_error": max(s["final_error"] for s in per_sim),
+        "setup_s": sum(s["setup_s"] for s in per_sim),
+        "versions_used": sorted({v for s in per_sim for v in s["versions"]}),
+        "versions_published": published,
+        "sims_switching_version": sum(len(s["versions"]) > 1 for s in per_sim),
+        "per_sim": per_sim,
     }
 
 
@@ -216,7 +391,54 @@ def table(report: dict[str, Any]) -> str:
         )
     lines.append("")
     lines.append(f"total {report['wall_s']:.2f} s; pairs in the store: {report['pairs_stored']}")
+    if "surrogate" in report:
+        lines += ["", *surrogate_table(report["surrogate"])]
     return "\n".join(lines)
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def _versions(versions: list[int]) -> str:
+    """Sorted version numbers with runs collapsed: 1-5,8."""
+    runs: list[list[int]] = []
+    for v in versions:
+        if runs and v == runs[-1][-1] + 1:
+            runs[-1].append(v)
+        else:
+            runs.append([v])
+    return ",".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs) or "none"
+
+
+def surrogate_table(sur: dict[str, Any]) -> list[str]:
+    lines = [
+        f"surrogate {sur['model']}: {sur['warmup']} exact warm-up steps, then {sur['steps']} "
+        f"steps per simulation; exact check every {sur['check_every']} surrogate steps, "
+        f"fallback above {sur['max_error']:g} relative L2 error",
+        "",
+        "| sim | period | surrogate steps | exact steps | checks | fallbacks | max check error "
+        "| final error | versions used |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for s in sur["per_sim"]:
+        lines.append(
+            f"| {s['sim']} | {s['period']:.1f} | {s['surrogate_steps']} | {s['exact_steps']} | "
+            f"{s['checks']} | {s['fallbacks']} | {_num(s['max_check_error'])} | "
+            f"{_num(s['final_error'])} | {_versions(s['versions'])} |"
+        )
+    lines.append(
+        f"| total | | {sur['surrogate_steps']} | {sur['exact_steps']} | {sur['checks']} | "
+        f"{sur['fallbacks']} | {_num(sur['max_check_error'])} | "
+        f"{_num(sur['max_final_error'])} | {_versions(sur['versions_used'])} |"
+    )
+    lines += [
+        "",
+        f"versions published: {_versions(sur['versions_published'])}; "
+        f"simulations that switched version mid-run: {sur['sims_switching_version']}; "
+        f"mean check error {_num(sur['mean_check_error'])}",
+    ]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -43,6 +43,128 @@ def exact_stepper(r: np.ndarray, period: float) -> Stepper:
     return lambda u, t: exact(r, t + 1, period)
 
 
+def relative_error(u: np.ndarray, truth: np.ndarray) -> float:
+    """||u - truth|| / ||truth|| (L2 over the grid)."""
+    return float(np.linalg.norm(u - truth) / max(np.linalg.norm(truth), 1e-30))
+
+
+# --- a surrogate in the loop ----------------------------------------------------------------
+
+
+def model_name(kernel: int) -> str:
+    """The registry name under which the trainer of kernel size `kernel` publishes."""
+    return f"wave-k{kernel}"
+
+
+class SurrogateStepper:
+    """A Stepper that advances with the newest published CNN once warmed up, and checks itself.
+
+    Steps before `warmup` are exact. At `warmup` it waits up to `wait` seconds for a first
+    version of `model` (then steps exactly until one appears). From then on each step runs
+    the newest version in this process (`simai.Surrogate`, which swaps in versions as the
+    trainers publish them) on the whole grid; the band along the edge that the convolutions'
+    zero padding distorts is set from the exact solution (a Dirichlet boundary). Every
+    `check_every` surrogate steps the state is compared with the exact solution; when the
+    relative L2 error exceeds `max_error`, the step falls back to the exact update (the
+    state is reset to it) and the surrogate goes on from there.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        r: np.ndarray,
+        period: float,
+        kernel: int,
+        warmup: int,
+        check_every: int,
+        max_error: float,
+        wait: float,
+        poll: float = 0.1,
+    ) -> None:
+        import torch
+
+        import simai
+
+        torch.set_num_threads(1)
+        self.surrogate = simai.Surrogate(model, poll=poll)
+        self.r, self.period, self.warmup = r, period, warmup
+        self.check_every, self.max_error, self.wait = check_every, max_error, wait
+        margin = 2 * (kernel // 2)
+        band = np.ones(r.shape, bool)
+        band[margin:-margin, margin:-margin] = False
+        self.band, self.r_band = band, r[band]
+        self.surrogate_steps = self.exact_steps = self.fallbacks = 0
+        self.errors: list[float] = []  # at each check, before any fallback
+        self.versions: list[int] = []  # in the order they were first used
+        self.first_surrogate_step: int | None = None
+        self.waited_s = 0.0
+        self._since_check = 0
+        self._waited = False
+        self._next_try = 0.0
+        self.poll = poll
+        self.last = exact(r, 0, period), 0
+
+    def _model_ready(self) -> bool:
+        if self.surrogate.version is not None:
+            return True
+        if not self._waited:
+            self._waited = True
+            t0 = time.perf_counter()
+            try:
+                self.surrogate.wait_for_model(timeout=self.wait)
+            except TimeoutError:
+                pass
+            self.waited_s = time.perf_counter() - t0
+        elif time.monotonic() >= self._next_try:  # none came in time: look again now and then
+            self._next_try = time.monotonic() + self.poll
+            self.surrogate.refresh()
+        return self.surrogate.version is not None
+
+    def __call__(self, u: np.ndarray, t: int) -> np.ndarray:
+        self.last = self._step(u, t), t + 1
+        return self.last[0]
+
+    def _step(self, u: np.ndarray, t: int) -> np.ndarray:
+        if t < self.warmup or not self._model_ready():
+            self.exact_steps += 1
+            return exact(self.r, t + 1, self.period)
+        out, version = self.surrogate.call(u[None, None])
+        nxt = np.array(out[0, 0], dtype=np.float32)
+        w = 2 * np.pi / self.period
+        nxt[self.band] = np.sin(2 * self.r_band - w * (t + 1)) / (self.r_band + 1)
+        if self.first_surrogate_step is None:
+            self.first_surrogate_step = t
+        if not self.versions or self.versions[-1] != version:
+            self.versions.append(version)
+        self.surrogate_steps += 1
+        self._since_check += 1
+        if self._since_check >= self.check_every:
+            self._since_check = 0
+            truth = exact(self.r, t + 1, self.period)
+            error = relative_error(nxt, truth)
+            self.errors.append(error)
+            if not error <= self.max_error:  # NaN falls back too
+                self.fallbacks += 1
+                return truth
+        return nxt
+
+    def report(self) -> dict[str, Any]:
+        """What the surrogate did, and the error of the last state it returned."""
+        u, t = self.last
+        return {
+            "surrogate_steps": self.surrogate_steps,
+            "exact_steps": self.exact_steps,
+            "checks": len(self.errors),
+            "fallbacks": self.fallbacks,
+            "errors": self.errors,
+            "max_check_error": max(self.errors, default=None),
+            "final_error": relative_error(u, exact(self.r, t, self.period)),
+            "versions": self.versions,
+            "first_surrogate_step": self.first_surrogate_step,
+            "waited_s": self.waited_s,
+        }
+
+
 # --- where a simulation's pairs go ---------------------------------------------------------
 
 
@@ -111,20 +233,35 @@ def simulate(
     steps: int,
     sink: Any,
     stepper: Stepper | None = None,
+    record: int | None = None,
 ) -> dict[str, Any]:
     """Advance one simulation `steps` steps, writing each pair (u_t, u_{t+1}) to `sink`.
 
     Each pair is a float32 array of shape (2, n, n). `stepper` replaces the exact update
-    (a surrogate plugs in here); the default evaluates the exact solution. Returns timings:
+    (a surrogate plugs in here); the default evaluates the exact solution. Only the first
+    `record` steps (default: all) write pairs; the sink is closed after them, so that
+    consumers see the end of the data while the simulation goes on. Returns timings:
     run_s (the whole call), put_s (time inside the sink), pairs.
     """
     t0 = time.perf_counter()
     r = radius(grid_size)
     step_fn = stepper or exact_stepper(r, period)
+    record = steps if record is None else min(record, steps)
     write = sink.open(sim)
     put_s = 0.0
     u = exact(r, 0, period)
+
+    def close() -> float:
+        t1 = time.perf_counter()
+        sink.close(sim)
+        return time.perf_counter() - t1
+
+    if record == 0:
+        put_s += close()
     for t in range(steps):
+        if t >= record:
+            u = step_fn(u, t)
+            continue
         pair = np.empty((2, grid_size, grid_size), np.float32)
         pair[0] = u
         pair[1] = step_fn(u, t)
@@ -132,10 +269,9 @@ def simulate(
         t1 = time.perf_counter()
         write(t, pair)
         put_s += time.perf_counter() - t1
-    t1 = time.perf_counter()
-    sink.close(sim)
-    put_s += time.perf_counter() - t1
-    result = {"sim": sim, "period": period, "pairs": steps, "put_s": put_s}
+        if t + 1 == record:
+            put_s += close()
+    result = {"sim": sim, "period": period, "pairs": record, "put_s": put_s}
     result["run_s"] = time.perf_counter() - t0
     if isinstance(sink, ListSink):
         result["data"] = sink.pairs
@@ -309,16 +445,20 @@ def train(
     patches: int = 4,
     lr: float = 3e-3,
     seed: int = 0,
-    publish: Callable[[Any, int, float], None] | None = None,
+    publish: Callable[[Any, int, int, float], None] | None = None,
+    publish_every: int | None = None,
+    publish_first: int | None = None,
 ) -> dict[str, Any]:
     """Fit the CNN of kernel size `kernel` to every pair `source` yields, `epochs` times.
 
     Each pair gives one optimizer step on `patches` random `patch` x `patch` crops (the net
     is convolutional, so crops train it for the whole grid at a fraction of the cost); the
     loss is the MSE away from the crop border that zero padding distorts. Pairs are read one
-    at a time, so a trainer never holds the whole data set. `publish(model, epoch, loss)`
-    runs after each epoch (a model registry plugs in here). Returns timings (run_s from
-    after `import torch` and building the model and optimizer: startup_s) and losses.
+    at a time, so a trainer never holds the whole data set. `publish(model, epoch, step,
+    loss)` runs after each epoch, every `publish_every` steps, and after the first
+    `publish_first` steps (a model registry plugs in here; `loss` is the mean since the last
+    call). Returns timings (run_s from after
+    `import torch` and building the model and optimizer: startup_s) and losses.
     """
     t_import = time.perf_counter()
     import torch
@@ -333,6 +473,15 @@ def train(
     reads = Reads()
     losses, per_epoch = [], []
     train_s = 0.0
+    step = published = 0
+    since = [0.0, 0]  # loss sum and count since the last publish
+
+    def publish_now(epoch: int) -> None:
+        nonlocal published
+        if publish is not None and step > published:
+            publish(model, epoch, step, since[0] / max(since[1], 1))
+            published, since[:] = step, [0.0, 0]
+
     for epoch in range(epochs):
         total, count = 0.0, 0
         for pair in source.epoch(epoch, rng, reads):
@@ -350,13 +499,18 @@ def train(
             model.zero_grad()
             loss.backward()
             opt.step()
-            total += loss.item()
+            value = loss.item()
+            total += value
             count += 1
+            step += 1
+            since[0] += value
+            since[1] += 1
             train_s += time.perf_counter() - t1
+            if (publish_every and step % publish_every == 0) or step == publish_first:
+                publish_now(epoch)
         losses.append(total / max(count, 1))
         per_epoch.append(count)
-        if publish is not None:
-            publish(model, epoch, losses[-1])
+        publish_now(epoch)
     return {
         "kernel": kernel,
         "epochs": epochs,

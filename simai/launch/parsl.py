@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 import weakref
 from concurrent.futures import Future
 from pathlib import Path
@@ -53,6 +54,28 @@ def _path_with_venv(path: str | None) -> str:
     return os.pathsep.join([_VENV_BIN, *[p for p in parts if p]])
 
 
+_IGNORE_SIGINT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    "os.execvp(sys.argv[1], sys.argv[1:])"
+)
+
+
+def _ignoring_sigint(cmd: list[str] | tuple[str, ...]) -> list[str]:
+    """``cmd`` started with SIGINT ignored (for the HTEX interchange).
+
+    A terminal's Ctrl-C signals its whole foreground process group. The interchange, started
+    in ours, died of it at once; Parsl's job-status poller then waited forever for its reply
+    (the command channel has no timeout), and the DataFlowKernel's cleanup, which joins the
+    poller, never returned. Ignoring SIGINT (inherited across exec), the interchange lives
+    until cleanup stops it; it stays in our process group, so signals meant to end the
+    whole group (SIGTERM, SIGKILL) still reach it.
+    """
+    cmd = list(cmd)
+    if cmd[1:3] == ["-c", _IGNORE_SIGINT]:
+        return cmd
+    return [sys.executable, "-c", _IGNORE_SIGINT, *cmd]
+
+
 def _worker_init_with_venv(worker_init: str) -> str:
     """``worker_init`` with this interpreter's bin directory put first on ``PATH``."""
     if _VENV_BIN in (worker_init or ""):
@@ -70,6 +93,10 @@ def default_config(
 ) -> Config:
     """HTEX on this machine: ``workers`` worker processes (default: one per usable core).
 
+    More workers than cores is allowed (components that mostly wait): Parsl's worker pool
+    caps its workers at the node's cores unless ``PARSL_CORES`` says otherwise, so the
+    provider's ``worker_init`` sets it; without that, work needing all ``workers`` at once
+    would wait forever for workers that never start.
     ``strategy_period`` is half a second instead of Parsl's 5 s because the first block is
     only started at the scaling strategy's second tick, which delays the first result.
     """
@@ -82,12 +109,15 @@ def default_config(
         workers = max(1, cores // cores_per_worker)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+    provider = LocalProvider(init_blocks=1, min_blocks=0, max_blocks=1)
+    if workers * cores_per_worker > cores:
+        provider.worker_init = f"export PARSL_CORES={workers * cores_per_worker}"
     htex = HighThroughputExecutor(
         label="htex",
         max_workers_per_node=workers,
         cores_per_worker=cores_per_worker,
         address="127.0.0.1",
-        provider=LocalProvider(init_blocks=1, min_blocks=0, max_blocks=1),
+        provider=provider,
     )
     return Config(
         executors=[htex],
@@ -105,10 +135,12 @@ class ParslExecutor(Executor):
     ``cores_per_worker``) in a temporary run directory that is removed at shutdown. A given
     Config is used as it is (its ``strategy_period``, default 5 s, delays the first result by
     up to two periods), except that each HTEX provider's ``worker_init`` gets this Python's
-    bin directory put first on ``PATH``, where the interchange and worker pool are found.
-    This process's ``PATH`` gets it too. ``log_dir``: where commands' stdout/stderr go when
-    the Command names no files (a new ``simai-parsl-*`` temporary directory by default; it
-    must be visible from the workers).
+    bin directory put first on ``PATH``, where the interchange and worker pool are found,
+    and the chosen HTEX's interchange is started ignoring SIGINT, so that a terminal's
+    Ctrl-C ends this process (whose cleanup stops the interchange) without killing the
+    interchange under Parsl. This process's ``PATH`` gets the bin directory too.
+    ``log_dir``: where commands' stdout/stderr go when the Command names no files (a new
+    ``simai-parsl-*`` temporary directory by default; it must be visible from the workers).
 
     How simai resources map onto Parsl (HTEX accepts no per-task resources, so a task must
     fit one worker, checked when it is submitted):
@@ -177,6 +209,8 @@ class ParslExecutor(Executor):
             provider = getattr(ex, "provider", None)
             if provider is not None and hasattr(provider, "worker_init"):
                 provider.worker_init = _worker_init_with_venv(provider.worker_init)
+        for ex in candidates:
+            ex.interchange_launch_cmd = _ignoring_sigint(ex.interchange_launch_cmd)
         os.environ["PATH"] = _path_with_venv(os.environ.get("PATH"))
         self.config = config
         self._log_dir = Path(log_dir) if log_dir is not None else None
@@ -343,7 +377,7 @@ class ParslExecutor(Executor):
         _LIVE.discard(self)
         atexit.unregister(self.terminate)
         try:
-            self._dfk.cleanup()
+            self._cleanup_dfk()
         finally:
             with self._cond:
                 left = list(self._inflight.values())
@@ -354,6 +388,58 @@ class ParslExecutor(Executor):
                     task, RuntimeError("the Parsl executor was shut down before the task ended")
                 )
             self._remove_run_dir()
+
+    def _cleanup_dfk(self, grace: float = 2.0) -> None:
+        """``DataFlowKernel.cleanup()``, bounded when the interchange has died.
+
+        Before it stops the interchange, cleanup joins Parsl's job-status poller and scales
+        the blocks in, and both ask the interchange over a command channel that has no
+        timeout: if the interchange died (killed, crashed, out of memory), cleanup would
+        wait forever. When the interchange has been dead for ``grace`` seconds and Parsl has
+        not begun to shut it down, the blocks are cancelled here instead and the stuck
+        cleanup is left to its daemon thread.
+        """
+        done = threading.Event()
+        errors: list[BaseException] = []
+
+        def cleanup() -> None:
+            try:
+                self._dfk.cleanup()
+            except BaseException as e:  # noqa: BLE001 - re-raised in the closing thread
+                errors.append(e)
+            finally:
+                done.set()
+
+        threading.Thread(target=cleanup, name="simai-parsl-cleanup", daemon=True).start()
+        stopping = getattr(self._htex, "_result_queue_thread_exit", None)  # set by its shutdown
+        dead_since = None
+        while not done.wait(0.1):
+            proc = self._htex.interchange_proc
+            if proc is None or proc.poll() is None or stopping is None or stopping.is_set():
+                dead_since = None
+            elif dead_since is None:
+                dead_since = time.monotonic()
+            elif time.monotonic() - dead_since > grace:
+                self._cancel_blocks()
+                return
+        if errors:
+            raise errors[0]
+
+    def _cancel_blocks(self) -> None:
+        """Cancel the HTEX's blocks through its provider (what cleanup would have done)."""
+        jobs = list(self._htex.blocks_to_job_id.values())
+        warnings.warn(
+            f"the Parsl interchange of HTEX {self._htex.label!r} died before shutdown; "
+            f"cancelling its blocks directly ({len(jobs)} job(s))",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        if jobs and self._htex.provider is not None:
+            try:
+                self._htex.provider.cancel(jobs)
+            except Exception as e:  # noqa: BLE001 - best effort; the workers time out anyway
+                warnings.warn(f"cancelling Parsl blocks {jobs} failed: {e}", RuntimeWarning,
+                              stacklevel=4)  # fmt: skip
 
     def _remove_run_dir(self) -> None:
         if self._own_run_dir is not None:
