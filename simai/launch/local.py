@@ -366,12 +366,14 @@ class LocalExecutor(Executor):
             self._stop_all()
 
     def _drain_incoming(self) -> None:
-        self._wake_pending = False
+        # the wake-up bytes go before the flag: a post in between then finds the flag still
+        # set and its item is taken below, while a post after the reset sends a byte again
         try:
             while self._wake_r.recv(4096):
                 pass
         except BlockingIOError:
             pass
+        self._wake_pending = False
         incoming = self._incoming
         while incoming:
             item = incoming.popleft()
@@ -551,7 +553,8 @@ class LocalExecutor(Executor):
             task = self._pop_startable(queue)
             if task is None:
                 break
-            batch.append((task.id, task.backend_data, cores, env))
+            ident = task.memo_ident if task.memo_key is None else None
+            batch.append((task.id, task.backend_data, cores, env, ident))
             worker.outstanding.append(task)
         if not batch:
             return False
@@ -579,8 +582,16 @@ class LocalExecutor(Executor):
 
     def _on_readable(self, worker: _Worker) -> None:
         frames, eof = worker.read()
-        for _task_id, ok, value, tb, seconds in frames:
+        for frame in frames:
             task = worker.outstanding.popleft()
+            ok, value, tb, seconds = frame[1:5]
+            if len(frame) == 7:  # the worker made the memo key and the result's pickle
+                task.memo_key, task.result_bytes = frame[5], frame[6]
+                try:
+                    value = pickle.loads(task.result_bytes)
+                except Exception as exc:  # noqa: BLE001 - reported through the future
+                    ok, value, tb = False, exc, None
+                    task.memo_key = task.result_bytes = None
             shape = worker.shape
             old = self._ema.get(shape)  # type: ignore[arg-type]
             self._ema[shape] = seconds if old is None else 0.8 * old + 0.2 * seconds  # type: ignore[index]
