@@ -6,6 +6,12 @@ For each framework, in one process and one after the other:
 * round trip: median of sequential submit -> result of one no-op task;
 * throughput: N no-op tasks submitted at once, tasks per second until the last result.
 
+"simai Workflow" is the local executor inside a ``simai.Workflow``: every task's events go
+to the run's records and its result to the memo (durably, before the future resolves), so
+its throughput beside "simai LocalExecutor" (the same executor without records) is what
+recording costs. ``--rounds R`` measures every framework R times, interleaved, and reports
+medians with the load average of each round (the machine may be shared).
+
 Each framework is shut down after its part and checked for leftover processes (found by an
 environment marker that every child inherits). Frameworks that are not installed are skipped
 with the reason. Run from the repository root::
@@ -191,6 +197,18 @@ def simai_local() -> Iterator[tuple[Submit, Gather]]:
 
 
 @contextlib.contextmanager
+def simai_workflow() -> Iterator[tuple[Submit, Gather]]:
+    from simai import Workflow
+
+    run_dir = tempfile.mkdtemp(prefix="simai-bench-workflow-")
+    try:
+        with Workflow("bench", run_dir=Path(run_dir, "run"), resume=False) as wf:
+            yield wf.submit, _futures_gather
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def simai_parsl() -> Iterator[tuple[Submit, Gather]]:
     run_dir = tempfile.mkdtemp(prefix="simai-bench-parsl-")
     try:
@@ -219,6 +237,11 @@ FRAMEWORKS: dict[str, tuple[str, Callable[[], Any], Callable[[], str | None]]] =
     # key: (table name, context manager, why it cannot run here or None)
     "processpool": (f"ProcessPoolExecutor({WORKERS})", process_pool, lambda: None),
     "simai-local": ("simai LocalExecutor", simai_local, lambda: _simai_missing("local")),
+    "simai-workflow": (
+        "simai Workflow (LocalExecutor + records + memo)",
+        simai_workflow,
+        lambda: _simai_missing("local"),
+    ),
     "parsl": (
         f"Parsl HTEX (LocalProvider, {WORKERS} workers)",
         parsl_htex,
@@ -336,7 +359,105 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def targets(rows: dict[str, Row]) -> str:
+def median_row(rows: list[Row]) -> Row:
+    """One row of medians over rounds (the notes of failed or skipped rounds kept)."""
+    if len(rows) == 1:
+        return rows[0]
+
+    def med(attr: str) -> float | None:
+        values = [getattr(r, attr) for r in rows if getattr(r, attr) is not None]
+        return statistics.median(values) if values else None
+
+    notes = sorted({r.note for r in rows if r.note})
+    out = Row(rows[0].name, med("throughput"), med("round_trip_ms"), med("first_result_s"))
+    out.shutdown_s = med("shutdown_s")
+    per_round = ", ".join(_fmt(r.throughput, ",.0f") for r in rows)
+    out.note = "; ".join([*notes, f"throughput per round: {per_round}"])
+    return out
+
+
+def records_overhead(runs: dict[str, list[Row]]) -> tuple[list[str], float | None]:
+    """The records section: simai Workflow against its bare LocalExecutor, round by round
+    (measured one after the other in each round), and the median of the paired ratios."""
+    on, off = runs.get("simai-workflow"), runs.get("simai-local")
+    if not on or not off:
+        return [], None
+    pairs = [
+        (a.throughput, b.throughput)
+        for a, b in zip(on, off, strict=True)
+        if a.throughput and b.throughput
+    ]
+    if not pairs:
+        return [], None
+    ratios = [a / b for a, b in pairs]
+    ratio = statistics.median(ratios)
+    lines = [
+        "## Records overhead",
+        "",
+        "Throughput of the local executor inside a Workflow (records and memo on) over the "
+        "bare executor (off), paired within each round:",
+        "",
+        "| round | off (tasks/s) | on (tasks/s) | on / off |",
+        "| ---: | ---: | ---: | ---: |",
+        *(f"| {i + 1} | {b:,.0f} | {a:,.0f} | {a / b:.2f} |" for i, (a, b) in enumerate(pairs)),
+        f"| median | | | **{ratio:.2f}** (overhead {100 * (1 - ratio):.0f}%) |",
+        "",
+    ]
+    return lines, ratio
+
+
+def summary_at_scale(n: int) -> tuple[list[str], float]:
+    """Record a synthetic run of ``n`` tasks (through the real records writer: 3 events and a
+    memo each, 1% failed, 4 components) and time the query behind ``simai status``."""
+    from simai.workflow import Records
+
+    scratch = tempfile.mkdtemp(prefix="simai-bench-records-")
+    try:
+        path = Path(scratch, "records.db")
+        start = time.perf_counter()
+        with Records(path) as r:
+            r.start_run()
+            t0 = time.time()
+            for c in range(4):
+                r.event("component", f"component-{c}", "started", at=t0)
+            for i in range(n):
+                at = t0 + i * 1e-3
+                r.event("task", f"task-{i % 7}", "submitted", i, resources={"cpus": 1}, at=at)
+                r.event("task", f"task-{i % 7}", "started", i, worker=i % 16, at=at + 0.1)
+                if i % 100 == 99:
+                    r.event("task", f"task-{i % 7}", "failed", i, detail="Boom", at=at + 0.2)
+                else:
+                    r.event("task", f"task-{i % 7}", "finished", i, at=at + 0.2)
+                    r.memo_put(f"{i:064x}", f"task-{i % 7}", b"\x80\x05K\x01.", durable=False)
+            r.end_run()
+        write_s = time.perf_counter() - start
+        times = []
+        with Records(path, readonly=True) as ro:
+            for _ in range(5):
+                t = time.perf_counter()
+                s = ro.summary()
+                times.append(time.perf_counter() - t)
+        assert sum(s["tasks"].values()) == n, s["tasks"]
+        query_s = statistics.median(times)
+        size = sum(f.stat().st_size for f in Path(scratch).iterdir()) / 1e6
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    lines = [
+        f"## Records at scale ({n:,} tasks)",
+        "",
+        "| what | measured |",
+        "| --- | ---: |",
+        f"| recording {n:,} tasks (3 events + memo each), wall | {write_s:.1f} s |",
+        f"| database size | {size:.1f} MB |",
+        f"| `Records.summary()` (what `simai status` shows), median of 5 | {query_s:.3f} s |",
+        "",
+    ]
+    return lines, query_s
+
+
+def targets(
+    rows: dict[str, Row], summary_s: float | None = None, records_ratio: float | None = None
+) -> str:
     def thr(key: str) -> float | None:
         row = rows.get(key)
         return row.throughput if row else None
@@ -356,6 +477,10 @@ def targets(rows: dict[str, Row]) -> str:
          "<= 0.3", lambda v: v <= 0.3, ".3f"),
         ("simai Parsl throughput / Parsl HTEX", ratio(thr("simai-parsl"), thr("parsl")),
          ">= 0.8", lambda v: v >= 0.8, ".2f"),
+        ("simai Workflow (records) / LocalExecutor throughput, median of paired rounds",
+         records_ratio, ">= 0.9", lambda v: v >= 0.9, ".2f"),
+        ("summary query of the records of 100k tasks (s)", summary_s,
+         "< 1", lambda v: v < 1, ".3f"),
     ]  # fmt: skip
     lines = ["| target | measured | wanted | met |", "| --- | ---: | --- | --- |"]
     for label, value, wanted, ok, spec in checks:
@@ -388,37 +513,62 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", default=",".join(FRAMEWORKS), help=f"comma list of {', '.join(FRAMEWORKS)}"
     )
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds (1)")
+    parser.add_argument(
+        "--summary-tasks",
+        type=int,
+        default=0,
+        help="also time the records summary of a synthetic run of this many tasks (e.g. 100000)",
+    )
     parser.add_argument("--out", type=Path, help="also write the Markdown report here")
     args = parser.parse_args(argv)
     keys = [k.strip() for k in args.only.split(",") if k.strip()]
     unknown = [k for k in keys if k not in FRAMEWORKS]
     if unknown:
         parser.error(f"unknown framework(s) {', '.join(unknown)}; known: {', '.join(FRAMEWORKS)}")
-    if args.n < 1 or args.round_trips < 1:
-        parser.error("-n and --round-trips must be at least 1")
+    if args.n < 1 or args.round_trips < 1 or args.rounds < 1:
+        parser.error("-n, --round-trips and --rounds must be at least 1")
 
     for noisy in ("distributed", "parsl", "ray", "tornado", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    rows: dict[str, Row] = {}
-    for key in keys:
-        print(f"-- {FRAMEWORKS[key][0]} ...", file=sys.stderr, flush=True)
-        rows[key] = measure(key, args.n, args.round_trips)
-        print(table([rows[key]]).splitlines()[-1], file=sys.stderr, flush=True)
+    runs: dict[str, list[Row]] = {key: [] for key in keys}
+    loads: list[tuple[float, float]] = []
+    for r in range(args.rounds):
+        load_before = os.getloadavg()[0]
+        for key in keys if r % 2 == 0 else keys[::-1]:  # interleaved: alternate the order
+            print(f"-- {FRAMEWORKS[key][0]} (round {r + 1}) ...", file=sys.stderr, flush=True)
+            runs[key].append(measure(key, args.n, args.round_trips))
+            print(table([runs[key][-1]]).splitlines()[-1], file=sys.stderr, flush=True)
+        loads.append((load_before, os.getloadavg()[0]))
+    rows = {key: median_row(rs) for key, rs in runs.items()}
+    overhead, records_ratio = records_overhead(runs)
+    scale: list[str] = []
+    summary_s = None
+    if args.summary_tasks:
+        print(f"-- records of {args.summary_tasks:,} tasks ...", file=sys.stderr, flush=True)
+        scale, query_s = summary_at_scale(args.summary_tasks)
+        summary_s = query_s if args.summary_tasks >= 100_000 else None
 
     command = "python " + " ".join(shlex.quote(a) for a in [*sys.argv])
+    rounds = f", median of {args.rounds} interleaved rounds" if args.rounds > 1 else ""
+    load_text = ", ".join(f"{a:.2f}->{b:.2f}" for a, b in loads)
     report = "\n".join(
         [
-            f"# No-op task benchmark (N = {args.n:,}, round trip = median of {args.round_trips})",
+            f"# No-op task benchmark (N = {args.n:,}, round trip = median of "
+            f"{args.round_trips}{rounds})",
             "",
             f"- command: `{command}`",
             f"- date: {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
             f"- machine: {machine()}",
+            f"- load average (1 min) at the start -> end of each round: {load_text}",
             "",
             table(list(rows.values())),
             "",
+            *overhead,
+            *scale,
             "## Targets",
             "",
-            targets(rows),
+            targets(rows, summary_s, records_ratio),
             "",
         ]
     )

@@ -2,7 +2,7 @@
 
 from concurrent.futures import as_completed, wait
 
-from simai import launch
+from simai import launch, observe
 from simai.launch import (
     Command,
     CommandError,
@@ -19,6 +19,7 @@ from simai.launch import (
 from simai.models import Surrogate, SurrogateClient
 from simai.store import AuthenticationError, CorruptValueError, Store, open_store, store
 from simai.workflow import Component, ComponentFailed, Workflow
+from simai.workflow.metrics import log_metric
 
 __version__ = "0.1.0"
 
@@ -44,6 +45,8 @@ __all__ = [
     "as_completed",
     "get_executor",
     "launch",
+    "log_metric",
+    "observe",
     "open_store",
     "store",
     "task",

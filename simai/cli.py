@@ -5,7 +5,8 @@
     simai run [--resume] SCRIPT [ARGS...]
     simai submit --slurm [--jobs N] [--time T] [--partition P] [--run-dir RUN]
                  [--sbatch-arg=ARGS] SCRIPT [ARGS...]
-    simai status RUN [--json] [--failures N]
+    simai status RUN [--json] [--failures N] [--names N]
+    simai report RUN [-o FILE]
     simai logs RUN NAME [--tail N]
     simai stop RUN [--timeout S]
 
@@ -170,24 +171,9 @@ def _find_run(run: str) -> Any:
 
 
 def _status_data(run_dir: Any, failures: int) -> dict[str, Any]:
-    from simai.workflow import Records
+    from simai.observe.queries import summary
 
-    data: dict[str, Any] = {"run_dir": str(run_dir.path), "config": run_dir.config()}
-    data["live"] = run_dir.holder()
-    if run_dir.records_path.is_file():
-        records = Records(run_dir.records_path, readonly=True)
-        try:
-            data.update(records.summary(failures=failures))
-        finally:
-            records.close()
-    else:
-        data.update(runs=[], tasks={}, task_names={}, components=[], events={}, failures=[])
-        data["failures_total"] = 0
-    if data["live"] is None:
-        for attempt in data["runs"]:
-            if attempt["status"] == "running":
-                attempt["status"] = "interrupted"
-    return data
+    return summary(run_dir, failure_limit=failures)
 
 
 def _when(t: float | None) -> str:
@@ -211,14 +197,21 @@ def _first_line(text: str | None, width: int = 100) -> str:
     return line if len(line) <= width else line[: width - 3] + "..."
 
 
-def status(args: argparse.Namespace) -> int:
-    run_dir = _find_run(args.run)
-    data = _status_data(run_dir, args.failures)
-    if args.json:
-        print(json.dumps(data, indent=1))
-        return 0
+def _duration(seconds: float | None) -> str:
+    from simai.observe._report_svg import fmt_dur
+
+    return fmt_dur(seconds)
+
+
+def _status_lines(run_dir: Any, data: dict[str, Any], names: int) -> list[str]:
+    """The one-screen text summary of a run."""
+    from simai.observe._report_svg import fmt_bytes, fmt_num
+
     config, live = data["config"], data["live"]
-    out = [f"run {run_dir.path}"]
+    runs = data["runs"]
+    state = "running" if live else (runs[-1]["status"] if runs else "no records yet")
+    elapsed = f", {_duration(data['elapsed'])} elapsed" if data["elapsed"] is not None else ""
+    out = [f"run {run_dir.path}: {state}{elapsed}"]
     described = [f"{k} {config[k]}" for k in ("workflow", "store", "executor") if k in config]
     if described:
         out.append("  " + ", ".join(described))
@@ -232,14 +225,16 @@ def status(args: argparse.Namespace) -> int:
         ("#", "started", "ended", "status", "host", "pid"),
         [
             (r["attempt"], _when(r["started"]), _when(r["ended"]), r["status"], r["host"], r["pid"])
-            for r in data["runs"]
+            for r in runs[-3:]
         ],
     )
+    if len(runs) > 3:
+        out.append(f"  ({len(runs) - 3} earlier attempts not shown)")
     if data["components"]:
         out.append("")
         out.append("components:")
         out += _table(
-            ("name", "state", "restarts", "last event", "at", "host", "detail"),
+            ("name", "state", "restarts", "last event", "at", "host", "up", "detail"),
             [
                 (
                     c["name"],
@@ -248,7 +243,8 @@ def status(args: argparse.Namespace) -> int:
                     c["last_event"],
                     _when(c["time"]),
                     c["host"],
-                    _first_line(c["detail"], 60),
+                    _duration(c.get("uptime")),
+                    _first_line(c["detail"], 50),
                 )
                 for c in data["components"]
             ],
@@ -256,16 +252,51 @@ def status(args: argparse.Namespace) -> int:
     tasks = data["tasks"]
     out.append("")
     total = sum(tasks.values())
-    out.append(f"tasks: {total}")
+    out.append(f"tasks: {total} ({data['queued']} queued)")
     if total:
         states = [s for s in _TASK_STATES if s in tasks] + sorted(set(tasks) - set(_TASK_STATES))
+        by_size = sorted(data["task_names"].items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))
         out += _table(
             ("name", *states),
             [("all", *(tasks.get(s, 0) for s in states))]
-            + [
-                (name, *(counts.get(s, 0) for s in states))
-                for name, counts in sorted(data["task_names"].items())
+            + [(name, *(counts.get(s, 0) for s in states)) for name, counts in by_size[:names]],
+        )
+        if len(by_size) > names:
+            out.append(f"  ({len(by_size) - names} more task names; --names N shows more)")
+        durations = data["durations"]
+        if durations:
+            out.append("")
+            out.append("durations of finished tasks:")
+            out += _table(
+                ("name", "count", "mean", "min", "max"),
+                [
+                    (
+                        name,
+                        d["count"],
+                        _duration(d["mean"]),
+                        _duration(d["min"]),
+                        _duration(d["max"]),
+                    )
+                    for name, d in sorted(durations.items(), key=lambda kv: -kv[1]["count"])[:names]
+                ],
+            )
+    if data["metrics"]:
+        out.append("")
+        out.append("metrics (latest):")
+        out += _table(
+            ("name", "value", "step", "at", "values"),
+            [
+                (name, fmt_num(m["value"]), m["step"], _when(m["time"]), m["count"])
+                for name, m in list(data["metrics"].items())[:names]
             ],
+        )
+        if len(data["metrics"]) > names:
+            out.append(f"  ({len(data['metrics']) - names} more metrics; --names N shows more)")
+    if data["store"]:
+        out.append("")
+        out.append(
+            "store bytes moved: "
+            + ", ".join(f"{k} {fmt_bytes(v)}" for k, v in list(data["store"].items())[:names])
         )
     if data["failures_total"]:
         shown = len(data["failures"])
@@ -274,9 +305,37 @@ def status(args: argparse.Namespace) -> int:
         for f in data["failures"]:
             item = f"{f['name']}[{f['item_id']}]" if f["item_id"] is not None else f["name"]
             out.append(f"  {f['kind']} {item} at {_when(f['time'])} on {f['host'] or '-'}:")
-            detail = (f["detail"] or "(no detail recorded)").rstrip().splitlines()[-5:]
+            detail = (f["detail"] or "(no detail recorded)").rstrip().splitlines()[-3:]
             out += [f"    {line}" for line in detail]
-    print("\n".join(out))
+    return out
+
+
+def status(args: argparse.Namespace) -> int:
+    run_dir = _find_run(args.run)
+    data = _status_data(run_dir, args.failures)
+    if args.json:
+        print(json.dumps(data, indent=1))
+        return 0
+    print("\n".join(_status_lines(run_dir, data, args.names)))
+    return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    """Write the run's HTML report."""
+    import time
+
+    from simai.observe.report import write_report
+
+    run_dir = _find_run(args.run)
+    output = Path(args.output) if args.output else run_dir.path / "report.html"
+    start = time.perf_counter()
+    path = write_report(run_dir, output)
+    size = path.stat().st_size
+    _note(
+        f"# wrote {path} ({size / 1e6:.2f} MB, {time.perf_counter() - start:.1f} s); "
+        "open it in a browser"
+    )
+    print(path)
     return 0
 
 
@@ -467,17 +526,39 @@ def build_parser() -> argparse.ArgumentParser:
         store_cmds.add_parser(name, help=text, description=text).set_defaults(func=func)
     status_cmd = commands.add_parser(
         "status",
-        help="summarise a run: attempts, components, task counts, failures",
-        description="Summarise a run from its records: attempts, each component's state, "
-        "task counts by state and the failures with their error. RUN is a run directory "
-        "or the name of one under ./runs/.",
+        help="summarise a run on one screen: tasks, components, durations, metrics, failures",
+        description="Summarise a run from its records on one screen: attempts, each "
+        "component's state, restarts and uptime, task counts by state with durations, the "
+        "latest metrics, store traffic and the newest failures with their error. Works on a "
+        "run in progress. RUN is a run directory or the name of one under ./runs/.",
     )
     status_cmd.add_argument("run", metavar="RUN", help="run directory, or a run name under ./runs")
     status_cmd.add_argument("--json", action="store_true", help="print the summary as JSON")
     status_cmd.add_argument(
-        "--failures", type=_positive, default=20, help="failures to show, newest first (20)"
+        "--failures", type=_positive, default=5, help="failures to show, newest first (5)"
+    )
+    status_cmd.add_argument(
+        "--names",
+        type=_positive,
+        default=10,
+        help="task names and metrics to list, the biggest first (10)",
     )
     status_cmd.set_defaults(func=status)
+
+    report_cmd = commands.add_parser(
+        "report",
+        help="write a run's report: one HTML page with timeline, utilisation, metrics, failures",
+        description="Write the report of run RUN as one self-contained HTML file (opens "
+        "without network): a timeline of every task and component by host and worker slot, "
+        "cores in use, tasks running and waiting, store traffic, stream backlog, every metric "
+        "against step and time, and the failures with their log tails. Works on a run in "
+        "progress. RUN is a run directory or the name of one under ./runs/.",
+    )
+    report_cmd.add_argument("run", metavar="RUN", help="run directory, or a run name under ./runs")
+    report_cmd.add_argument(
+        "-o", "--output", default=None, help="where to write it (RUN/report.html)"
+    )
+    report_cmd.set_defaults(func=report)
 
     logs_cmd = commands.add_parser(
         "logs",
@@ -521,6 +602,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CLIError as e:
         _note(f"simai: error: {e}")
         return 1
+    except BrokenPipeError:  # `simai status --json | head`: the reader left, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (OSError, ValueError, RuntimeError) as e:
         _note(f"simai {args.command}: error: {e}")
         return 1

@@ -21,8 +21,8 @@ pytest.importorskip("torch")
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(
     "options",
-    [[], ["--store", "redis"], ["--executor", "parsl"]],
-    ids=["local", "redis", "parsl"],
+    [[], ["--store", "redis"], ["--executor", "parsl", "--quiet"]],
+    ids=["local", "redis", "parsl-quiet"],
 )
 def test_sine_reaches_its_error_target(tmp_path, options):
     if "parsl" in options:
@@ -45,8 +45,20 @@ def test_sine_reaches_its_error_target(tmp_path, options):
     assert float(final.group(1)) < 1e-3
     assert float(final.group(1)) == pytest.approx(min(float(m) for _, _, m in progress), rel=0.02)
     assert f"simai status {run_dir}" in out
-    summary = Records(run_dir / "records.db", readonly=True).summary()
+    records = Records(run_dir / "records.db", readonly=True)
+    summary = records.summary()
     names = {c["name"] for c in summary["components"]}
     assert names == {"simulation-1", "simulation-2", "trainer", "evaluator"}
     assert all(c["state"] in ("done", "stopped") for c in summary["components"])
+    mse = [(m["step"], m["value"], m["source"]) for m in records.metrics("grid_mse")]
+    assert any(v == pytest.approx(float(final.group(1)), rel=1e-3) for _, v, _ in mse)
+    assert {s for _, _, s in mse} == {"evaluator"}
+    losses = records.metrics("train_loss")
+    assert losses and {m["source"] for m in losses} == {"trainer"}
+    assert [m["step"] for m in losses] == sorted(m["step"] for m in losses)
+    shown = [ln for ln in proc.stderr.splitlines() if ln.startswith("[simai sine")]
+    if "--quiet" in options:
+        assert shown == [], proc.stderr
+    else:  # not a terminal: plain progress lines, the last one after the run
+        assert shown and "grid_mse=" in shown[-1] and "trainer" in shown[-1], proc.stderr
     assert no_new_children(before)

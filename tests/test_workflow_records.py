@@ -285,6 +285,63 @@ def test_sigkill_mid_write_leaves_a_consistent_prefix(
         assert [r["status"] for r in again.runs()] == ["interrupted", "running"]
 
 
+def test_a_task_row_is_one_write_and_unended_tasks_show_within_the_hold(tmp_path: Path) -> None:
+    db = tmp_path / "records.db"
+    with Records(db, hold=0.2) as r, Records(db, readonly=True) as ro:
+        r.start_run()
+        r.event("task", "short", "submitted", 1, resources={"cpus": 1}, at=10.0)
+        r.event("task", "short", "started", 1, worker=3, at=11.0)
+        r.event("task", "short", "finished", 1, at=12.0)
+        r.event("task", "long", "submitted", 2, at=10.0)
+        committed = threading.Event()
+        r.after_commit(lambda error: committed.set())
+        assert committed.wait(30)
+        (short,) = ro.tasks_table(name="short")  # ended: written with its frame
+        assert (short["state"], short["submitted"], short["started"], short["ended"]) == (
+            "done",
+            10.0,
+            11.0,
+            12.0,
+        )
+        assert (short["worker"], json.loads(short["resources"])) == ("3", {"cpus": 1})
+        deadline = time.monotonic() + 30
+        while not ro.tasks_table(name="long"):  # not ended: written once the hold is over
+            assert time.monotonic() < deadline, "an unended task's row was never written"
+            time.sleep(0.05)
+        assert ro.tasks_table(name="long")[0]["state"] == "submitted"
+
+
+_HOLDER = """
+    import sys, threading
+    from simai.workflow import Records
+    r = Records(sys.argv[1], hold=3600)  # only the end of input writes the held rows
+    r.start_run()
+    for i in range(100):
+        r.event("task", "queued", "submitted", i)
+    sent = threading.Event()
+    r.after_commit(lambda error: sent.set())  # the frame reached the writer, which holds it
+    sent.wait()
+    print("recorder", r._proc.pid, flush=True)
+    threading.Event().wait()
+"""
+
+
+def test_held_task_rows_are_committed_when_the_workflow_is_sigkilled(
+    tmp_path: Path, children: list[subprocess.Popen]
+) -> None:
+    db = tmp_path / "records.db"
+    p = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(_HOLDER), str(db)], stdout=subprocess.PIPE, text=True
+    )
+    children.append(p)
+    recorder = int(p.stdout.readline().split()[1])
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    assert _wait_gone(recorder), "the records writer process outlived its workflow"
+    with Records(db, readonly=True) as ro:
+        assert ro.summary()["tasks"] == {"submitted": 100}
+
+
 # --- run directory ----------------------------------------------------------------------------
 
 
@@ -449,3 +506,50 @@ def test_cli_status_and_logs(tmp_path: Path, children: list[subprocess.Popen]) -
     assert out.returncode == 1
     assert "no run directory 'nowhere'" in out.stderr and "runs under" in out.stderr
     assert "wave" in out.stderr
+
+
+# --- memo keys made by the local executor's workers ------------------------------------------
+
+
+def _echo(*args: object, **kwargs: object) -> tuple:
+    return args, kwargs
+
+
+def _append_zero(items: list) -> int:
+    items.append(0)  # changes its argument: the memo key is of the arguments it was given
+    return len(items)
+
+
+def test_worker_memo_keys_match_the_workflow_and_a_resume_recalls_every_task(
+    tmp_path: Path,
+) -> None:
+    from concurrent.futures import Future
+
+    from simai import Workflow
+    from simai.launch.executor import Task
+    from simai.launch.resources import as_resources
+    from simai.workflow.memo import memo_key
+
+    view = np.arange(12, dtype=np.float32).reshape(3, 4)[:, ::2]  # not contiguous
+    calls: list[tuple[object, tuple, dict]] = [
+        (_echo, (1, "a", 2.5, None), {}),
+        (_echo, ((1, 2), [3, {"x": None, "y": "z" * 3}]), {"k": b"\x00\x01", "a": -0.0}),
+        (_echo, (view, np.int64(7)), {"b": True, "s": frozenset({3, 1, 2})}),
+        (_echo, (), {"only": {"nested": [1.5, "é"]}}),
+        (_append_zero, ([5, 6],), {}),
+    ]
+    expected = {
+        memo_key(Task(0, fn.__name__, Future(), as_resources(None), fn=fn, args=args, kwargs=kw))
+        for fn, args, kw in calls
+    }
+    run = tmp_path / "run"
+    with Workflow("keys", store="file", run_dir=run, resume=False) as wf:
+        first = [wf.submit(fn, *args, **kw).result() for fn, args, kw in calls]
+        wf.records.flush()
+        assert wf.records.memo_keys() == expected
+    with Workflow("keys", store="file", run_dir=run, resume=True) as wf:
+        again = [wf.submit(fn, *args, **kw).result() for fn, args, kw in calls]
+        assert wf.executor.memo.recalled == len(calls)  # type: ignore[union-attr]
+    assert again[-1] == first[-1] == 3
+    np.testing.assert_array_equal(again[2][0][0], view)
+    assert again[:2] == first[:2] and again[3] == first[3]

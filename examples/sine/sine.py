@@ -3,11 +3,14 @@
     python examples/sine/sine.py                      # node-local store, local executor
     python examples/sine/sine.py --store redis        # the same through redis-server shards
     python examples/sine/sine.py --executor parsl     # components on Parsl workers
+    python examples/sine/sine.py --quiet              # without the live progress display
 
 Two simulation components append (x, sin x) samples to a stream; a trainer component fits a
 small MLP online and publishes a model version every few hundred steps; an evaluator component
 calls the newest version through `simai.Surrogate` on a fixed grid and reports its MSE as
-versions arrive. The run ends when the MSE is below the target or at the time budget.
+versions arrive. The run ends when the MSE is below the target or at the time budget. The
+trainer and the evaluator log their loss and MSE with `simai.log_metric`; the terminal shows
+them live with the components' states and the sample stream's growth.
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ def trainer(
         if step % publish_every == 0:
             metrics = {"loss": loss_sum / publish_every, "samples": seen}
             store.publish_model(MODEL, model, step=step, metrics=metrics)
+            simai.log_metric("train_loss", metrics["loss"], step=step)
             loss_sum = 0.0
 
 
@@ -112,6 +116,8 @@ def evaluator(points: int = 1001, poll: float = 0.05) -> None:
                 "time": time.time(),
             }
             store.put(f"sine/mse/{last}", record)
+            simai.log_metric("grid_mse", record["mse"], step=record["step"])
+            simai.log_metric("model_version", last, step=record["step"])
             store.append(EVALS, record)
             print(f"version {last}: grid MSE {record['mse']:.3e}", flush=True)
         time.sleep(poll)
@@ -125,6 +131,7 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=1e-3, help="grid MSE to reach")
     parser.add_argument("--publish-every", type=int, default=100, help="training steps")
     parser.add_argument("--run-dir", default="runs/sine")
+    parser.add_argument("--quiet", action="store_true", help="no live progress display")
     args = parser.parse_args()
     # four components on a small machine: let them share cores (the simulations mostly wait)
     if args.executor == "local":
@@ -137,13 +144,16 @@ def main() -> None:
         parsl_config.executors[0].provider.worker_init = "export PARSL_CORES=4"
         config = {"config": parsl_config}
     start = time.monotonic()
-    with simai.Workflow(
-        "sine",
-        store=args.store,
-        executor=args.executor,
-        executor_config=config,
-        run_dir=args.run_dir,
-    ) as wf:
+    with (
+        simai.Workflow(
+            "sine",
+            store=args.store,
+            executor=args.executor,
+            executor_config=config,
+            run_dir=args.run_dir,
+        ) as wf,
+        simai.observe.progress(wf, quiet=args.quiet, streams=[SAMPLES]),
+    ):
         comps = [wf.start(simulation, seed, name=f"simulation-{seed}") for seed in (1, 2)]
         comps.append(wf.start(trainer, args.publish_every, name="trainer"))
         comps.append(wf.start(evaluator, name="evaluator"))
@@ -186,7 +196,7 @@ def main() -> None:
             else f"target {args.target:.0e} not reached in the {args.budget:.0f} s budget"
         )
         print(f"final MSE {best['mse']:.3e} (version {best['version']}): {outcome}")
-    print(f"records: simai status {wf.run_dir.path}")
+    print(f"records: simai status {wf.run_dir.path}; report: simai report {wf.run_dir.path}")
 
 
 if __name__ == "__main__":

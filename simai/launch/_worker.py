@@ -2,10 +2,16 @@
 
 Protocol over one socket (fd in argv[1]), each frame an 8-byte little-endian length and a
 pickle. Parent to worker: ``("init", sys_path)``, then ``("run", [(task_id, payload, cores,
-env), ...])`` batches, or ``("exit",)``. Worker to parent, one frame per task in order:
-``(task_id, ok, value_or_exception, traceback_text, seconds)``.
+env, memo_ident), ...])`` batches, or ``("exit",)``. Worker to parent, one frame per task in
+order: ``(task_id, ok, value_or_exception, traceback_text, seconds)``; for a task that
+succeeded and came with a ``memo_ident``, ``(task_id, True, None, None, seconds, memo_key,
+result_pickle)`` instead: the workflow's memo key (sha256 of the pickled function identity
+and arguments, taken before the call, see ``simai.workflow.memo.memo_key``) and the
+result's pickle, which the workflow keeps as is, both computed here rather than in the
+executor's busy process.
 """
 
+import hashlib
 import os
 import pickle
 import socket
@@ -35,6 +41,21 @@ def _dumps(obj):
         import cloudpickle
 
         return cloudpickle.dumps(obj, protocol=5)
+
+
+def _memo_key(ident, args, kwargs):
+    """Must match ``simai.workflow.memo.memo_key`` byte for byte; None when unhashable."""
+    what = ("function", ident, args, sorted(kwargs.items()) if kwargs else [])
+    try:
+        blob = pickle.dumps(what, protocol=5)
+    except Exception:  # noqa: BLE001
+        try:
+            import cloudpickle
+
+            blob = cloudpickle.dumps(what)
+        except Exception:  # noqa: BLE001
+            return None
+    return hashlib.sha256(blob).hexdigest()
 
 
 def _encode_error(task_id, exc, seconds):
@@ -92,7 +113,7 @@ def main() -> None:
         msg = pickle.loads(data)
         if msg[0] != "run":
             return
-        for task_id, payload, cores, env in msg[1]:
+        for task_id, payload, cores, env, ident in msg[1]:
             if pinning and cores is not None and cores != cur_cores:
                 os.sched_setaffinity(0, cores)
                 cur_cores = cores
@@ -113,10 +134,15 @@ def main() -> None:
                     if len(functions) > 256:
                         functions.clear()
                 fn = getattr(fn, "__simai_function__", fn)
-                result = fn(*args, **kwargs)
+                key = None if ident is None else _memo_key(ident, args, kwargs)  # before the
+                result = fn(*args, **kwargs)  # task can change its arguments in place
                 seconds = time.perf_counter() - start
                 try:
-                    out = _dumps((task_id, True, result, None, seconds))
+                    if ident is None:
+                        out = _dumps((task_id, True, result, None, seconds))
+                    else:
+                        kept = _dumps(result)
+                        out = _dumps((task_id, True, None, None, seconds, key, kept))
                 except Exception as exc:  # noqa: BLE001
                     err = TypeError(f"cannot send the result back to the executor: {exc}")
                     out = _encode_error(task_id, err, seconds)

@@ -88,6 +88,11 @@ class Task:
     started: bool = False
     backend_data: Any = None
     observer: Callable[[Task, str, BaseException | None], None] | None = None
+    #: set by the memo for a backend that can compute the memo key where the task runs
+    #: (see :meth:`Memo.recall`); the backend then sets ``memo_key`` and ``result_bytes``
+    memo_ident: str | None = None
+    memo_key: str | None = None
+    result_bytes: bytes | None = None
 
     @property
     def label(self) -> str:
@@ -189,7 +194,12 @@ class Memo(Protocol):
     """Remembers finished tasks so a resumed run does not redo them (see simai.workflow)."""
 
     def recall(self, task: Task) -> tuple[bool, Any]:
-        """``(True, result)`` for a task that already finished, else ``(False, None)``."""
+        """``(True, result)`` for a task that already finished, else ``(False, None)``.
+
+        It may set ``task.memo_key`` (the key it computed) or ``task.memo_ident`` (the
+        function's identity, for a backend whose workers compute the key of a Python task
+        as ``sha256(pickle(("function", memo_ident, args, sorted(kwargs.items()))))`` and
+        keep the result's pickle, off the executor's process: see ``_worker.py``)."""
 
     def remember(
         self, task: Task, result: Any, done: Callable[[BaseException | None], None]
@@ -432,7 +442,7 @@ class Executor(abc.ABC):
     def _conclude(self, task: Task, result: Any, error: BaseException | None) -> None:
         if error is None:
             task.notify("finished")
-            task.args, task.kwargs, task.backend_data = (), {}, None
+            task.args, task.kwargs, task.backend_data, task.result_bytes = (), {}, None, None
             if not task.future.done():
                 try:
                     task.future.set_result(result)

@@ -1,28 +1,39 @@
 """The records writer process: commits batches that a :class:`Records` object sends it.
 
-Run as ``python -I _recorder.py DB BUSY_TIMEOUT HOST`` with pipes on stdin and stdout; it
+Run as ``python -I _recorder.py DB BUSY_TIMEOUT HOST HOLD`` with pipes on stdin and stdout; it
 imports only the standard library, so it starts in a few tens of milliseconds. Writing
 SQLite here rather than in a thread of the workflow process keeps that work off the
 workflow's GIL.
 
 Protocol: each frame on stdin is ``<Q length`` + ``marshal.dumps((seq, items))``, items
-being ``(type, row)`` tuples (SYNC items are the sender's flush markers, ignored here); the
-frame is committed in one transaction and ``<Q seq`` written back.
-At end of input (the workflow closed it, or died, SIGKILL included) everything received is
-already committed and the process exits, so it never outlives its workflow.
+being ``(type, row)`` tuples: EVENT, MEMO, METRIC, ROW (an ``(sql, args)`` statement for
+the smaller tables) and FLUSH (write every held row too); the frame is committed in one
+transaction and ``<Q seq`` written back.
+
+Task events are folded into one row per task, and a task that has not ended yet is held
+here for up to ``HOLD`` seconds before its row is written: a short task then costs one
+insert (submitted, started and ended together) instead of three writes, which is most of
+what recording costs. A FLUSH item in a frame (``Records.flush``) writes every held row
+with that frame. At end of input (the workflow closed it, or died, SIGKILL included) the
+held rows are committed too and the process exits, so it never outlives its workflow and
+loses nothing it received.
 """
 
 from __future__ import annotations
 
 import marshal
+import select
 import signal
 import sqlite3
 import struct
 import sys
+import time
 from typing import Any
 
-EVENT, MEMO, METRIC, SYNC = range(4)
+EVENT, MEMO, METRIC, SYNC, FLUSH, ROW = range(6)
 FRAME = struct.Struct("<Q")
+#: seconds a task row that has not ended waits here for its end (one write instead of three)
+HOLD = 1.0
 
 STATE_OF = {
     "submitted": "submitted",
@@ -37,6 +48,7 @@ STATE_OF = {
 }
 #: task events also kept in the events log (the routine ones only update the task's row)
 LOGGED_TASK_EVENTS = frozenset(("failed", "retried", "cancelled"))
+ENDED = frozenset(("done", "failed", "cancelled"))
 
 INSERT_EVENT = "INSERT INTO events VALUES (NULL,?,?,?,?,?,?,?,?,?,?)"
 UPSERT_TASK = """
@@ -56,7 +68,9 @@ INSERT_MEMO = "INSERT OR REPLACE INTO memo VALUES (?,?,?,?,?)"
 INSERT_METRIC = "INSERT INTO metrics VALUES (?,?,?,?,?)"
 
 
-def merge_task(tasks: dict[tuple[str, str], list[Any]], row: tuple, host_default: str) -> None:
+def merge_task(
+    tasks: dict[tuple[str, str], list[Any]], row: tuple, host_default: str
+) -> tuple[str, str]:
     """Fold one task event into the batch's row for that task (one upsert per task).
 
     A task's host is the last one an event named; the recording host if none did.
@@ -101,40 +115,97 @@ def merge_task(tasks: dict[tuple[str, str], list[Any]], row: tuple, host_default
         t[10] = resources
     if detail is not None:
         t[12] = detail
+    return key
 
 
-def commit(db: sqlite3.Connection, items: list[tuple[int, tuple]], host: str) -> None:
-    """Commit one batch atomically: events, task rows, memos and metrics; ``host`` is
-    the recording host, for events that name none."""
-    events, memos, metrics = [], [], []
-    tasks: dict[tuple[str, str], list[Any]] = {}
-    for kind, row in items:
-        if kind == EVENT:
-            if row[2] == "task":
-                merge_task(tasks, row, host)
-                if row[5] not in LOGGED_TASK_EVENTS:
-                    continue
-            events.append(row[:10] if row[6] is not None else (*row[:6], host, *row[7:10]))
-        elif kind == MEMO:
-            memos.append(row)
-        elif kind == METRIC:
-            metrics.append(row)
-    if not (events or tasks or memos or metrics):
-        return
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        if events:
-            db.executemany(INSERT_EVENT, events)
-        if tasks:
-            db.executemany(UPSERT_TASK, tasks.values())
-        if memos:
-            db.executemany(INSERT_MEMO, memos)
-        if metrics:
-            db.executemany(INSERT_METRIC, metrics)
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
+class Batcher:
+    """Folds frames into transactions, holding the rows of tasks that have not ended."""
+
+    def __init__(self, db: sqlite3.Connection, host: str, hold: float = HOLD) -> None:
+        self.db, self.host, self.hold = db, host, hold
+        self.held: dict[tuple[str, str], list[Any]] = {}  # in the order they were first held
+        self.since: dict[tuple[str, str], float] = {}
+
+    def commit(self, items: list[tuple[int, Any]], now: float, flush: bool = False) -> None:
+        """Commit one frame atomically: events, memos, metrics, extra rows, and the task
+        rows that ended, waited ``hold`` seconds, or all of them with ``flush``."""
+        events, memos, metrics, rows = [], [], [], []
+        held, since, host = self.held, self.since, self.host
+        ended: list[tuple[str, str]] = []
+        for kind, row in items:
+            if kind == EVENT:
+                if row[2] == "task":
+                    key = merge_task(held, row, host)
+                    if key not in since:
+                        since[key] = now
+                    if held[key][3] in ENDED:
+                        ended.append(key)
+                    if row[5] not in LOGGED_TASK_EVENTS:
+                        continue
+                events.append(row[:10] if row[6] is not None else (*row[:6], host, *row[7:10]))
+            elif kind == MEMO:
+                memos.append(row)
+            elif kind == METRIC:
+                metrics.append(row)
+            elif kind == ROW:
+                rows.append(row)
+            elif kind == FLUSH:
+                flush = True
+        tasks = self._take(ended, now, flush)
+        if not (events or tasks or memos or metrics or rows):
+            return
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if events:
+                db.executemany(INSERT_EVENT, events)
+            if tasks:
+                db.executemany(UPSERT_TASK, tasks)
+            if memos:
+                db.executemany(INSERT_MEMO, memos)
+            if metrics:
+                db.executemany(INSERT_METRIC, metrics)
+            for sql, args in rows:
+                db.execute(sql, args)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _take(self, ended: list[tuple[str, str]], now: float, flush: bool) -> list[list[Any]]:
+        held, since = self.held, self.since
+        if flush:
+            taken = list(held.values())
+            held.clear()
+            since.clear()
+            return taken
+        taken = []
+        for key in ended:
+            if key in held and held[key][3] in ENDED:
+                taken.append(held.pop(key))
+                del since[key]
+        cutoff = now - self.hold
+        due = []
+        for key, first in since.items():  # one pass: the rows held longest come first
+            if first > cutoff:
+                break
+            due.append(key)
+        for key in due:
+            del since[key]
+            taken.append(held.pop(key))
+        return taken
+
+    def wait_time(self, now: float) -> float | None:
+        """Seconds until the oldest held row is due; None when nothing is held."""
+        if not self.since:
+            return None
+        return max(0.0, self.since[next(iter(self.since))] + self.hold - now)
+
+
+def commit(db: sqlite3.Connection, items: list[tuple[int, Any]], host: str) -> None:
+    """Commit one batch atomically, holding nothing back; ``host`` is the recording host,
+    for events that name none."""
+    Batcher(db, host).commit(items, 0.0, flush=True)
 
 
 def _read_exact(stream: Any, n: int) -> bytes | None:
@@ -148,11 +219,18 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     db_path, busy_timeout, host = argv[1], float(argv[2]), argv[3]
+    hold = float(argv[4]) if len(argv) > 4 else HOLD
     db = sqlite3.connect(db_path, timeout=busy_timeout, isolation_level=None)
     db.execute("PRAGMA synchronous=NORMAL")
     db.execute("PRAGMA cache_size=-65536")  # 64 MiB: the tasks table of a big run stays cached
+    batcher = Batcher(db, host, hold)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    fd = stdin.fileno()
     while True:
+        due = batcher.wait_time(time.monotonic())
+        if due is not None and not select.select([fd], [], [], due)[0]:
+            batcher.commit([], time.monotonic())  # held rows are due and no frame came
+            continue
         header = _read_exact(stdin, FRAME.size)
         if header is None:
             break
@@ -160,12 +238,13 @@ def main(argv: list[str]) -> int:
         if body is None:
             break
         seq, items = marshal.loads(body)
-        commit(db, items, host)
+        batcher.commit(items, time.monotonic())
         try:
             stdout.write(FRAME.pack(seq))
             stdout.flush()
         except BrokenPipeError:
             break
+    batcher.commit([], time.monotonic(), flush=True)
     db.close()
     return 0
 

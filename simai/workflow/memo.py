@@ -13,34 +13,86 @@ from simai.launch.executor import Task
 from simai.workflow.component import COMPONENT_ENV
 from simai.workflow.records import Records
 
+#: a function's identity in memo keys, by id of the function (kept alive while cached)
+_IDENTS: dict[int, tuple[Any, str]] = {}
+
+
+def _ident(fn: Any) -> str:
+    """The function's identity in memo keys: ``module:qualname``."""
+    known = _IDENTS.get(id(fn))
+    if known is not None and known[0] is fn:
+        return known[1]
+    ident = f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
+    if len(_IDENTS) >= 256:
+        _IDENTS.clear()
+    _IDENTS[id(fn)] = (fn, ident)
+    return ident
+
+
+_ATOMS = frozenset((type(None), bool, int, float, str, bytes))
+_SIMPLE_ITEMS = 256  # values looked at, at most: bigger arguments get their key here
+
+
+def _stable(values: Any) -> bool:
+    """Whether these arguments pickle to the same bytes after a pickle round trip (plain
+    numbers, strings, bytes and small lists, tuples and dicts of them), so that a worker
+    can compute their memo key from its copy. Anything else (arrays, sets, objects) gets
+    its key here: its pickle need not survive a round trip byte for byte."""
+    budget = _SIMPLE_ITEMS
+    stack = [values]
+    while stack:
+        value = stack.pop()
+        budget -= 1
+        if budget < 0:
+            return False
+        kind = type(value)
+        if kind in _ATOMS:
+            continue
+        if kind is tuple or kind is list:
+            stack.extend(value)
+        elif kind is dict:
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        else:
+            return False
+    return True
+
 
 def memo_key(task: Task) -> str | None:
     """sha256 of what the task computes: the function's identity (module and qualified
     name) or the command's argv, cwd and environment, and the resolved arguments.
-    None for components, which are never memoized."""
+    None for components, which are never memoized. (The local executor's workers compute
+    the same key for Python tasks: ``simai/launch/_worker.py``.)"""
     if task.command is not None:
         cmd = task.command
         if COMPONENT_ENV in (cmd.env or {}):
             return None
         what: Any = ("command", list(cmd.argv), str(cmd.cwd), sorted((cmd.env or {}).items()))
     else:
-        fn = task.fn
-        ident = f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
-        what = ("function", ident, task.args, sorted(task.kwargs.items()))
+        kwargs = task.kwargs
+        what = ("function", _ident(task.fn), task.args, sorted(kwargs.items()) if kwargs else [])
     try:
-        blob = cloudpickle.dumps(what)
-    except Exception:  # noqa: BLE001 - an argument that cannot be hashed is not memoized
-        return None
+        blob = pickle.dumps(what, protocol=5)  # the C pickler: a few times faster
+    except Exception:  # noqa: BLE001 - lambdas and local classes need cloudpickle
+        try:
+            blob = cloudpickle.dumps(what)
+        except Exception:  # noqa: BLE001 - an argument that cannot be hashed is not memoized
+            return None
     return hashlib.sha256(blob).hexdigest()
 
 
 class RecordsMemo:
     """Finished tasks in the run's records database: recalled on resume, never run twice.
 
-    Results are kept as cloudpickle bytes, so a recalled result has exactly the type it had
-    (JSON would turn tuples into lists and int keys into strings). The run directory is the
+    Results are kept as pickle bytes (cloudpickle for what pickle cannot take, such as
+    lambdas), so a recalled result has exactly the type it had (JSON would turn tuples into
+    lists and int keys into strings). The run directory is the
     user's own, written by their own workflow: resuming one unpickles it, so never resume a
     run directory from a source you do not trust.
+
+    Without recall (a fresh run), a Python task with plain arguments gets
+    ``task.memo_ident`` so that a backend that can (the local executor) computes its key
+    and its result's pickle in the worker.
     """
 
     def __init__(self, records: Records, recall: bool = True) -> None:
@@ -50,8 +102,10 @@ class RecordsMemo:
 
     def recall(self, task: Task) -> tuple[bool, Any]:
         if not self.recall_enabled:
+            if task.command is None and _stable(task.args) and _stable(task.kwargs):
+                task.memo_ident = _ident(task.fn)
             return False, None
-        key = memo_key(task)
+        key = task.memo_key = memo_key(task)
         entry = self.records.memo_get(key) if key is not None else None
         if entry is None or entry.status != "done":
             return False, None
@@ -61,9 +115,14 @@ class RecordsMemo:
     def remember(
         self, task: Task, result: Any, done: Callable[[BaseException | None], None]
     ) -> None:
-        key = memo_key(task)
+        key = task.memo_key or memo_key(task)
         if key is None:
             done(None)
             return
-        blob = cloudpickle.dumps(result)
+        blob, task.result_bytes = task.result_bytes, None
+        if blob is None:
+            try:
+                blob = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception:  # noqa: BLE001 - lambdas, local classes: cloudpickle takes them
+                blob = cloudpickle.dumps(result)
         self.records.memo_put(key, task.name, blob, on_durable=done)

@@ -37,7 +37,18 @@ Tables (plain SQL: ``sqlite3 records.db`` answers ad-hoc questions):
   error message or log tail.
 - ``memo(key, name, status, result, finished)``: finished tasks by memo key, the result
   encoded with :mod:`simai.store.codec` (arrays, bytes, JSON; pickle only when allowed).
-- ``metrics(time, name, value, step, source)``: user metrics.
+- ``metrics(time, name, value, step, source)``: user metrics (``simai.log_metric``;
+  ``source`` is the component's name, ``workflow``, or ``host:pid`` of a task's worker).
+- ``channel_files(file, offset)``: how far each process's metrics file in the run's
+  ``channel/`` folder was read (:mod:`simai.workflow.metrics`).
+- ``stream_backlog(time, stream, length, backlog)``: samples of the streams the workflow
+  watches (``Workflow.watch_streams``), taken when they change, about once a second.
+- ``store_counters(time, host, pid, component, op, prefix, ops, bytes)``: snapshots of
+  each process's store operation counters: running totals since that process started,
+  per operation and key prefix (``component`` empty for tasks and the workflow).
+
+Task rows of tasks that have not ended are written at most ``HOLD`` (1) second late, so a
+short task costs one write, not three (see ``_recorder.py``); ``flush()`` writes them all.
 """
 
 from __future__ import annotations
@@ -62,7 +73,7 @@ from typing import Any, TypeVar
 
 from simai.store import codec
 from simai.workflow import _recorder
-from simai.workflow._recorder import EVENT, FRAME, MEMO, METRIC, SYNC
+from simai.workflow._recorder import EVENT, FLUSH, FRAME, MEMO, METRIC, ROW
 
 KINDS = ("task", "component", "store")
 EVENTS = (
@@ -97,14 +108,26 @@ CREATE TABLE IF NOT EXISTS tasks (
     worker TEXT, resources TEXT, retries INTEGER NOT NULL, detail TEXT,
     PRIMARY KEY (name, item_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS memo (
-    key TEXT PRIMARY KEY, name TEXT, status TEXT NOT NULL, result BLOB, finished REAL);
+    key TEXT PRIMARY KEY, name TEXT, status TEXT NOT NULL, result BLOB, finished REAL)
+    WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS metrics (
     time REAL NOT NULL, name TEXT NOT NULL, value REAL, step INTEGER, source TEXT);
 CREATE INDEX IF NOT EXISTS metrics_name ON metrics (name, step);
+CREATE TABLE IF NOT EXISTS channel_files (
+    file TEXT PRIMARY KEY, offset INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS stream_backlog (
+    time REAL NOT NULL, stream TEXT NOT NULL, length INTEGER NOT NULL, backlog INTEGER);
+CREATE TABLE IF NOT EXISTS store_counters (
+    time REAL NOT NULL, host TEXT, pid INTEGER, component TEXT, op TEXT NOT NULL,
+    prefix TEXT NOT NULL, ops INTEGER NOT NULL, bytes INTEGER NOT NULL);
 """
+_SET_OFFSET = "INSERT OR REPLACE INTO channel_files VALUES (?,?)"
+_INSERT_COUNTERS = "INSERT INTO store_counters VALUES (?,?,?,?,?,?,?,?)"
+_INSERT_BACKLOG = "INSERT INTO stream_backlog VALUES (?,?,?,?)"
 _FRAME_ITEMS = 20000
 _log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
+_Callback = Callable[[BaseException | None], None]
 
 
 class RecordsClosed(RuntimeError):
@@ -133,7 +156,19 @@ def _locked(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+_BYTES_HEADERS: dict[int, bytes] = {}
+
+
 def _encode(value: Any, allow_pickle: bool) -> bytes:
+    if (
+        type(value) is bytes
+    ):  # a pickled memo: the codec's header of bytes depends on the length only
+        header = _BYTES_HEADERS.get(len(value))
+        if header is None:
+            header = codec.encode(value)[0]
+            if len(_BYTES_HEADERS) < 4096:
+                _BYTES_HEADERS[len(value)] = header
+        return header + value
     header, payload = codec.encode(value, allow_pickle=allow_pickle)
     return header + bytes(payload)
 
@@ -145,7 +180,8 @@ class Records:
     ``allow_pickle`` lets :meth:`memo_put`/:meth:`memo_get` pickle results that are not
     arrays, bytes or JSON (unpickling runs code: only for trusted run directories).
     ``interval`` (seconds) and ``batch`` (items) bound how long a write waits in memory;
-    ``busy_timeout`` how long a write waits for another writer of the same database.
+    ``busy_timeout`` how long a write waits for another writer of the same database;
+    ``hold`` how long the row of a task that has not ended may wait for its end.
     """
 
     def __init__(
@@ -157,6 +193,7 @@ class Records:
         interval: float = 0.05,
         batch: int = 5000,
         busy_timeout: float = 30.0,
+        hold: float = _recorder.HOLD,
     ):
         self.path = Path(path)
         self.readonly = readonly
@@ -195,6 +232,9 @@ class Records:
         self._sync_lock = threading.Lock()
         self._sync_last = 0
         self._waiters: dict[int, threading.Event] = {}
+        # after_commit callbacks in queue order: the flusher counts them before it takes
+        # the queue, so each one counted had its own writes queued before the count
+        self._callbacks: collections.deque[_Callback] = collections.deque()
         self._error: str | None = None
         self._closed = False
         self._refuse = readonly  # closed, read-only or failed: writes call _writable()
@@ -209,6 +249,7 @@ class Records:
                     str(self.path),
                     str(busy_timeout),
                     self._host,
+                    str(hold),
                 ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -342,13 +383,63 @@ class Records:
             )
         )
 
-    def log_metric(
-        self, name: str, value: float, step: int | None = None, source: str | None = None
+    def task_event(
+        self, name: str, item_id: str | int, event: str, resources: str | None, detail: str | None
     ) -> None:
-        """Queue one metric value (``step`` e.g. a training epoch; ``source`` the writer)."""
+        """:meth:`event` for a task, now, on this host, unchecked: the workflow's hot path
+        (``event`` must be one of :data:`EVENTS`, ``resources`` JSON text or None)."""
         if self._refuse:
             self._writable()
-        self._pending.append((METRIC, (time.time(), name, float(value), step, source)))
+        self._pending.append(
+            (
+                EVENT,
+                (time.time(), self.attempt, "task", name, item_id, event)
+                + (None, None, resources, detail, None),
+            )
+        )
+
+    def log_metric(
+        self,
+        name: str,
+        value: float,
+        step: int | None = None,
+        source: str | None = None,
+        at: float | None = None,
+    ) -> None:
+        """Queue one metric value (``step`` e.g. a training epoch; ``source`` the writer;
+        ``at`` when it was logged, default now)."""
+        if self._refuse:
+            self._writable()
+        row = (at or time.time(), name, float(value), step, source)
+        self._pending.append((METRIC, row))
+
+    def store_counters(self, rows: list[tuple]) -> None:
+        """Queue store counter rows ``(time, host, pid, component, op, prefix, ops, bytes)``:
+        one process's running totals per operation and key prefix at ``time``."""
+        if self._refuse:
+            self._writable()
+        self._pending.extend((ROW, (_INSERT_COUNTERS, tuple(r))) for r in rows)
+
+    def stream_sample(
+        self, stream: str, length: int, backlog: int | None, at: float | None = None
+    ) -> None:
+        """Queue a sample of a stream: values appended so far and the backlog (appended
+        values the slowest consumer group has not read; None without groups)."""
+        if self._refuse:
+            self._writable()
+        row = (at or time.time(), stream, length, backlog)
+        self._pending.append((ROW, (_INSERT_BACKLOG, row)))
+
+    def channel_offset(self, file: str, offset: int) -> None:
+        """Queue how far channel file ``file`` was read (committed after what it held)."""
+        if self._refuse:
+            self._writable()
+        self._pending.append((ROW, (_SET_OFFSET, (file, offset))))
+
+    @_locked
+    def channel_offsets(self) -> dict[str, int]:
+        """How far each channel file was read (see :mod:`simai.workflow.metrics`)."""
+        return dict(self._db.execute("SELECT file, offset FROM channel_files").fetchall())
 
     def memo_put(
         self,
@@ -383,8 +474,9 @@ class Records:
         committed, without waiting for it; ``fn(error)`` if the writer fails first.
         ``fn`` must be quick and must not raise (what it raises is logged and dropped)."""
         self._writable()
-        self._mark(fn)
-        self._wake.set()
+        self._callbacks.append(fn)
+        if not self._wake.is_set():
+            self._wake.set()
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until everything queued so far is committed."""
@@ -399,12 +491,14 @@ class Records:
                 raise TimeoutError(f"records not flushed to {self.path} within {timeout} s")
         self._writable()
 
-    def _mark(self, waiter: threading.Event | Callable[[BaseException | None], None]) -> None:
-        """Queue a numbered marker; its waiter is released once the marker is committed."""
+    def _mark(self, waiter: threading.Event) -> None:
+        """Number a flush waiter in queue order; it is released once everything queued
+        before it is committed (the flusher reads the last number before it takes the
+        queue)."""
         with self._sync_lock:
             self._sync_last += 1
             self._waiters[self._sync_last] = waiter
-            self._pending.append((SYNC, self._sync_last))
+            self._pending.append((FLUSH, self._sync_last))  # held task rows too
 
     def close(self) -> None:
         """Commit everything queued, stop the writer and close the database."""
@@ -454,7 +548,8 @@ class Records:
                     wake.wait(self._interval)
                     wake.clear()
                     closing = self._closed
-                synced, left = self._sync_last, len(pending)
+                synced, called = self._sync_last, len(self._callbacks)
+                left = len(pending)
                 while left:
                     n = min(left, _FRAME_ITEMS)
                     left -= n
@@ -470,7 +565,7 @@ class Records:
                         ack = b""
                     if len(ack) != FRAME.size or FRAME.unpack(ack)[0] != seq:
                         raise RecordsClosed(self._writer_died(proc))
-                self._release(synced)
+                self._release(synced, called=called)
                 if closing:
                     break
             self._release(None, RecordsClosed(f"records at {self.path} closed before commit"))
@@ -492,20 +587,34 @@ class Records:
             if proc.stderr is not None:
                 proc.stderr.close()
 
-    def _release(self, upto: int | None, error: BaseException | None = None) -> None:
-        """Release the waiters whose marker (numbered in queue order) is committed, or
-        all of them with ``error`` when the writer failed."""
+    def _release(
+        self, upto: int | None, error: BaseException | None = None, called: int = 0
+    ) -> None:
+        """Release the flush waiters whose marker (numbered in queue order) is committed
+        and the first ``called`` callbacks, or all of them with ``error`` when the writer
+        failed."""
         with self._sync_lock:
-            tokens = [t for t in self._waiters if upto is None or t <= upto]
-            waiters = [self._waiters.pop(t) for t in tokens]
-        for waiter in waiters:
-            if isinstance(waiter, threading.Event):
-                waiter.set()
-                continue
+            if upto is None:
+                waiters = list(self._waiters.values())
+                self._waiters.clear()
+            else:  # numbered in insertion order: the released ones come first
+                waiters = []
+                for token in self._waiters:
+                    if token > upto:
+                        break
+                    waiters.append(token)
+                waiters = [self._waiters.pop(t) for t in waiters]
+        callbacks = self._callbacks
+        if upto is None:
+            called = len(callbacks)
+        for _ in range(called):
+            fn = callbacks.popleft()
             try:
-                waiter(error)
+                fn(error)
             except Exception:
                 _log.exception("records: an after_commit callback raised")
+        for waiter in waiters:  # a flush returns after the callbacks committed with it
+            waiter.set()
 
     def _writer_died(self, proc: subprocess.Popen) -> str:
         try:

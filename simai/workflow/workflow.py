@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
+import logging
 import os
 import shutil
 import signal
@@ -19,15 +21,17 @@ from simai.launch import Command, Executor, Resources, get_executor
 from simai.launch.executor import Task
 from simai.launch.signals import leave_stop_signals_to_main_thread
 from simai.store import ENV_PASSWORD, ENV_URL, Store, open_store
+from simai.workflow import metrics
 from simai.workflow.component import COMPONENT_ENV, POLICIES, Component
 from simai.workflow.memo import RecordsMemo
-from simai.workflow.records import Records
+from simai.workflow.records import EVENTS, Records
 from simai.workflow.rundir import RunDir
 
-ENV_RUN_DIR = "SIMAI_RUN_DIR"
+ENV_RUN_DIR = metrics.ENV_RUN_DIR
 ENV_RESUME = "SIMAI_RESUME"
 STOP_REQUEST = "stop-request"
 LAYOUTS = ("colocated", "clustered")
+_log = logging.getLogger(__name__)
 
 
 class WorkflowStopped(KeyboardInterrupt):
@@ -106,6 +110,17 @@ class Workflow:
         self._saved_env: dict[str, str | None] = {}
         self._monitor_stop = threading.Event()
         self._stop_reason: str | None = None
+        self._resources_json: dict[tuple[int, int, int], str] = {}
+        self._counts_lock = threading.Lock()
+        #: task events seen so far, by event (submitted, started, finished, ...): a cheap
+        #: live view of the run for progress displays, which read it without a query
+        self.task_events: dict[str, int] = dict.fromkeys(EVENTS, 0)
+        self._channel: metrics.ChannelReader | None = None
+        self._monitor_thread: threading.Thread | None = None
+        self._monitor_store: Store | None = None
+        #: streams whose length and backlog the run records (see :meth:`watch_streams`)
+        self.watched_streams: list[str] = []
+        self._stream_samples: dict[str, tuple[int, int | None]] = {}
         self.run_dir: RunDir
         self.records: Records
         self.executor: Executor
@@ -136,6 +151,9 @@ class Workflow:
         Path(self.run_dir.path, STOP_REQUEST).unlink(missing_ok=True)
         self.records = Records(self.run_dir.records_path)
         self.records.start_run()
+        self._channel = metrics.ChannelReader(self.run_dir.path, self.records)
+        self._channel.poll()  # what processes of a killed earlier attempt logged
+        metrics.attach(self.records)
         self.store_url, password = self._start_store()
         self._set_env(ENV_URL, self.store_url)
         self._set_env(ENV_PASSWORD, password)
@@ -147,7 +165,10 @@ class Workflow:
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGTERM, self._on_sigterm)
             self._exit.callback(signal.signal, signal.SIGTERM, previous)
-        threading.Thread(target=self._monitor, name="simai-monitor", daemon=True).start()
+        self._monitor_thread = threading.Thread(
+            target=self._monitor, name="simai-monitor", daemon=True
+        )
+        self._monitor_thread.start()
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         self._leave(failed=exc_type is not None, interrupted=isinstance(exc, KeyboardInterrupt))
@@ -172,6 +193,18 @@ class Workflow:
             else:
                 attempt(lambda: self.executor.shutdown(wait=True))
         attempt(self._exit.close)
+        if (
+            self._monitor_thread is not None
+            and self._monitor_thread is not threading.current_thread()
+        ):
+            self._monitor_thread.join(timeout=self.heartbeat_interval + 30)
+        if self._channel is not None:
+            attempt(self._channel.poll)  # the last values the ended processes logged
+            attempt(metrics.ship_counters)
+            attempt(self._sample_streams)
+            metrics.attach(None)
+        if self._monitor_store is not None:
+            attempt(self._monitor_store.close)
         if hasattr(self, "records"):
             status = "interrupted" if interrupted else ("failed" if failed else "done")
             attempt(lambda: self.records.end_run(status))
@@ -207,6 +240,12 @@ class Workflow:
         leave_stop_signals_to_main_thread()
         stop_file = Path(self.run_dir.path, STOP_REQUEST)
         while not self._monitor_stop.wait(self.heartbeat_interval):
+            try:
+                self._channel.poll()  # type: ignore[union-attr]
+                metrics.ship_counters()
+                self._sample_streams()
+            except Exception:  # noqa: BLE001 - metrics must not stop the run
+                _log.exception("recording the run's metrics failed")
             for component in list(self.components.values()):
                 component._check_heartbeat(self.heartbeat_timeout)
             if stop_file.exists():
@@ -291,28 +330,69 @@ class Workflow:
         return get_executor(spec, **config)
 
     def _observe(self, task: Task, event: str, error: BaseException | None) -> None:
-        if task.command is not None and COMPONENT_ENV in (task.command.env or {}):
+        """The executor's observer: count the event and queue it for the records (the hot
+        path of every task, called three times per task from three threads)."""
+        cmd = task.command
+        if cmd is not None and COMPONENT_ENV in (cmd.env or {}):
             return
+        with self._counts_lock:
+            self.task_events[event] += 1
         res = None
         if event == "submitted":
             r = task.resources
-            res = {"cpus": r.cpus, "gpus": r.gpus, "ranks": r.ranks}
-        self.records.event(
-            "task",
-            task.name,
-            event,
-            item_id=task.id,
-            resources=res,
-            detail=None if error is None else f"{type(error).__name__}: {error}",
-        )
+            shape = (r.cpus, r.gpus, r.ranks)
+            res = self._resources_json.get(shape)
+            if res is None:
+                res = json.dumps({"cpus": r.cpus, "gpus": r.gpus, "ranks": r.ranks})
+                self._resources_json[shape] = res
+        detail = None if error is None else f"{type(error).__name__}: {error}"
+        self.records.task_event(task.name, task.id, event, res, detail)
 
     # --- public API -----------------------------------------------------------------------
+
+    def watch_streams(self, *names: str) -> None:
+        """Record the length and backlog of these streams about once a second, when they
+        change (the ``stream_backlog`` table of the records; progress displays and reports
+        read it)."""
+        for name in names:
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"a stream name must be a non-empty string, not {name!r}")
+            if name not in self.watched_streams:
+                self.watched_streams.append(name)
+
+    def _sample_streams(self) -> None:
+        if not self.watched_streams:
+            return
+        store = self._monitor_store
+        if store is None:
+            store = self._monitor_store = self.store()
+        for name in list(self.watched_streams):
+            try:
+                info = store.stream_info(name)
+            except KeyError:
+                continue
+            groups = info.get("groups") or {}
+            sample = (info["length"], info["length"] - min(groups.values()) if groups else None)
+            if self._stream_samples.get(name) != sample:
+                self._stream_samples[name] = sample
+                self.records.stream_sample(name, *sample)
+
+    def poll_metrics(self) -> None:
+        """Read the metrics that processes logged since the last read (the workflow does
+        this every ``heartbeat_interval`` and when it ends) and wait for their commit."""
+        if self._channel is not None:
+            self._channel.poll()
+        self.records.flush()
 
     def submit(
         self, fn_or_command: Callable[..., Any] | Command, /, *args: Any, **kw: Any
     ) -> Future:
         """Run a function or Command as a task of this run (memoized for resume)."""
-        return launch.submit(fn_or_command, *args, **kw)
+        if isinstance(fn_or_command, Command):
+            if args:
+                raise TypeError("a Command takes no positional arguments")
+            return self.executor.submit_command(fn_or_command, **kw)
+        return self.executor.submit(fn_or_command, *args, **kw)
 
     def start(
         self,

@@ -1,0 +1,486 @@
+"""Read-only queries on a run's records database, shaped for the report and ``simai status``.
+
+Opens ``records.db`` with ``mode=ro``, so a run still writing it (WAL) is read safely and
+never blocked. Task columns come back as numpy arrays rather than one dict per row: a
+100,000-task run loads in a fraction of a second. Store counters (``store_counters``) are
+read when the run has them; stream backlog is the metrics named ``...backlog...``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simai.workflow.records import STATE_OF
+from simai.workflow.rundir import RunDir
+
+#: component events that end an interval in the component's timeline
+_COMPONENT_ENDS = {"restarting", "finished", "failed", "stopped", "cancelled"}
+_COMPONENT_STARTS = {"started", "restarted"}
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    """A read-only connection to the records database at ``path``."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"no records database at {p}")
+    db = sqlite3.connect(f"{p.absolute().as_uri()}?mode=ro", uri=True, timeout=30.0)
+    try:
+        db.execute("SELECT 1 FROM runs, events, tasks, metrics LIMIT 0")
+    except sqlite3.DatabaseError as e:
+        db.close()
+        raise ValueError(f"{p} is not a simai records database: {e}") from None
+    return db
+
+
+def columns(db: sqlite3.Connection) -> dict[str, list[str]]:
+    """Every table of the database with its column names."""
+    names = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    return {n: [c[1] for c in db.execute(f'PRAGMA table_info("{n}")')] for n in names}
+
+
+@dataclass
+class Tasks:
+    """One entry per task, as parallel arrays (``nan`` where a time is not recorded)."""
+
+    names: list[str]  # distinct task names; ``name`` indexes it
+    name: np.ndarray  # int32
+    item: list[str]
+    state: np.ndarray  # str objects
+    submitted: np.ndarray
+    started: np.ndarray
+    ended: np.ndarray
+    host: list[str]
+    worker: list[str | None]
+    cpus: np.ndarray
+    retries: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.name)
+
+
+@dataclass
+class Component:
+    """A component's history: its run intervals ``(start, end, how it ended)``."""
+
+    name: str
+    state: str
+    restarts: int
+    host: str | None
+    cpus: float
+    intervals: list[tuple[float, float | None, str | None]] = field(default_factory=list)
+
+
+@dataclass
+class Series:
+    """A time series of one name (a metric, a counter): times, steps and values."""
+
+    name: str
+    source: str | None
+    time: np.ndarray
+    value: np.ndarray
+    step: np.ndarray | None = None
+    since: np.ndarray | None = None  # for amounts: the start of the interval each covers
+    # (nan: since the process started)
+
+
+@dataclass
+class RunData:
+    """What the report draws, loaded from one run directory."""
+
+    path: Path
+    config: dict[str, Any]
+    live: dict[str, Any] | None
+    runs: list[dict[str, Any]]
+    t0: float
+    t1: float
+    tasks: Tasks
+    components: list[Component]
+    failures: list[dict[str, Any]]
+    failures_total: int
+    metrics: list[Series]
+    store: StoreTraffic | None
+    backlog: list[Series] | None
+    loaded_at: float
+
+
+def _resources_cpus(text: str | None, cache: dict[str | None, float]) -> float:
+    cpus = cache.get(text)
+    if cpus is None:
+        try:
+            res = json.loads(text) if text else {}
+            cpus = float(res.get("cpus") or 1) * float(res.get("ranks") or 1)
+        except (ValueError, TypeError, AttributeError):
+            cpus = 1.0
+        cache[text] = cpus
+    return cpus
+
+
+def load_tasks(db: sqlite3.Connection) -> Tasks:
+    """All task rows, in submission order."""
+    rows = db.execute(
+        "SELECT name, item_id, state, submitted, started, ended, host, worker, resources, "
+        "retries FROM tasks ORDER BY submitted"
+    ).fetchall()
+    if not rows:
+        empty = np.empty(0)
+        return Tasks(
+            [],
+            np.empty(0, np.int32),
+            [],
+            np.empty(0, object),
+            empty,
+            empty,
+            empty,
+            [],
+            [],
+            empty,
+            np.empty(0, np.int32),
+        )
+    name, item, state, submitted, started, ended, host, worker, resources, retries = zip(
+        *rows, strict=True
+    )
+    index: dict[str, int] = {}
+    codes = [index.setdefault(n, len(index)) for n in name]
+    cache: dict[str | None, float] = {}
+    cpus = [_resources_cpus(r, cache) for r in resources]
+    return Tasks(
+        names=list(index),
+        name=np.array(codes, np.int32),
+        item=list(item),
+        state=np.array(state, dtype=object),
+        submitted=np.array(submitted, dtype=float),
+        started=np.array(started, dtype=float),
+        ended=np.array(ended, dtype=float),
+        host=[h or "" for h in host],
+        worker=list(worker),
+        cpus=np.array(cpus, dtype=float),
+        retries=np.array([r or 0 for r in retries], np.int32),
+    )
+
+
+def load_components(db: sqlite3.Connection) -> list[Component]:
+    """Each component's intervals of running, from its events."""
+    comps: dict[str, Component] = {}
+    cache: dict[str | None, float] = {}
+    for name, event, t, host, resources in db.execute(
+        "SELECT name, event, time, host, resources FROM events WHERE kind='component' ORDER BY id"
+    ):
+        c = comps.get(name)
+        if c is None:
+            c = comps[name] = Component(name, "submitted", 0, host, 1.0)
+        c.state = STATE_OF.get(event, event)
+        c.host = host or c.host
+        if resources is not None:
+            c.cpus = _resources_cpus(resources, cache)
+        open_ = bool(c.intervals) and c.intervals[-1][1] is None
+        if event in _COMPONENT_STARTS:
+            if open_ and event == "started":
+                c.intervals[-1] = (c.intervals[-1][0], t, "restarting")
+            if not open_ or event == "started":
+                c.intervals.append((t, None, None))
+        elif event in _COMPONENT_ENDS:
+            if event == "restarting":
+                c.restarts += 1
+            if open_:
+                c.intervals[-1] = (c.intervals[-1][0], t, event)
+    return sorted(comps.values(), key=lambda c: c.name)
+
+
+def failures(db: sqlite3.Connection, limit: int) -> tuple[list[dict[str, Any]], int]:
+    """The newest ``limit`` failures (tasks whose state is failed, component failures and
+    restarts) with their detail, and how many there are in all."""
+    out = [
+        {
+            "kind": "task",
+            **dict(zip(("name", "item_id", "time", "host", "worker", "detail"), r, strict=True)),
+        }
+        for r in db.execute(
+            "SELECT name, item_id, ended, host, worker, detail FROM tasks "
+            "WHERE state='failed' ORDER BY ended DESC LIMIT ?",
+            (int(limit),),
+        )
+    ]
+    (total,) = db.execute("SELECT count(*) FROM tasks WHERE state='failed'").fetchone()
+    for kind, name, event, t, host, worker, detail in db.execute(
+        "SELECT kind, name, event, time, host, worker, detail FROM events "
+        "WHERE kind IN ('component', 'store') AND event IN ('failed', 'restarting') "
+        "ORDER BY id DESC"
+    ):
+        total += 1
+        out.append(
+            {
+                "kind": kind if event == "failed" else "restart",
+                "name": name,
+                "item_id": None,
+                "time": t,
+                "host": host,
+                "worker": worker,
+                "detail": detail,
+            }
+        )
+    out.sort(key=lambda f: f["time"] or 0, reverse=True)
+    return out[:limit], total
+
+
+def load_metrics(db: sqlite3.Connection) -> list[Series]:
+    """Every user metric, one series per (name, source), in time order."""
+    rows = db.execute(
+        "SELECT name, coalesce(source, ''), time, value, step FROM metrics ORDER BY name, time"
+    ).fetchall()
+    if not rows:
+        return []
+    name, source, t, value, step = zip(*rows, strict=True)
+    keys = np.array([f"{n}\0{s}" for n, s in zip(name, source, strict=True)], dtype=object)
+    t_arr = np.array(t, dtype=float)
+    v_arr = np.array(value, dtype=float)
+    s_arr = np.array(step, dtype=float)
+    out = []
+    cut = np.flatnonzero(keys[1:] != keys[:-1]) + 1
+    for a, b in zip([0, *cut.tolist()], [*cut.tolist(), len(keys)], strict=True):
+        steps = s_arr[a:b]
+        out.append(
+            Series(
+                name[a],
+                source[a] or None,
+                t_arr[a:b],
+                v_arr[a:b],
+                None if np.isnan(steps).all() else steps,
+            )
+        )
+    return out
+
+
+@dataclass
+class StoreTraffic:
+    """Store bytes moved: per component over time, and totals per component, op and prefix."""
+
+    series: list[Series]  # bytes moved at each snapshot, per component
+    totals: list[dict[str, Any]]  # component, op, prefix, ops, bytes; biggest first
+
+
+#: the label of store traffic by tasks and the workflow process (no component)
+NO_COMPONENT = "tasks and workflow"
+
+
+def load_store(db: sqlite3.Connection, tables: dict[str, list[str]]) -> StoreTraffic | None:
+    """Store traffic from the ``store_counters`` snapshots (running totals per process, op
+    and key prefix, turned here into what moved between snapshots); ``None`` when the run
+    recorded none."""
+    if "store_counters" not in tables:
+        return None
+    rows = db.execute(
+        f"""SELECT time, lag(time, 1, NULL) OVER w,
+            coalesce(nullif(component, ''), '{NO_COMPONENT}'), op, prefix,
+            CASE WHEN bytes >= lag(bytes, 1, 0) OVER w THEN bytes - lag(bytes, 1, 0) OVER w
+                 ELSE bytes END,
+            CASE WHEN ops >= lag(ops, 1, 0) OVER w THEN ops - lag(ops, 1, 0) OVER w
+                 ELSE ops END
+        FROM store_counters
+        WINDOW w AS (PARTITION BY host, pid, component, op, prefix ORDER BY time)"""
+    ).fetchall()
+    if not rows:
+        return None
+    per: dict[str, list[tuple[float, float, float]]] = {}
+    totals: dict[tuple[str, str, str], list[int]] = {}
+    for t, before, comp, op, prefix, nbytes, ops in rows:
+        per.setdefault(comp, []).append((t, np.nan if before is None else before, nbytes))
+        tot = totals.setdefault((comp, op, prefix), [0, 0])
+        tot[0] += ops
+        tot[1] += nbytes
+    series = []
+    for comp, pts in per.items():
+        a = np.array(pts, dtype=float)
+        order = np.argsort(a[:, 0], kind="stable")
+        series.append(Series(comp, None, a[order, 0], a[order, 2], since=a[order, 1]))
+    series.sort(key=lambda x: -float(x.value.sum()))
+    table = [
+        {"component": c, "op": op, "prefix": p, "ops": v[0], "bytes": v[1]}
+        for (c, op, p), v in totals.items()
+    ]
+    table.sort(key=lambda r: (-r["bytes"], -r["ops"]))
+    return StoreTraffic(series, table)
+
+
+def is_backlog(name: str) -> bool:
+    """Whether metric ``name`` is a stream backlog (drawn apart from the other metrics)."""
+    return "backlog" in name
+
+
+def load_backlog(
+    db: sqlite3.Connection, tables: dict[str, list[str]], metrics: list[Series]
+) -> list[Series] | None:
+    """Stream backlog over time: the samples of the streams the workflow watched
+    (``stream_backlog``: entries not yet read by the slowest consumer group, or the stream's
+    length when it has no groups), then the metrics whose name contains ``backlog`` (e.g.
+    ``backlog:sine/samples``); ``None`` when there are none."""
+    found = []
+    if "stream_backlog" in tables:
+        per: dict[str, list[tuple[float, float]]] = {}
+        for t, stream, length, backlog in db.execute(
+            "SELECT time, stream, length, backlog FROM stream_backlog ORDER BY time"
+        ):
+            per.setdefault(stream, []).append((t, length if backlog is None else backlog))
+        for stream, pts in per.items():
+            a = np.array(pts, dtype=float)
+            found.append(Series(f"backlog:{stream}", None, a[:, 0], a[:, 1]))
+    found += [m for m in metrics if is_backlog(m.name)]
+    return found or None
+
+
+def load(run_dir: RunDir, failure_limit: int = 200) -> RunData:
+    """Everything the report draws for the run in ``run_dir`` (finished or in progress)."""
+    now = time.time()
+    live = run_dir.holder()
+    db = connect(run_dir.records_path)
+    try:
+        tables = columns(db)
+        db.execute("BEGIN")  # one snapshot for every query below, even while the run writes
+        runs = [
+            dict(zip(("attempt", "started", "ended", "status", "host", "pid"), r, strict=True))
+            for r in db.execute(
+                "SELECT attempt, started, ended, status, host, pid FROM runs ORDER BY attempt"
+            )
+        ]
+        if live is None:
+            for r in runs:
+                if r["status"] == "running":
+                    r["status"] = "interrupted"
+        tasks = load_tasks(db)
+        components = load_components(db)
+        fails, total = failures(db, failure_limit)
+        metrics = load_metrics(db)
+        store = load_store(db, tables)
+        backlog = load_backlog(db, tables, metrics)
+        (last_event,) = db.execute("SELECT max(time) FROM events").fetchone()
+        db.execute("COMMIT")
+    finally:
+        db.close()
+    starts = [r["started"] for r in runs if r["started"]]
+    times = [
+        *(t for t in (last_event,) if t),
+        *(r["ended"] for r in runs if r["ended"]),
+        *(float(np.nanmax(a)) for a in (tasks.submitted, tasks.ended) if np.isfinite(a).any()),
+        *(float(m.time[-1]) for m in metrics if len(m.time)),
+    ]
+    t0 = min(starts) if starts else (min(times) if times else now)
+    if np.isfinite(tasks.submitted).any():
+        t0 = min(t0, float(np.nanmin(tasks.submitted)))
+    t1 = now if live is not None else max(times, default=t0)
+    return RunData(
+        path=run_dir.path,
+        config=run_dir.config(),
+        live=live,
+        runs=runs,
+        t0=t0,
+        t1=max(t1, t0 + 1e-3),
+        tasks=tasks,
+        components=components,
+        failures=fails,
+        failures_total=total,
+        metrics=metrics,
+        store=store,
+        backlog=backlog,
+        loaded_at=now,
+    )
+
+
+def summary(run_dir: RunDir, failure_limit: int = 20) -> dict[str, Any]:
+    """The one-screen summary of ``simai status``, as plain JSON-able data.
+
+    What :meth:`simai.workflow.Records.summary` gives (``runs``, ``tasks`` counts per
+    state, ``task_names``, ``components``, ``events``, ``failures``, ``failures_total``)
+    plus ``run_dir``, ``config``, ``live``, ``elapsed`` (seconds from the first start to
+    the last record, or to now while live), ``queued`` (tasks submitted or retried and not
+    started), ``durations`` (per task name: count, mean, min, max and total seconds of the
+    finished tasks), ``uptime`` per component, ``metrics`` (per name: the latest value,
+    step, time, source and how many values) and ``store`` (bytes per component, ``None``
+    when no store counters were recorded).
+    """
+    from simai.workflow.records import Records
+
+    now = time.time()
+    live = run_dir.holder()
+    data: dict[str, Any] = {"run_dir": str(run_dir.path), "config": run_dir.config()}
+    data["live"] = live
+    if not run_dir.records_path.is_file():
+        return data | {
+            "runs": [],
+            "tasks": {},
+            "task_names": {},
+            "components": [],
+            "events": {},
+            "failures": [],
+            "failures_total": 0,
+            "elapsed": None,
+            "queued": 0,
+            "durations": {},
+            "metrics": {},
+            "store": None,
+        }
+    records = Records(run_dir.records_path, readonly=True)
+    try:
+        data.update(records.summary(failures=failure_limit))
+    finally:
+        records.close()
+    if live is None:
+        for r in data["runs"]:
+            if r["status"] == "running":
+                r["status"] = "interrupted"
+    db = connect(run_dir.records_path)
+    try:
+        tables = columns(db)
+        db.execute("BEGIN")
+        durations = {}
+        firsts, lasts = [], []
+        done = "CASE WHEN state = 'done' THEN ended - started END"
+        for name, first, last, n, mean, lo, hi, total in db.execute(
+            f"SELECT name, min(submitted), max(ended), count({done}), avg({done}), "
+            f"min({done}), max({done}), sum({done}) FROM tasks GROUP BY name"
+        ):
+            firsts.append(first)
+            lasts.append(last)
+            if n:
+                durations[name] = {"count": n, "mean": mean, "min": lo, "max": hi, "total": total}
+        first_task = min((t for t in firsts if t), default=None)
+        last_task = max((t for t in lasts if t), default=None)
+        uptime = {}
+        for c in load_components(db):
+            uptime[c.name] = sum(((e if e is not None else now) - s) for s, e, _ in c.intervals)
+        metrics: dict[str, dict[str, Any]] = {}
+        for name, n, t, value, step, source in db.execute(
+            "SELECT m.name, c.n, m.time, m.value, m.step, m.source FROM metrics m JOIN "
+            "(SELECT name, count(*) AS n, max(rowid) AS last FROM metrics GROUP BY name) c "
+            "ON m.rowid = c.last ORDER BY m.name"
+        ):
+            metrics[name] = {"value": value, "step": step, "time": t, "count": n, "source": source}
+        traffic = load_store(db, tables)
+        store = None
+        if traffic is not None:
+            store = {x.name: int(x.value.sum()) for x in traffic.series}
+        (last_event,) = db.execute("SELECT max(time) FROM events").fetchone()
+        db.execute("COMMIT")
+    finally:
+        db.close()
+    runs = data["runs"]
+    starts = [t for t in (first_task, *(r["started"] for r in runs)) if t]
+    ends = [t for t in (last_event, last_task, *(r["ended"] for r in runs)) if t]
+    elapsed = None
+    if starts:
+        elapsed = (now if live is not None else max(ends, default=min(starts))) - min(starts)
+    for c in data["components"]:
+        c["uptime"] = uptime.get(c["name"])
+    tasks = data["tasks"]
+    return data | {
+        "elapsed": elapsed,
+        "queued": tasks.get("submitted", 0) + tasks.get("retried", 0),
+        "durations": durations,
+        "metrics": metrics,
+        "store": store,
+    }
