@@ -1,0 +1,24 @@
+"""Steering: a model decides which simulations run next while workers stay busy.
+
+:class:`Steering` keeps simulations in flight, hands each result to user code as it ends,
+retrains in the background, re-scores the candidates left, and picks the next ones by a
+:class:`Policy` (:class:`Greedy`, :class:`UCB`, :class:`Random`). Its state lives in the run
+directory, so a stopped run resumes where it left off.
+"""
+
+from simai.steer.loop import Steering, SteeringError
+from simai.steer.policies import UCB, Greedy, Policy, Random, get_policy
+from simai.steer.result import Result
+from simai.steer.state import SteeringState
+
+__all__ = [
+    "UCB",
+    "Greedy",
+    "Policy",
+    "Random",
+    "Result",
+    "Steering",
+    "SteeringError",
+    "SteeringState",
+    "get_policy",
+]

@@ -1,0 +1,56 @@
+"""One finished simulation of a steering loop, as handed to user code and kept on disk."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = ["Result"]
+
+
+@dataclass(frozen=True)
+class Result:
+    """A simulation that ended: ``ok`` with a float ``value``, or failed with ``error``.
+
+    ``index`` is the candidate's position in the candidate list. ``batch`` is the training
+    batch the result belongs to (0: the initial batch, k: the k-th batch of ``batch_size``
+    results after it). ``model_version`` is the model whose scores picked the candidate
+    (0: picked at random, before any model). ``started``/``ended`` are epoch seconds of the
+    simulation itself (for a failure, ``started`` is when it was submitted); ``worker`` (pid)
+    and ``host`` say where it ran, when known.
+    """
+
+    candidate: Any
+    index: int
+    value: float | None
+    ok: bool
+    error: str | None
+    batch: int
+    model_version: int
+    started: float | None
+    ended: float | None
+    worker: int | None = None
+    host: str | None = None
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds the simulation ran, when known."""
+        if self.started is None or self.ended is None:
+            return None
+        return self.ended - self.started
+
+    def to_json(self) -> str:
+        """One JSON line; a candidate JSON cannot hold is written as its ``repr``."""
+        data = asdict(self)
+        try:
+            json.dumps(data["candidate"])
+        except (TypeError, ValueError):
+            data["candidate"] = repr(data["candidate"])
+        return json.dumps(data, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], candidate: Any) -> Result:
+        """Rebuild a result read back from disk, with the real ``candidate`` object."""
+        fields = {k: data.get(k) for k in cls.__dataclass_fields__ if k != "candidate"}
+        return cls(candidate=candidate, **fields)

@@ -1,0 +1,60 @@
+"""The functions a steering loop sends to executors: they run in worker processes.
+
+Each wraps a user function so the loop gets back what it needs (timings, where it ran)
+without the user function having to know about steering.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+__all__ = ["SimulationError", "predict_chunk", "simulate_one", "train_model"]
+
+
+class SimulationError(Exception):
+    """A simulation that raised, with when and where it ran: a failure kept a worker busy too."""
+
+    def __init__(self, message: str, started: float, ended: float, pid: int, host: str):
+        super().__init__(message, started, ended, pid, host)
+        self.message, self.started, self.ended, self.pid, self.host = (
+            message,
+            started,
+            ended,
+            pid,
+            host,
+        )
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def simulate_one(
+    simulate: Callable[[Any], Any], candidate: Any
+) -> tuple[Any, float, float, int, str]:
+    """``simulate(candidate)`` with its start and end times, pid and host."""
+    started = time.time()
+    try:
+        value = simulate(candidate)
+    except Exception as e:
+        raise SimulationError(
+            f"{type(e).__name__}: {e}", started, time.time(), os.getpid(), socket.gethostname()
+        ) from e
+    return value, started, time.time(), os.getpid(), socket.gethostname()
+
+
+def train_model(
+    train: Callable[[list[tuple[Any, float]]], Any], data: list[tuple[Any, float]]
+) -> Any:
+    """``train(data)``: a separate function so records name it ``train_model``."""
+    return train(data)
+
+
+def predict_chunk(
+    predict: Callable[[Any, list[Any]], Any], model: Any, candidates: Sequence[Any]
+) -> Any:
+    """``predict(model, candidates)`` for one chunk of the candidate set."""
+    return predict(model, list(candidates))
