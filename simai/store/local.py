@@ -7,10 +7,10 @@ blocked reader wakes the moment a writer publishes.
 
 Large values run at memory speed because their shared-memory blocks are recycled instead of
 allocated afresh: a value that is overwritten goes to a pool, the next large put claims a
-block from the pool, and each writing process keeps its mappings of the blocks it reused.
-Fresh tmpfs pages cost a page fault and a zeroing each; a recycled, already mapped block costs
-a copy. Copying reads use pread(2) straight into the result (or into `out=`): one copy, and
-no mapping to set up and tear down.
+block from the pool, and each process keeps its mappings of the blocks it has seen. Fresh
+tmpfs pages cost a page fault and a zeroing each; a recycled, already mapped block costs a
+copy. (Reading with pread(2) instead of through the kept mapping was measured: about 8% less
+CPU when every key is new, but about 40% slower gets of overwritten keys, the common case.)
 Safety rests on flock(2): a reader holds a shared lock on a large block while it copies (or
 for as long as a zero-copy view lives) and re-checks that the key still names that block; a
 writer may reuse a block only if it gets the exclusive lock at once.
@@ -195,11 +195,16 @@ class LocalStore(DirectoryStore):
                     continue  # the block was recycled before we locked it: look again
                 if view:  # the mapping's own duplicate of fd holds the lock while it lives
                     return memoryview(mmap.mmap(fd, st.st_size, prot=mmap.PROT_READ))
-                if out is not None:
-                    return _pread_into(fd, st.st_size, out)
-                buf = np.empty(st.st_size, dtype=np.uint8)
-                _pread_all(fd, buf, 0)
-                return buf
+                m = self._maps.get(fd, st)
+                entry = memoryview(m)[: st.st_size]
+                try:
+                    if out is not None:
+                        return codec.decode_into(entry, out)
+                    buf = np.empty(st.st_size, dtype=np.uint8)
+                    np.copyto(buf, np.frombuffer(entry, dtype=np.uint8))
+                    return buf
+                finally:
+                    entry.release()
             finally:
                 os.close(fd)
 
@@ -239,22 +244,3 @@ class LocalStore(DirectoryStore):
                         pass
         finally:
             os.close(fd)
-
-
-def _pread_all(fd: int, buf: np.ndarray, offset: int) -> None:
-    """Fill `buf` (uint8) from `fd` at `offset`; CorruptValueError if the file is shorter."""
-    got = os.preadv(fd, [buf], offset)
-    while got < buf.nbytes:  # short reads happen for very large buffers
-        n = os.preadv(fd, [buf[got:]], offset + got)
-        if n == 0:
-            raise codec.CorruptValueError("entry is truncated")
-        got += n
-
-
-def _pread_into(fd: int, size: int, out: np.ndarray) -> np.ndarray:
-    """Read an array entry's header, check it against `out`, and read the payload into `out`."""
-    head = os.pread(fd, min(size, codec.header_size(codec.MAX_NDIM)), 0)
-    off = codec.check_into(head, size, out)
-    if out.nbytes:
-        _pread_all(fd, out.reshape(-1).view(np.uint8), off)
-    return out
