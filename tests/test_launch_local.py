@@ -309,6 +309,14 @@ def test_walltime_kills_the_process_tree(ex, tmp_path):
     assert ex.submit(add, 1, 1).result(timeout=30) == 2
 
 
+def test_walltime_starts_when_the_worker_is_ready(tmp_path, monkeypatch):
+    """A fresh worker that takes longer to start than the walltime does not eat into it."""
+    (tmp_path / "sitecustomize.py").write_text("import time\ntime.sleep(3)\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    with LocalExecutor(cores=1) as slow_start:
+        assert slow_start.submit(sleep, 0.5, walltime=2.0).result(timeout=60) == 0.5
+
+
 @pytest.mark.parametrize(
     "how, signame",
     [((die, signal.SIGKILL), "SIGKILL"), ((abort,), "SIGABRT"), ((segfault,), "SIGSEGV")],
@@ -405,10 +413,12 @@ SCRIPT = textwrap.dedent(
         ex = LocalExecutor(log_dir=folder)
         fut = ex.submit(hang, os.path.join(folder, "task.pid"))
         cmd = ex.submit_command(Command(["sleep", "60"], name="sleeper"))
-        while not os.path.exists(os.path.join(folder, "task.pid")):
+        pidfile = os.path.join(folder, "task.pid")
+        while not os.path.exists(pidfile) or not os.path.getsize(pidfile):
             time.sleep(0.01)
         print("ready", flush=True)
         if mode == "exit":
+            sys.stdin.readline()  # the test has counted the processes
             sys.exit(0)
         with ex:
             fut.result()
@@ -421,7 +431,10 @@ def test_no_orphans_at_exit_or_ctrl_c(tmp_path, mode):
     script = tmp_path / "script.py"
     script.write_text(SCRIPT)
     proc = subprocess.Popen(
-        [sys.executable, str(script), mode, str(tmp_path)], stdout=subprocess.PIPE, text=True
+        [sys.executable, str(script), mode, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout.readline().strip() == "ready"
@@ -431,6 +444,9 @@ def test_no_orphans_at_exit_or_ctrl_c(tmp_path, mode):
         if mode == "sigint":
             time.sleep(0.2)
             proc.send_signal(signal.SIGINT)
+        else:
+            proc.stdin.write("exit\n")
+            proc.stdin.flush()
         proc.wait(timeout=30)
         gone, alive_ = psutil.wait_procs(descendants, timeout=10)
         assert not alive_, f"orphans left: {alive_}"

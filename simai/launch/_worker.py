@@ -106,6 +106,8 @@ def main() -> None:
     send = sock.sendall
     functions = {}
     pack = _HEADER.pack
+    ready = pickle.dumps(("ready",), protocol=5)
+    send(pack(len(ready)) + ready)  # a task's walltime starts now, not when it was sent
     while True:
         data = reader.frame()
         if data is None:

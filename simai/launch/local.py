@@ -49,6 +49,9 @@ _WORKER_SCRIPT = str(Path(__file__).with_name("_worker.py"))
 _GPU_VARS = ("CUDA_VISIBLE_DEVICES", "ZE_AFFINITY_MASK")
 _SHORT_TASK = 0.005
 _MAX_BATCH = 64
+# how long a fresh worker may take to start (interpreter, imports) before its first task's
+# walltime begins; a worker that never reports ready is still stopped after this more
+_STARTUP_ALLOWANCE = 60.0
 _LIVE: weakref.WeakSet[LocalExecutor] = weakref.WeakSet()
 
 
@@ -111,6 +114,8 @@ class _Worker:
         self.gpus: tuple[str, ...] = ()
         self.gpu_key: tuple[str, ...] | None = None
         self.deadline: float | None = None
+        self.ready = False  # the worker process has started and said so
+        self.walltime: float | None = None  # of the task it runs, while it starts
         self.kill_reason: BaseException | None = None
         self.send(("init", list(sys.path)))
 
@@ -560,16 +565,23 @@ class LocalExecutor(Executor):
             return False
         if single and worker.outstanding[0].walltime is not None:
             task = worker.outstanding[0]
-            worker.deadline = time.monotonic() + task.walltime  # type: ignore[operator]
-            heapq.heappush(self._deadlines, (worker.deadline, task.id, worker))
+            worker.walltime = task.walltime
+            # a worker still starting gets its walltime from when it is ready (see _on_readable)
+            extra = 0.0 if worker.ready else _STARTUP_ALLOWANCE
+            self._set_deadline(worker, time.monotonic() + task.walltime + extra)  # type: ignore[operator]
         worker.send(("run", batch))
         return True
+
+    def _set_deadline(self, worker: _Worker, deadline: float) -> None:
+        worker.deadline = deadline
+        heapq.heappush(self._deadlines, (deadline, worker.outstanding[0].id, worker))
 
     def _idle_worker(self, worker: _Worker) -> None:
         self._active.discard(worker)
         self._release(worker.cores, worker.gpus)
         worker.last_cores = worker.cores
         worker.shape, worker.cores, worker.gpus, worker.deadline = None, (), (), None
+        worker.walltime = None
         self._idle.append(worker)
 
     def _flush_all(self) -> None:
@@ -583,6 +595,11 @@ class LocalExecutor(Executor):
     def _on_readable(self, worker: _Worker) -> None:
         frames, eof = worker.read()
         for frame in frames:
+            if frame == ("ready",):
+                worker.ready = True
+                if worker.deadline is not None and worker.walltime is not None:
+                    self._set_deadline(worker, time.monotonic() + worker.walltime)
+                continue
             task = worker.outstanding.popleft()
             ok, value, tb, seconds = frame[1:5]
             if len(frame) == 7:  # the worker made the memo key and the result's pickle
