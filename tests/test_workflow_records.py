@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -553,3 +554,21 @@ def test_worker_memo_keys_match_the_workflow_and_a_resume_recalls_every_task(
     assert again[-1] == first[-1] == 3
     np.testing.assert_array_equal(again[2][0][0], view)
     assert again[:2] == first[:2] and again[3] == first[3]
+
+
+def test_numpy_scalars_are_stored_as_numbers(tmp_path: Path) -> None:
+    """marshal writes numpy scalars as raw bytes: times, steps and counts are converted first."""
+    with Records(tmp_path / "records.db") as r:
+        r.start_run()
+        r.event("component", "c", "started", at=np.float64(101.0))
+        r.log_metric("loss", np.float32(0.5), step=np.int64(7), at=np.float64(103.0))
+        r.stream_sample("s", np.int64(10), np.int64(2), at=np.float64(104.0))
+        r.flush()
+    db = sqlite3.connect(tmp_path / "records.db")
+    try:
+        assert db.execute("SELECT time, step FROM metrics").fetchall() == [(103.0, 7)]
+        assert db.execute("SELECT * FROM stream_backlog").fetchall() == [(104.0, "s", 10, 2)]
+        times = db.execute("SELECT typeof(time) FROM events").fetchall()
+        assert times and all(t == ("real",) for t in times)
+    finally:
+        db.close()

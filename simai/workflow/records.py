@@ -368,7 +368,7 @@ class Records:
             (
                 EVENT,
                 (
-                    at or time.time(),
+                    float(at) if at else time.time(),  # numpy scalars would marshal as bytes
                     self.attempt,
                     kind,
                     name,
@@ -378,7 +378,7 @@ class Records:
                     worker,
                     resources,
                     detail,
-                    started,
+                    None if started is None else float(started),
                 ),
             )
         )
@@ -410,7 +410,9 @@ class Records:
         ``at`` when it was logged, default now)."""
         if self._refuse:
             self._writable()
-        row = (at or time.time(), name, float(value), step, source)
+        if step is not None:
+            step = int(step)
+        row = (float(at) if at else time.time(), name, float(value), step, source)
         self._pending.append((METRIC, row))
 
     def store_counters(self, rows: list[tuple]) -> None:
@@ -427,7 +429,12 @@ class Records:
         values the slowest consumer group has not read; None without groups)."""
         if self._refuse:
             self._writable()
-        row = (at or time.time(), stream, length, backlog)
+        row = (
+            float(at) if at else time.time(),
+            stream,
+            int(length),
+            None if backlog is None else int(backlog),
+        )
         self._pending.append((ROW, (_INSERT_BACKLOG, row)))
 
     def channel_offset(self, file: str, offset: int) -> None:
