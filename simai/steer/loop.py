@@ -104,7 +104,8 @@ def _returns_command(fn: Callable[..., Any]) -> bool:
 
 
 def _error_text(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
+    # a SimulationError's message already names the exception the simulation raised
+    text = str(exc) if isinstance(exc, SimulationError) else f"{type(exc).__name__}: {exc}"
     return text if len(text) <= _MAX_ERROR else text[: _MAX_ERROR - 3] + "..."
 
 
@@ -706,17 +707,19 @@ class Steering:
         except Exception as e:  # noqa: BLE001 - a value that cannot be used fails the sim
             self._record_failure(flight, e)
             return
+        self._add_busy(started, ended)
+        self._finish(flight, value, None, started, ended, worker, host)
+
+    def _add_busy(self, started: float, ended: float) -> None:
         # from t0 on only: a result the memo recalls from an earlier run kept nobody busy now
         self._busy += max(0.0, ended - max(started, self._t0 or started))
-        self._finish(flight, value, None, started, ended, worker, host)
 
     def _record_failure(self, flight: _Flight, error: BaseException) -> None:
         if isinstance(error, SimulationError):
-            self._busy += max(0.0, error.ended - max(error.started, self._t0 or error.started))
-            text = error.message
-            if len(text) > _MAX_ERROR:
-                text = text[: _MAX_ERROR - 3] + "..."
-            self._finish(flight, None, text, error.started, error.ended, error.pid, error.host)
+            self._add_busy(error.started, error.ended)
+            self._finish(
+                flight, None, _error_text(error), error.started, error.ended, error.pid, error.host
+            )
             return
         if isinstance(error, TaskTimeoutError) and self.sim_walltime is not None:
             self._busy += self.sim_walltime  # a worker was held that long; else unknown
