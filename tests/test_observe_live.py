@@ -17,7 +17,7 @@ import pytest
 from _procs import children, no_new_children
 
 import simai
-from simai.observe.live import Progress, task_states
+from simai.observe.live import Progress
 from simai.workflow import Records
 
 DEMO = textwrap.dedent(
@@ -138,17 +138,6 @@ def test_snapshot_of_a_running_workflow(tmp_path: Path) -> None:
         "SELECT stream, length, backlog FROM stream_backlog"
     )
     assert [tuple(r) for r in samples] == [("s", 5, 3)]  # recorded once: it did not change
-
-
-def test_task_states_from_event_counts() -> None:
-    counts = {"submitted": 10, "started": 6, "finished": 3, "failed": 1, "cancelled": 2}
-    assert task_states(counts) == {
-        "done": 3,
-        "running": 2,
-        "queued": 2,
-        "failed": 1,
-        "cancelled": 2,
-    }
 
 
 def test_a_bad_mode_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -572,3 +572,108 @@ def test_numpy_scalars_are_stored_as_numbers(tmp_path: Path) -> None:
         assert times and all(t == ("real",) for t in times)
     finally:
         db.close()
+
+
+def _sleep(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def _fail_once(marker: str) -> str:
+    if not os.path.exists(marker):
+        Path(marker).touch()
+        raise RuntimeError("first attempt fails")
+    return "second attempt"
+
+
+def _boom() -> None:
+    raise ValueError("bad input 7")
+
+
+def test_a_workflow_writes_one_row_per_task_and_rows_for_tasks_still_running(
+    tmp_path: Path,
+) -> None:
+    """A real run on one core: a long task shows running and the one behind it queued
+    while they last (rows written after the hold), and every task ends with one row that
+    has its times, retries and error."""
+    from simai.workflow import Workflow
+
+    run = tmp_path / "run"
+    with Workflow("rows", run_dir=run, executor_config={"cores": 1}) as wf:
+        slow = wf.submit(_sleep, 3.0)
+        queued = wf.submit(_sleep, 0.0)
+        with Records(run / "records.db", readonly=True) as ro:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                states = {t["item_id"]: t["state"] for t in ro.tasks_table()}
+                if len(states) == 2:
+                    break
+                time.sleep(0.1)
+        assert sorted(states.values()) == ["running", "submitted"], states
+        assert wf.task_counts() == {
+            "done": 0,
+            "running": 1,
+            "queued": 1,
+            "failed": 0,
+            "cancelled": 0,
+        }
+        assert slow.result(timeout=60) == 3.0 and queued.result(timeout=60) == 0.0
+        again = wf.submit(_fail_once, str(tmp_path / "marker"), retries=1)
+        assert again.result(timeout=60) == "second attempt"
+        broken = wf.submit(_boom)
+        with pytest.raises(ValueError):
+            broken.result(timeout=60)
+        never = wf.submit(_sleep, broken)
+        with pytest.raises(Exception, match="bad input 7"):
+            never.result(timeout=60)
+        assert wf.task_counts() == {
+            "done": 3,
+            "running": 0,
+            "queued": 0,
+            "failed": 1,
+            "cancelled": 1,
+        }
+    with Records(run / "records.db", readonly=True) as ro:
+        rows = ro.tasks_table()
+        by_state = {r["state"]: r for r in rows}
+        assert [r["state"] for r in rows] == ["done", "done", "done", "failed", "cancelled"]
+        for r in rows[:4]:
+            assert r["submitted"] <= r["started"] <= r["ended"]
+        assert rows[0]["ended"] - rows[0]["started"] >= 3.0
+        assert rows[2]["name"] == "_fail_once" and rows[2]["retries"] == 1
+        assert by_state["failed"]["detail"] == "ValueError: bad input 7"
+        assert by_state["cancelled"]["started"] is None
+        assert all(r["retries"] == 0 for r in rows if r["name"] != "_fail_once")
+        events = [(e["name"], e["event"]) for e in ro.events(kind="task")]
+        assert events == [("_fail_once", "retried"), ("_boom", "failed"), ("_sleep", "cancelled")]
+        assert "RuntimeError: first attempt fails" in ro.events(kind="task")[0]["detail"]
+
+
+def test_a_version_1_database_is_migrated_and_keeps_its_memo(tmp_path: Path) -> None:
+    """Version 1 kept the memo in a table keyed by the memo key; opening such a run for
+    writing (a resume) moves its memo to the appended table."""
+    from simai.store import codec
+
+    path = tmp_path / "records.db"
+    Records(path).close()
+    header, payload = codec.encode([1, 2])
+    db = sqlite3.connect(path)
+    db.executescript(
+        """
+        DROP TABLE memo;
+        CREATE TABLE memo (key TEXT PRIMARY KEY, name TEXT, status TEXT NOT NULL,
+            result BLOB, finished REAL) WITHOUT ROWID;
+        PRAGMA user_version=1;
+        """
+    )
+    db.execute("INSERT INTO memo VALUES ('k0', 'f', 'done', ?, 1.0)", (header + bytes(payload),))
+    db.commit()
+    db.close()
+    with Records(path, readonly=True) as ro:  # `simai status` of an older run still works
+        assert ro.summary()["tasks"] == {}
+    with Records(path) as r:
+        assert r.memo_get("k0").result == [1, 2]
+        r.memo_put("k0", "f", [3])
+        assert r.memo_get("k0").result == [3]  # the latest row of a key counts
+        assert r.memo_keys() == {"k0"}
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2

@@ -87,12 +87,15 @@ class Task:
     has_dependencies: bool = False
     started: bool = False
     backend_data: Any = None
-    observer: Callable[[Task, str, BaseException | None], None] | None = None
+    observer: Observer | None = None
     #: set by the memo for a backend that can compute the memo key where the task runs
     #: (see :meth:`Memo.recall`); the backend then sets ``memo_key`` and ``result_bytes``
     memo_ident: str | None = None
     memo_key: str | None = None
     result_bytes: bytes | None = None
+    #: when it was submitted and when its first attempt started (``time.time()``)
+    submitted_at: float = 0.0
+    started_at: float | None = None
 
     @property
     def label(self) -> str:
@@ -100,19 +103,27 @@ class Task:
         return f"task {self.name!r} (id {self.id})"
 
     def start(self) -> bool:
-        """Mark the future running; False if it was cancelled and must not run."""
+        """Mark the future running (and ``started_at``); False if it was cancelled and
+        must not run."""
         if self.started:
             return not self.future.done()
         self.started = True
         running = self.future.set_running_or_notify_cancel()
         if running:
-            self.notify("started")
+            self.started_at = time.time()
         return running
 
     def notify(self, event: str, error: BaseException | None = None) -> None:
         """Tell the executor's observer (the workflow's records) what happened."""
         if self.observer is not None:
-            self.observer(self, event, error)
+            self.observer([(self, event, error)])
+
+
+#: what an executor tells its observer: ``observer(events)`` with ``(task, event, error)``
+#: tuples; events are ``submitted`` (alone, in the submitting thread), then ``finished``,
+#: ``failed``, ``retried`` or ``cancelled``, several at once when tasks end together (the
+#: start of a task is ``task.started_at``, not an event: it happens on the hot path)
+Observer = Callable[[list[tuple[Task, str, BaseException | None]]], None]
 
 
 def _check_retries_walltime(retries: Any, walltime: Any) -> tuple[int, float | None]:
@@ -202,10 +213,14 @@ class Memo(Protocol):
         keep the result's pickle, off the executor's process: see ``_worker.py``)."""
 
     def remember(
-        self, task: Task, result: Any, done: Callable[[BaseException | None], None]
+        self,
+        ended: list[tuple[Task, Any]],
+        done: Callable[[Task, Any, BaseException | None], None],
     ) -> None:
-        """Keep a finished task's result; call ``done(None)`` once it is durable (the task
-        counts as finished only then), ``done(error)`` if it could not be kept."""
+        """Keep the results of tasks that just finished, ``(task, result)`` pairs; call
+        ``done(task, result, None)`` for each once its result is durable (a task counts as
+        finished only then), ``done(task, result, error)`` if it could not be kept. Backends
+        pass the tasks that end together in one call, so one commit covers them all."""
 
 
 class Executor(abc.ABC):
@@ -215,12 +230,11 @@ class Executor(abc.ABC):
     context manager that shuts down on exit (and kills everything at once when the
     block is left by ``KeyboardInterrupt``).
 
-    A workflow attaches an ``observer`` (called with each task's submitted, started,
-    finished, failed, retried and cancelled events) and a ``memo`` (finished tasks are
-    recalled instead of run again); both are None for a bare executor.
+    A workflow attaches an ``observer`` (see :data:`Observer`) and a ``memo`` (finished
+    tasks are recalled instead of run again); both are None for a bare executor.
     """
 
-    observer: Callable[[Task, str, BaseException | None], None] | None = None
+    observer: Observer | None = None
     memo: Memo | None = None
     _log_dir: Path | None = None
     _log_prefix = "simai-launch-"
@@ -376,6 +390,7 @@ class Executor(abc.ABC):
         deps = _find_futures(task.args, task.kwargs)
         task.has_dependencies = bool(deps)
         self._prepare(task)
+        task.submitted_at = time.time()
         task.notify("submitted")
         if not deps:
             self._launch(task)
@@ -431,24 +446,50 @@ class Executor(abc.ABC):
     def _finish(self, task: Task, result: Any = None, error: BaseException | None = None) -> None:
         """Record the end of one attempt: retry, or settle the future (once the memo, if
         any, has kept the result durably)."""
-        if error is None and self.memo is not None and not task.future.done():
-            try:
-                self.memo.remember(task, result, lambda err: self._conclude(task, result, err))
-                return
-            except Exception as exc:  # noqa: BLE001 - a result that cannot be kept fails
-                error = exc
-        self._conclude(task, result, error)
+        self._finish_many([(task, result, error)])
+
+    def _finish_many(self, ended: list[tuple[Task, Any, BaseException | None]]) -> None:
+        """:meth:`_finish` for attempts that ended together, ``(task, result, error)``: the
+        observer hears of the finished ones at once and the memo keeps their results in
+        one commit."""
+        finished = []
+        for task, result, error in ended:
+            if error is not None:
+                self._retry_or_fail(task, error)
+            elif not task.future.done():  # else it was failed meanwhile (terminate)
+                finished.append((task, result))
+        if not finished:
+            return
+        observer = self.observer
+        if observer is not None:
+            events = [(t, "finished", None) for t, _ in finished if t.observer is not None]
+            if events:
+                observer(events)
+        memo = self.memo
+        if memo is None:
+            for task, result in finished:
+                self._conclude(task, result, None)
+            return
+        try:
+            memo.remember(finished, self._conclude)
+        except Exception as exc:  # noqa: BLE001 - results that cannot be kept fail
+            for task, result in finished:
+                self._conclude(task, result, exc)
 
     def _conclude(self, task: Task, result: Any, error: BaseException | None) -> None:
-        if error is None:
-            task.notify("finished")
-            task.args, task.kwargs, task.backend_data, task.result_bytes = (), {}, None, None
-            if not task.future.done():
-                try:
-                    task.future.set_result(result)
-                except InvalidStateError:
-                    pass
+        """Settle a finished task's future (its result is kept), or retry or fail it when
+        its result could not be kept."""
+        if error is not None:
+            self._retry_or_fail(task, error)
             return
+        task.args, task.kwargs, task.backend_data, task.result_bytes = (), {}, None, None
+        if not task.future.done():
+            try:
+                task.future.set_result(result)
+            except InvalidStateError:
+                pass
+
+    def _retry_or_fail(self, task: Task, error: BaseException) -> None:
         if (
             task.attempt < task.retries
             and not isinstance(error, DependencyError | CancelledError)

@@ -404,17 +404,13 @@ class LocalExecutor(Executor):
                 _, task, result, error, cores, gpus = item
                 self._release(cores, gpus)
                 self._outstanding -= 1
-                self._settle(task, result, error)
+                self._finish(task, result, error)
             elif kind == "shutdown":
                 self._stop = True
                 if item[1]:
                     self._cancel_all_queued()
             elif kind == "terminate":
                 self._terminated = True
-
-    def _settle(self, task: Task, result: Any, error: BaseException | None) -> None:
-        """End of one attempt; a retry re-enters through ``_run``."""
-        self._finish(task, result, error)
 
     def _cancel_all_queued(self) -> None:
         for queue in self._queues.values():
@@ -594,6 +590,7 @@ class LocalExecutor(Executor):
 
     def _on_readable(self, worker: _Worker) -> None:
         frames, eof = worker.read()
+        ended: list[tuple[Task, Any, BaseException | None]] = []
         for frame in frames:
             if frame == ("ready",):
                 worker.ready = True
@@ -614,11 +611,13 @@ class LocalExecutor(Executor):
             self._ema[shape] = seconds if old is None else 0.8 * old + 0.2 * seconds  # type: ignore[index]
             self._outstanding -= 1
             if ok:
-                self._settle(task, value, None)
+                ended.append((task, value, None))
             else:
                 if tb:
                     value.__cause__ = _RemoteTraceback(tb)
-                self._settle(task, None, value)
+                ended.append((task, None, value))
+        if ended:
+            self._finish_many(ended)
         if eof:
             self._on_worker_exit(worker)
         elif not worker.outstanding and worker in self._active:
@@ -644,7 +643,7 @@ class LocalExecutor(Executor):
                     f"the worker process running {first.label} died with "
                     f"{_signal_text(returncode)} (pid {worker.proc.pid})"
                 )
-            self._settle(first, None, reason)
+            self._finish(first, None, reason)
             for task in reversed(rest):
                 self._requeue(task)
 

@@ -51,22 +51,6 @@ class Snapshot:
     store: dict[str, float] | None = None  # bytes_per_s, ops_per_s, bytes, ops
 
 
-def task_states(events: dict[str, int]) -> dict[str, int]:
-    """Task counts per state from counts of task events (each task's ``started`` counts
-    once; a retried task stays running until it ends)."""
-    done, failed = events.get("finished", 0), events.get("failed", 0)
-    cancelled = events.get("cancelled", 0)
-    running = max(0, events.get("started", 0) - done - failed)
-    queued = max(0, events.get("submitted", 0) - done - failed - cancelled - running)
-    return {
-        "done": done,
-        "running": running,
-        "queued": queued,
-        "failed": failed,
-        "cancelled": cancelled,
-    }
-
-
 class Progress:
     """Collects :class:`Snapshot` s of a workflow and shows them (see the module doc)."""
 
@@ -109,7 +93,7 @@ class Progress:
         comps = [(c.name, c.state, c.restarts) for c in list(wf.components.values())]
         return Snapshot(
             elapsed=time.monotonic() - self._start,
-            tasks=task_states(dict(wf.task_events)),
+            tasks=wf.task_counts(),
             components=comps,
             metrics=self._read_metrics(),
             streams=self._read_streams(),

@@ -6,16 +6,19 @@ SQLite here rather than in a thread of the workflow process keeps that work off 
 workflow's GIL.
 
 Protocol: each frame on stdin is ``<Q length`` + ``marshal.dumps((seq, items))``, items
-being ``(type, row)`` tuples: EVENT, MEMO, METRIC, ROW (an ``(sql, args)`` statement for
-the smaller tables) and FLUSH (write every held row too); the frame is committed in one
-transaction and ``<Q seq`` written back.
+being ``(type, row)`` tuples: EVENT, TASK (a task's whole row, see :data:`UPSERT_TASK`),
+MEMO, METRIC, ROW (an ``(sql, args)`` statement for the smaller tables) and FLUSH (write
+every held row too); the frame is committed in one transaction and ``<Q seq`` written back.
 
 Task events are folded into one row per task, and a task that has not ended yet is held
 here for up to ``HOLD`` seconds before its row is written: a short task then costs one
-insert (submitted, started and ended together) instead of three writes, which is most of
-what recording costs. A FLUSH item in a frame (``Records.flush``) writes every held row
-with that frame. At end of input (the workflow closed it, or died, SIGKILL included) the
-held rows are committed too and the process exits, so it never outlives its workflow and
+insert (submitted, started and ended together) instead of three writes. A FLUSH item in a
+frame (``Records.flush``) writes every held row with that frame. A TASK item is a row
+folded already (the workflow's way: it knows each task's times when the task ends) and is
+written as it comes; do not mix the two for one task.
+
+At end of input (the workflow closed it, or died, SIGKILL included) the held rows are
+committed too and the process exits, so it never outlives its workflow and
 loses nothing it received.
 """
 
@@ -30,7 +33,7 @@ import sys
 import time
 from typing import Any
 
-EVENT, MEMO, METRIC, SYNC, FLUSH, ROW = range(6)
+EVENT, MEMO, METRIC, SYNC, FLUSH, ROW, TASK = range(7)
 FRAME = struct.Struct("<Q")
 #: seconds a task row that has not ended waits here for its end (one write instead of three)
 HOLD = 1.0
@@ -51,6 +54,9 @@ LOGGED_TASK_EVENTS = frozenset(("failed", "retried", "cancelled"))
 ENDED = frozenset(("done", "failed", "cancelled"))
 
 INSERT_EVENT = "INSERT INTO events VALUES (NULL,?,?,?,?,?,?,?,?,?,?)"
+#: a task's row from (name, item_id, attempt, state, last_event, submitted, started, ended,
+#: host, worker, resources, retries, detail, recording host): times and the last host
+#: named are kept, retries add up
 UPSERT_TASK = """
 INSERT INTO tasks VALUES (?1,?2,?3,?4,?5,?6,?7,?8,coalesce(?9,?14),?10,?11,?12,?13)
 ON CONFLICT (name, item_id) DO UPDATE SET
@@ -64,7 +70,7 @@ ON CONFLICT (name, item_id) DO UPDATE SET
     resources = coalesce(excluded.resources, tasks.resources),
     retries = tasks.retries + excluded.retries, detail = coalesce(excluded.detail, tasks.detail)
 """
-INSERT_MEMO = "INSERT OR REPLACE INTO memo VALUES (?,?,?,?,?)"
+INSERT_MEMO = "INSERT INTO memo VALUES (?,?,?,?,?)"
 INSERT_METRIC = "INSERT INTO metrics VALUES (?,?,?,?,?)"
 
 
@@ -118,6 +124,23 @@ def merge_task(
     return key
 
 
+def task_rows(attempt: int, host: str, rows: list[tuple], events: list[tuple]) -> list[tuple]:
+    """The :data:`UPSERT_TASK` rows of a TASK item (``Records.tasks``), adding the events
+    log's rows of its failed, retried and cancelled tasks to ``events``."""
+    out = []
+    for name, item, event, submitted, started, ended, resources, retries, detail in rows:
+        item = str(item)
+        state = STATE_OF[event]
+        out.append(
+            (name, item, attempt, state, event, submitted, started, ended, None, None)
+            + (resources, retries, detail, host)
+        )
+        if event in LOGGED_TASK_EVENTS:
+            at = ended if ended is not None else time.time()
+            events.append((at, attempt, "task", name, item, event, host, None, resources, detail))
+    return out
+
+
 class Batcher:
     """Folds frames into transactions, holding the rows of tasks that have not ended."""
 
@@ -129,7 +152,7 @@ class Batcher:
     def commit(self, items: list[tuple[int, Any]], now: float, flush: bool = False) -> None:
         """Commit one frame atomically: events, memos, metrics, extra rows, and the task
         rows that ended, waited ``hold`` seconds, or all of them with ``flush``."""
-        events, memos, metrics, rows = [], [], [], []
+        events, memos, metrics, rows, direct = [], [], [], [], []
         held, since, host = self.held, self.since, self.host
         ended: list[tuple[str, str]] = []
         for kind, row in items:
@@ -143,8 +166,10 @@ class Batcher:
                     if row[5] not in LOGGED_TASK_EVENTS:
                         continue
                 events.append(row[:10] if row[6] is not None else (*row[:6], host, *row[7:10]))
+            elif kind == TASK:
+                direct += task_rows(*row, events)
             elif kind == MEMO:
-                memos.append(row)
+                memos += row
             elif kind == METRIC:
                 metrics.append(row)
             elif kind == ROW:
@@ -152,6 +177,8 @@ class Batcher:
             elif kind == FLUSH:
                 flush = True
         tasks = self._take(ended, now, flush)
+        if direct:
+            tasks += direct
         if not (events or tasks or memos or metrics or rows):
             return
         db = self.db

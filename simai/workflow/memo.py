@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import pickle
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +14,7 @@ from simai.launch.executor import Task
 from simai.workflow.component import COMPONENT_ENV
 from simai.workflow.records import Records
 
+_log = logging.getLogger(__name__)
 #: a function's identity in memo keys, by id of the function (kept alive while cached)
 _IDENTS: dict[int, tuple[Any, str]] = {}
 
@@ -113,16 +115,44 @@ class RecordsMemo:
         return True, pickle.loads(entry.result)
 
     def remember(
-        self, task: Task, result: Any, done: Callable[[BaseException | None], None]
+        self,
+        ended: list[tuple[Task, Any]],
+        done: Callable[[Task, Any, BaseException | None], None],
     ) -> None:
-        key = task.memo_key or memo_key(task)
-        if key is None:
-            done(None)
-            return
-        blob, task.result_bytes = task.result_bytes, None
-        if blob is None:
-            try:
-                blob = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
-            except Exception:  # noqa: BLE001 - lambdas, local classes: cloudpickle takes them
-                blob = cloudpickle.dumps(result)
-        self.records.memo_put(key, task.name, blob, on_durable=done)
+        records = self.records
+        kept, now, later = [], [], []
+        for task, result in ended:
+            key = task.memo_key or memo_key(task)
+            if key is None:  # not memoized (a component, or arguments that cannot be hashed)
+                now.append((task, result, None))
+                continue
+            blob, task.result_bytes = task.result_bytes, None
+            if blob is None:
+                try:
+                    blob = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+                except Exception:  # noqa: BLE001 - lambdas, local classes: cloudpickle takes them
+                    try:
+                        blob = cloudpickle.dumps(result)
+                    except Exception as exc:  # noqa: BLE001 - this task fails, not the others
+                        now.append((task, result, exc))
+                        continue
+            later.append((key, task.name, blob))
+            kept.append((task, result))
+        if kept:
+            records.memo_put_many(later, on_durable=lambda error: _conclude_all(kept, done, error))
+        for task, result, error in now:
+            done(task, result, error)
+
+
+def _conclude_all(
+    kept: list[tuple[Task, Any]],
+    done: Callable[[Task, Any, BaseException | None], None],
+    error: BaseException | None,
+) -> None:
+    """Settle the tasks one commit made durable (each on its own: one that raises does
+    not leave the others hanging)."""
+    for task, result in kept:
+        try:
+            done(task, result, error)
+        except Exception:  # noqa: BLE001 - logged; the other tasks still settle
+            _log.exception("settling %s after its memo commit failed", task.label)

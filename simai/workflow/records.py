@@ -35,8 +35,10 @@ Tables (plain SQL: ``sqlite3 records.db`` answers ad-hoc questions):
   detail)``: the event log: every component and store event, and the task events worth a
   history (``failed``, ``retried``, ``cancelled``); ``resources`` is JSON, ``detail`` an
   error message or log tail.
-- ``memo(key, name, status, result, finished)``: finished tasks by memo key, the result
-  encoded with :mod:`simai.store.codec` (arrays, bytes, JSON; pickle only when allowed).
+- ``memo(key, name, status, result, finished)``: finished tasks in the order their results
+  were kept, the result encoded with :mod:`simai.store.codec` (arrays, bytes, JSON; pickle
+  only when allowed). No index: lookups read the keys into memory once, and a key kept
+  twice counts by its latest row.
 - ``metrics(time, name, value, step, source)``: user metrics (``simai.log_metric``;
   ``source`` is the component's name, ``workflow``, or ``host:pid`` of a task's worker).
 - ``channel_files(file, offset)``: how far each process's metrics file in the run's
@@ -73,7 +75,7 @@ from typing import Any, TypeVar
 
 from simai.store import codec
 from simai.workflow import _recorder
-from simai.workflow._recorder import EVENT, FLUSH, FRAME, MEMO, METRIC, ROW
+from simai.workflow._recorder import EVENT, FLUSH, FRAME, MEMO, METRIC, ROW, TASK
 
 KINDS = ("task", "component", "store")
 EVENTS = (
@@ -92,7 +94,19 @@ STATE_OF = _recorder.STATE_OF
 _KINDS = frozenset(KINDS)
 _EVENTS = frozenset(EVENTS)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: version 1 kept the memo in a table keyed by the memo key: each insert went to a random
+#: page, which made the memo most of what recording cost
+_MIGRATE_1 = """
+BEGIN IMMEDIATE;
+ALTER TABLE memo RENAME TO memo_v1;
+CREATE TABLE memo (
+    key TEXT NOT NULL, name TEXT, status TEXT NOT NULL, result BLOB, finished REAL);
+INSERT INTO memo SELECT key, name, status, result, finished FROM memo_v1 ORDER BY finished;
+DROP TABLE memo_v1;
+PRAGMA user_version=2;
+COMMIT;
+"""
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     attempt INTEGER PRIMARY KEY, started REAL NOT NULL, ended REAL,
@@ -108,8 +122,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     worker TEXT, resources TEXT, retries INTEGER NOT NULL, detail TEXT,
     PRIMARY KEY (name, item_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS memo (
-    key TEXT PRIMARY KEY, name TEXT, status TEXT NOT NULL, result BLOB, finished REAL)
-    WITHOUT ROWID;
+    key TEXT NOT NULL, name TEXT, status TEXT NOT NULL, result BLOB, finished REAL);
 CREATE TABLE IF NOT EXISTS metrics (
     time REAL NOT NULL, name TEXT NOT NULL, value REAL, step INTEGER, source TEXT);
 CREATE INDEX IF NOT EXISTS metrics_name ON metrics (name, step);
@@ -218,8 +231,11 @@ class Records:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 with self._db:
                     self._db.executescript(_SCHEMA)
-                    if self._db.execute("PRAGMA user_version").fetchone()[0] == 0:
+                    version = self._db.execute("PRAGMA user_version").fetchone()[0]
+                    if version == 0:
                         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                    elif version == 1:
+                        self._db.executescript(_MIGRATE_1)
             self._check_schema()
         except sqlite3.DatabaseError as e:
             self._db.close()
@@ -227,6 +243,8 @@ class Records:
         except BaseException:
             self._db.close()
             raise
+        self._memo_rows: dict[str, int] = {}  # memo key -> its latest row
+        self._memo_seen = 0
         self._pending: collections.deque = collections.deque()
         self._wake = threading.Event()
         self._sync_lock = threading.Lock()
@@ -280,7 +298,7 @@ class Records:
             self._db.execute("SELECT 1 FROM runs, events, tasks, memo, metrics LIMIT 0")
         except sqlite3.DatabaseError as e:
             raise ValueError(f"{self.path} is not a simai records database: {e}") from None
-        if version != SCHEMA_VERSION:
+        if version != SCHEMA_VERSION and not (self.readonly and version == 1):
             raise ValueError(
                 f"{self.path} has records schema version {version}; this simai reads "
                 f"{SCHEMA_VERSION}"
@@ -383,20 +401,17 @@ class Records:
             )
         )
 
-    def task_event(
-        self, name: str, item_id: str | int, event: str, resources: str | None, detail: str | None
-    ) -> None:
-        """:meth:`event` for a task, now, on this host, unchecked: the workflow's hot path
-        (``event`` must be one of :data:`EVENTS`, ``resources`` JSON text or None)."""
+    def tasks(self, rows: list[tuple]) -> None:
+        """Queue tasks' whole rows: ``(name, item_id, event, submitted, started, ended,
+        resources, retries, detail)``, each task as it stands after ``event`` (one of
+        :data:`EVENTS`), ``resources`` JSON text and ``retries`` those since its last row.
+        For a caller that keeps each task's times itself (the workflow): one write per
+        task instead of one per event, and the writer process builds the rows. Unchecked:
+        the workflow's hot path. ``failed``, ``retried`` and ``cancelled`` rows also go to
+        the events log. Do not mix with :meth:`event` for one task."""
         if self._refuse:
             self._writable()
-        self._pending.append(
-            (
-                EVENT,
-                (time.time(), self.attempt, "task", name, item_id, event)
-                + (None, None, resources, detail, None),
-            )
-        )
+        self._pending.append((TASK, (self.attempt, self._host, rows)))
 
     def log_metric(
         self,
@@ -468,9 +483,24 @@ class Records:
         writer failed): resolve the task's future there. ``durable=False`` only queues it.
         Raises ``TypeError`` for a result the codec cannot encode (see ``allow_pickle``).
         """
+        self.memo_put_many(
+            [(key, name, result)], status=status, durable=durable, on_durable=on_durable
+        )
+
+    def memo_put_many(
+        self,
+        entries: list[tuple[str, str | None, Any]],
+        *,
+        status: str = "done",
+        durable: bool = True,
+        on_durable: Callable[[BaseException | None], None] | None = None,
+    ) -> None:
+        """:meth:`memo_put` for ``(key, name, result)`` entries, committed together (one
+        ``on_durable`` call for all); none is queued if one cannot be encoded."""
         self._writable()
-        row = (key, name, status, _encode(result, self.allow_pickle), time.time())
-        self._pending.append((MEMO, row))
+        now, allow = time.time(), self.allow_pickle
+        rows = [(key, name, status, _encode(result, allow), now) for key, name, result in entries]
+        self._pending.append((MEMO, rows))
         if on_durable is not None:
             self.after_commit(on_durable)
         elif durable:
@@ -637,17 +667,32 @@ class Records:
 
     @_locked
     def memo_get(self, key: str) -> MemoEntry | None:
-        """The committed memo of ``key``, or ``None`` if that task never finished."""
-        row = self._db.execute("SELECT * FROM memo WHERE key=?", (key,)).fetchone()
-        if row is None:
+        """The committed memo of ``key`` (the latest, if kept twice), or ``None`` if that
+        task never finished."""
+        self._load_memo_keys()
+        rowid = self._memo_rows.get(key)
+        if rowid is None:
             return None
+        row = self._db.execute("SELECT * FROM memo WHERE rowid=?", (rowid,)).fetchone()
         result = codec.decode(row["result"], allow_pickle=self.allow_pickle)
         return MemoEntry(row["key"], row["name"], row["status"], result, row["finished"])
 
     @_locked
     def memo_keys(self) -> set[str]:
         """Every committed memo key (for a resume that checks many tasks at once)."""
-        return {k for (k,) in self._db.execute("SELECT key FROM memo")}
+        self._load_memo_keys()
+        return set(self._memo_rows)
+
+    def _load_memo_keys(self) -> None:
+        """Read the memo keys committed since the last call into memory: the memo table
+        has no index (appending to it is what keeps recording cheap), so lookups go
+        through this map of key to row."""
+        rows = self._db.execute(
+            "SELECT rowid, key FROM memo WHERE rowid > ? ORDER BY rowid", (self._memo_seen,)
+        ).fetchall()
+        if rows:
+            self._memo_rows.update((key, rowid) for rowid, key in rows)
+            self._memo_seen = rows[-1][0]
 
     # --- queries -------------------------------------------------------------------------
 

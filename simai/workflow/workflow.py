@@ -11,6 +11,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
@@ -24,10 +25,12 @@ from simai.store import ENV_PASSWORD, ENV_URL, Store, open_store
 from simai.workflow import metrics
 from simai.workflow.component import COMPONENT_ENV, POLICIES, Component
 from simai.workflow.memo import RecordsMemo
-from simai.workflow.records import EVENTS, Records
+from simai.workflow.records import Records
 from simai.workflow.rundir import RunDir
 
 ENV_RUN_DIR = metrics.ENV_RUN_DIR
+#: seconds a task that has not ended waits for a row: a short one gets one when it ends
+HOLD = 1.0
 ENV_RESUME = "SIMAI_RESUME"
 STOP_REQUEST = "stop-request"
 LAYOUTS = ("colocated", "clustered")
@@ -111,10 +114,10 @@ class Workflow:
         self._monitor_stop = threading.Event()
         self._stop_reason: str | None = None
         self._resources_json: dict[tuple[int, int, int], str] = {}
-        self._counts_lock = threading.Lock()
-        #: task events seen so far, by event (submitted, started, finished, ...): a cheap
-        #: live view of the run for progress displays, which read it without a query
-        self.task_events: dict[str, int] = dict.fromkeys(EVENTS, 0)
+        self._rows_lock = threading.Lock()
+        self._ended = dict.fromkeys(("finished", "failed", "cancelled", "retried"), 0)
+        self._live: dict[int, Task] = {}  # tasks that have not ended, by id
+        self._written: dict[int, tuple[str, int]] = {}  # their last row: event, retries
         self._channel: metrics.ChannelReader | None = None
         self._monitor_thread: threading.Thread | None = None
         self._monitor_store: Store | None = None
@@ -206,6 +209,7 @@ class Workflow:
         if self._monitor_store is not None:
             attempt(self._monitor_store.close)
         if hasattr(self, "records"):
+            attempt(lambda: self._write_live_rows(hold=None))  # tasks cancelled unstarted
             status = "interrupted" if interrupted else ("failed" if failed else "done")
             attempt(lambda: self.records.end_run(status))
             attempt(self.records.close)
@@ -241,6 +245,7 @@ class Workflow:
         stop_file = Path(self.run_dir.path, STOP_REQUEST)
         while not self._monitor_stop.wait(self.heartbeat_interval):
             try:
+                self._write_live_rows()
                 self._channel.poll()  # type: ignore[union-attr]
                 metrics.ship_counters()
                 self._sample_streams()
@@ -329,24 +334,96 @@ class Workflow:
             config.setdefault("log_dir", self.run_dir.logs_dir)
         return get_executor(spec, **config)
 
-    def _observe(self, task: Task, event: str, error: BaseException | None) -> None:
-        """The executor's observer: count the event and queue it for the records (the hot
-        path of every task, called three times per task from three threads)."""
-        cmd = task.command
-        if cmd is not None and COMPONENT_ENV in (cmd.env or {}):
-            return
-        with self._counts_lock:
-            self.task_events[event] += 1
-        res = None
+    def _observe(self, events: list[tuple[Task, str, BaseException | None]]) -> None:
+        """The executor's observer, on the hot path of every task: keep the tasks that
+        have not ended, and queue the rows of those that did (one row per task; tasks
+        that run longer also get rows on the way, see :meth:`_write_live_rows`)."""
+        task, event, _ = events[0]
         if event == "submitted":
-            r = task.resources
-            shape = (r.cpus, r.gpus, r.ranks)
-            res = self._resources_json.get(shape)
-            if res is None:
-                res = json.dumps({"cpus": r.cpus, "gpus": r.gpus, "ranks": r.ranks})
-                self._resources_json[shape] = res
-        detail = None if error is None else f"{type(error).__name__}: {error}"
-        self.records.task_event(task.name, task.id, event, res, detail)
+            cmd = task.command
+            if cmd is not None and COMPONENT_ENV in (cmd.env or {}):
+                task.observer = None  # a component: Component records its events
+            else:
+                self._live[task.id] = task
+            return
+        now = time.time()
+        rows = []
+        live, written, counts = self._live, self._written, self._ended
+        with self._rows_lock:
+            for task, event, error in events:
+                counts[event] += 1
+                last = written.pop(task.id, None) if written else None
+                if event == "retried":
+                    written[task.id] = ("retried", task.attempt)
+                elif live.pop(task.id, None) is None:
+                    continue
+                rows.append(
+                    (
+                        task.name,
+                        task.id,
+                        event,
+                        task.submitted_at,
+                        None if event == "retried" else task.started_at,
+                        None if event == "retried" else now,
+                        self._resources(task),
+                        task.attempt - last[1] if last else task.attempt,
+                        None if error is None else f"{type(error).__name__}: {error}",
+                    )
+                )
+            self.records.tasks(rows)
+
+    def _resources(self, task: Task) -> str:
+        r = task.resources
+        shape = (r.cpus, r.gpus, r.ranks)
+        text = self._resources_json.get(shape)
+        if text is None:
+            text = json.dumps({"cpus": r.cpus, "gpus": r.gpus, "ranks": r.ranks})
+            self._resources_json[shape] = text
+        return text
+
+    def _write_live_rows(self, hold: float | None = HOLD) -> None:
+        """Write the rows of tasks submitted over ``hold`` seconds ago that have not ended
+        (all of them with None) when their state changed since their last row: a short
+        task is then written once, when it ends, and a long one shows queued or running."""
+        cutoff = None if hold is None else time.time() - hold
+        written, live, rows = self._written, self._live, []
+        with self._rows_lock:
+            for task in list(live.values()):  # in submission order
+                if cutoff is not None and task.submitted_at > cutoff:
+                    break
+                event = "submitted" if task.started_at is None else "started"
+                last = written.get(task.id)
+                if last is not None and last[0] in (event, "retried") and last[1] == task.attempt:
+                    continue
+                written[task.id] = (event, task.attempt)
+                rows.append(
+                    (
+                        task.name,
+                        task.id,
+                        event,
+                        task.submitted_at,
+                        task.started_at,
+                        None,
+                        self._resources(task),
+                        task.attempt - last[1] if last else task.attempt,
+                        None,
+                    )
+                )
+            if rows:
+                self.records.tasks(rows)
+
+    def task_counts(self) -> dict[str, int]:
+        """Tasks of this run by state (done, running, queued, failed, cancelled), from
+        what the executor told it: a cheap live view for progress displays."""
+        live = list(self._live.values())
+        running = sum(t.started_at is not None for t in live)
+        return {
+            "done": self._ended["finished"],
+            "running": running,
+            "queued": len(live) - running,
+            "failed": self._ended["failed"],
+            "cancelled": self._ended["cancelled"],
+        }
 
     # --- public API -----------------------------------------------------------------------
 
@@ -379,9 +456,11 @@ class Workflow:
 
     def poll_metrics(self) -> None:
         """Read the metrics that processes logged since the last read (the workflow does
-        this every ``heartbeat_interval`` and when it ends) and wait for their commit."""
+        this every ``heartbeat_interval`` and when it ends), write the rows of tasks that
+        have not ended, and wait for their commit."""
         if self._channel is not None:
             self._channel.poll()
+        self._write_live_rows(hold=None)
         self.records.flush()
 
     def submit(
