@@ -6,9 +6,9 @@ env, memo_ident), ...])`` batches, or ``("exit",)``. Worker to parent, one frame
 order: ``(task_id, ok, value_or_exception, traceback_text, seconds)``; for a task that
 succeeded and came with a ``memo_ident``, ``(task_id, True, None, None, seconds, memo_key,
 result_pickle)`` instead: the workflow's memo key (sha256 of the pickled function identity
-and arguments, taken before the call, see ``simai.workflow.memo.memo_key``) and the
-result's pickle, which the workflow keeps as is, both computed here rather than in the
-executor's busy process.
+and arguments, taken before the call, see ``simai.workflow.memo.memo_key``; None for
+arguments that are not plain data) and the result's pickle, which the workflow keeps as
+is, both computed here rather than in the executor's busy process.
 """
 
 import hashlib
@@ -43,8 +43,40 @@ def _dumps(obj):
         return cloudpickle.dumps(obj, protocol=5)
 
 
+_ATOMS = frozenset((type(None), bool, int, float, str, bytes))
+_PLAIN_ITEMS = 256  # values looked at, at most: bigger arguments get their key in the parent
+
+
+def _plain(values):
+    """Whether these arguments pickle to the same bytes as the parent's copy did (plain
+    numbers, strings, bytes and small lists, tuples and dicts of them), so that their memo
+    key can be computed here. Anything else (arrays, sets, objects) gets its key in the
+    parent, from the original: its pickle need not survive a round trip byte for byte."""
+    budget = _PLAIN_ITEMS
+    stack = [values]
+    while stack:
+        value = stack.pop()
+        budget -= 1
+        if budget < 0:
+            return False
+        kind = type(value)
+        if kind in _ATOMS:
+            continue
+        if kind is tuple or kind is list:
+            stack.extend(value)
+        elif kind is dict:
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        else:
+            return False
+    return True
+
+
 def _memo_key(ident, args, kwargs):
-    """Must match ``simai.workflow.memo.memo_key`` byte for byte; None when unhashable."""
+    """Must match ``simai.workflow.memo.memo_key`` byte for byte; None when unhashable or
+    not :func:`_plain`."""
+    if not (_plain(args) and _plain(kwargs)):
+        return None
     what = ("function", ident, args, sorted(kwargs.items()) if kwargs else [])
     try:
         blob = pickle.dumps(what, protocol=5)

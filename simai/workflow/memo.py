@@ -31,35 +31,6 @@ def _ident(fn: Any) -> str:
     return ident
 
 
-_ATOMS = frozenset((type(None), bool, int, float, str, bytes))
-_SIMPLE_ITEMS = 256  # values looked at, at most: bigger arguments get their key here
-
-
-def _stable(values: Any) -> bool:
-    """Whether these arguments pickle to the same bytes after a pickle round trip (plain
-    numbers, strings, bytes and small lists, tuples and dicts of them), so that a worker
-    can compute their memo key from its copy. Anything else (arrays, sets, objects) gets
-    its key here: its pickle need not survive a round trip byte for byte."""
-    budget = _SIMPLE_ITEMS
-    stack = [values]
-    while stack:
-        value = stack.pop()
-        budget -= 1
-        if budget < 0:
-            return False
-        kind = type(value)
-        if kind in _ATOMS:
-            continue
-        if kind is tuple or kind is list:
-            stack.extend(value)
-        elif kind is dict:
-            stack.extend(value.keys())
-            stack.extend(value.values())
-        else:
-            return False
-    return True
-
-
 def memo_key(task: Task) -> str | None:
     """sha256 of what the task computes: the function's identity (module and qualified
     name) or the command's argv, cwd and environment, and the resolved arguments.
@@ -92,9 +63,11 @@ class RecordsMemo:
     user's own, written by their own workflow: resuming one unpickles it, so never resume a
     run directory from a source you do not trust.
 
-    Without recall (a fresh run), a Python task with plain arguments gets
-    ``task.memo_ident`` so that a backend that can (the local executor) computes its key
-    and its result's pickle in the worker.
+    Without recall (a fresh run), a Python task gets ``task.memo_ident`` so that a backend
+    that can (the local executor) computes its key and its result's pickle in the worker;
+    the worker leaves the key to this process for arguments whose pickle may not survive a
+    round trip byte for byte (anything but plain numbers, strings, bytes and small lists,
+    tuples and dicts of them), and so does a backend that cannot.
     """
 
     def __init__(self, records: Records, recall: bool = True) -> None:
@@ -104,7 +77,7 @@ class RecordsMemo:
 
     def recall(self, task: Task) -> tuple[bool, Any]:
         if not self.recall_enabled:
-            if task.command is None and _stable(task.args) and _stable(task.kwargs):
+            if task.command is None:
                 task.memo_ident = _ident(task.fn)
             return False, None
         key = task.memo_key = memo_key(task)
@@ -119,29 +92,44 @@ class RecordsMemo:
         ended: list[tuple[Task, Any]],
         done: Callable[[Task, Any, BaseException | None], None],
     ) -> None:
-        records = self.records
-        kept, now, later = [], [], []
+        entries, now = [], []
         for task, result in ended:
-            key = task.memo_key or memo_key(task)
-            if key is None:  # not memoized (a component, or arguments that cannot be hashed)
-                now.append((task, result, None))
-                continue
-            blob, task.result_bytes = task.result_bytes, None
-            if blob is None:
+            key, blob = task.memo_key, task.result_bytes  # from the worker, mostly
+            if key is None or blob is None:
                 try:
-                    blob = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
-                except Exception:  # noqa: BLE001 - lambdas, local classes: cloudpickle takes them
-                    try:
-                        blob = cloudpickle.dumps(result)
-                    except Exception as exc:  # noqa: BLE001 - this task fails, not the others
-                        now.append((task, result, exc))
-                        continue
-            later.append((key, task.name, blob))
-            kept.append((task, result))
-        if kept:
-            records.memo_put_many(later, on_durable=lambda error: _conclude_all(kept, done, error))
+                    key, blob = _key_and_pickle(task, result)
+                except Exception as exc:  # noqa: BLE001 - this task fails, not the others
+                    now.append((task, result, exc))
+                    continue
+                if key is None:  # not memoized: a component, or arguments that cannot be hashed
+                    now.append((task, result, None))
+                    continue
+            entries.append((key, task.name, blob))
+        if entries:
+            kept = ended
+            if now:
+                skip = {id(t) for t, _, _ in now}
+                kept = [(t, r) for t, r in ended if id(t) not in skip]
+            self.records.memo_put_many(
+                entries, on_durable=lambda error: _conclude_all(kept, done, error)
+            )
         for task, result, error in now:
             done(task, result, error)
+
+
+def _key_and_pickle(task: Task, result: Any) -> tuple[str | None, bytes | None]:
+    """The memo key of a task whose backend did not compute it, and its result's pickle
+    (cloudpickle for lambdas and local classes); sets ``task.memo_key``."""
+    key = task.memo_key = task.memo_key or memo_key(task)
+    if key is None:
+        return None, None
+    blob = task.result_bytes
+    if blob is None:
+        try:
+            blob = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # noqa: BLE001 - cloudpickle takes what pickle cannot
+            blob = cloudpickle.dumps(result)
+    return key, blob
 
 
 def _conclude_all(

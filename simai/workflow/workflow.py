@@ -31,6 +31,7 @@ from simai.workflow.rundir import RunDir
 ENV_RUN_DIR = metrics.ENV_RUN_DIR
 #: seconds a task that has not ended waits for a row: a short one gets one when it ends
 HOLD = 1.0
+_ONE_CORE = json.dumps({"cpus": 1, "gpus": 0, "ranks": 1})  # most tasks' resources
 ENV_RESUME = "SIMAI_RESUME"
 STOP_REQUEST = "stop-request"
 LAYOUTS = ("colocated", "clustered")
@@ -209,7 +210,7 @@ class Workflow:
         if self._monitor_store is not None:
             attempt(self._monitor_store.close)
         if hasattr(self, "records"):
-            attempt(lambda: self._write_live_rows(hold=None))  # tasks cancelled unstarted
+            attempt(lambda: self._write_live_rows(everything=True))  # tasks cancelled unstarted
             status = "interrupted" if interrupted else ("failed" if failed else "done")
             attempt(lambda: self.records.end_run(status))
             attempt(self.records.close)
@@ -349,6 +350,21 @@ class Workflow:
         now = time.time()
         rows = []
         live, written, counts = self._live, self._written, self._ended
+        if event == "finished" and not written:  # tasks that succeeded: the hot path
+            pop, add, one_core = live.pop, rows.append, _ONE_CORE
+            with self._rows_lock:
+                counts["finished"] += len(events)
+                for task, _, _ in events:
+                    if pop(task.id, None) is not None:
+                        r = task.resources
+                        if r.cpus == 1 and r.ranks == 1 and not r.gpus:
+                            res = one_core
+                        else:
+                            res = self._resources(task)
+                        add((task.name, task.id, "finished", task.submitted_at, task.started_at,
+                             now, res, task.attempt, None))  # fmt: skip
+                self.records.tasks(rows)
+            return
         with self._rows_lock:
             for task, event, error in events:
                 counts[event] += 1
@@ -381,11 +397,12 @@ class Workflow:
             self._resources_json[shape] = text
         return text
 
-    def _write_live_rows(self, hold: float | None = HOLD) -> None:
-        """Write the rows of tasks submitted over ``hold`` seconds ago that have not ended
-        (all of them with None) when their state changed since their last row: a short
-        task is then written once, when it ends, and a long one shows queued or running."""
-        cutoff = None if hold is None else time.time() - hold
+    def _write_live_rows(self, everything: bool = False) -> None:
+        """Write the rows of tasks submitted over :data:`HOLD` seconds ago (or all, with
+        ``everything``) that have not ended, when their state changed since their last row:
+        a short task is then written once, when it ends, and a long one shows queued or
+        running."""
+        cutoff = None if everything else time.time() - HOLD
         written, live, rows = self._written, self._live, []
         with self._rows_lock:
             for task in list(live.values()):  # in submission order
@@ -460,7 +477,7 @@ class Workflow:
         have not ended, and wait for their commit."""
         if self._channel is not None:
             self._channel.poll()
-        self._write_live_rows(hold=None)
+        self._write_live_rows(everything=True)
         self.records.flush()
 
     def submit(
