@@ -677,3 +677,30 @@ def test_a_version_1_database_is_migrated_and_keeps_its_memo(tmp_path: Path) -> 
         assert r.memo_get("k0").result == [3]  # the latest row of a key counts
         assert r.memo_keys() == {"k0"}
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+def test_task_rows_wait_for_an_idle_writer_but_memos_do_not(tmp_path: Path) -> None:
+    """During a burst of results the writer commits each frame's memos (the futures wait
+    for them) and defers the tasks' rows until no frame comes, a flush, or the hold."""
+    from simai.workflow import _recorder
+
+    Records(tmp_path / "records.db").close()
+    db = sqlite3.connect(tmp_path / "records.db", isolation_level=None)
+    batcher = _recorder.Batcher(db, "here", hold=1.0)
+    row = ("f", 1, "finished", 1.0, 2.0, 3.0, None, 0, None)
+    memo = ("k1", "f", "done", b"", 3.0)
+    batcher.commit([(_recorder.TASK, (1, "here", [row])), (_recorder.MEMO, [memo])], now=10.0)
+
+    def count(table: str) -> int:
+        return db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+    assert (count("memo"), count("tasks")) == (1, 0)
+    assert batcher.wait_time(10.0) == _recorder.IDLE
+    batcher.commit([], now=10.001, idle=True)
+    assert count("tasks") == 1 and batcher.wait_time(10.001) is None
+    batcher.commit([(_recorder.TASK, (1, "here", [(*row[:1], 2, *row[2:])]))], now=11.0)
+    batcher.commit([(_recorder.FLUSH, 1)], now=11.0)
+    assert count("tasks") == 2
+    batcher.commit([(_recorder.TASK, (1, "here", [(*row[:1], 3, *row[2:])]))], now=12.0)
+    batcher.commit([], now=13.0)  # frames kept coming, but the row waited its hold
+    assert count("tasks") == 3

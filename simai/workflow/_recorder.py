@@ -37,6 +37,9 @@ EVENT, MEMO, METRIC, SYNC, FLUSH, ROW, TASK = range(7)
 FRAME = struct.Struct("<Q")
 #: seconds a task row that has not ended waits here for its end (one write instead of three)
 HOLD = 1.0
+#: deferred TASK rows are committed when no frame came for IDLE seconds, or at DEFER_MAX
+IDLE = 0.002
+DEFER_MAX = 10000
 
 STATE_OF = {
     "submitted": "submitted",
@@ -142,17 +145,28 @@ def task_rows(attempt: int, host: str, rows: list[tuple], events: list[tuple]) -
 
 
 class Batcher:
-    """Folds frames into transactions, holding the rows of tasks that have not ended."""
+    """Folds frames into transactions, holding the rows of tasks that have not ended and
+    deferring TASK rows while frames keep coming."""
 
     def __init__(self, db: sqlite3.Connection, host: str, hold: float = HOLD) -> None:
         self.db, self.host, self.hold = db, host, hold
         self.held: dict[tuple[str, str], list[Any]] = {}  # in the order they were first held
         self.since: dict[tuple[str, str], float] = {}
+        self.deferred: list[tuple] = []
+        self.deferred_since = 0.0
 
-    def commit(self, items: list[tuple[int, Any]], now: float, flush: bool = False) -> None:
+    def commit(
+        self, items: list[tuple[int, Any]], now: float, flush: bool = False, idle: bool = False
+    ) -> None:
         """Commit one frame atomically: events, memos, metrics, extra rows, and the task
-        rows that ended, waited ``hold`` seconds, or all of them with ``flush``."""
-        events, memos, metrics, rows, direct = [], [], [], [], []
+        rows that ended, waited ``hold`` seconds, or all of them with ``flush``.
+
+        TASK rows wait in :attr:`deferred` until the input is ``idle`` (no frame came
+        within :meth:`wait_time`), a FLUSH, ``DEFER_MAX`` of them or ``hold`` seconds:
+        during a burst of results the frames then commit only what someone waits for
+        (memos, whose commit settles the tasks' futures), and the task rows go in one
+        transaction after it."""
+        events, memos, metrics, rows = [], [], [], []
         held, since, host = self.held, self.since, self.host
         ended: list[tuple[str, str]] = []
         for kind, row in items:
@@ -167,7 +181,9 @@ class Batcher:
                         continue
                 events.append(row[:10] if row[6] is not None else (*row[:6], host, *row[7:10]))
             elif kind == TASK:
-                direct += task_rows(*row, events)
+                if not self.deferred:
+                    self.deferred_since = now
+                self.deferred += task_rows(*row, events)
             elif kind == MEMO:
                 memos += row
             elif kind == METRIC:
@@ -177,8 +193,12 @@ class Batcher:
             elif kind == FLUSH:
                 flush = True
         tasks = self._take(ended, now, flush)
-        if direct:
-            tasks += direct
+        deferred = self.deferred
+        if deferred and (
+            flush or idle or len(deferred) >= DEFER_MAX or now - self.deferred_since >= self.hold
+        ):
+            tasks += deferred
+            self.deferred = []
         if not (events or tasks or memos or metrics or rows):
             return
         db = self.db
@@ -223,10 +243,15 @@ class Batcher:
         return taken
 
     def wait_time(self, now: float) -> float | None:
-        """Seconds until the oldest held row is due; None when nothing is held."""
-        if not self.since:
-            return None
-        return max(0.0, self.since[next(iter(self.since))] + self.hold - now)
+        """Seconds to wait for a frame before committing what waits here (``IDLE`` for
+        deferred rows, until the oldest held row is due otherwise); None when nothing
+        waits."""
+        due = None
+        if self.since:
+            due = max(0.0, self.since[next(iter(self.since))] + self.hold - now)
+        if self.deferred:
+            due = IDLE if due is None else min(due, IDLE)
+        return due
 
 
 def commit(db: sqlite3.Connection, items: list[tuple[int, Any]], host: str) -> None:
@@ -256,7 +281,7 @@ def main(argv: list[str]) -> int:
     while True:
         due = batcher.wait_time(time.monotonic())
         if due is not None and not select.select([fd], [], [], due)[0]:
-            batcher.commit([], time.monotonic())  # held rows are due and no frame came
+            batcher.commit([], time.monotonic(), idle=True)  # no frame came: rows are due
             continue
         header = _read_exact(stdin, FRAME.size)
         if header is None:

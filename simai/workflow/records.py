@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import fcntl
 import functools
 import json
 import logging
@@ -138,9 +139,26 @@ _SET_OFFSET = "INSERT OR REPLACE INTO channel_files VALUES (?,?)"
 _INSERT_COUNTERS = "INSERT INTO store_counters VALUES (?,?,?,?,?,?,?,?)"
 _INSERT_BACKLOG = "INSERT INTO stream_backlog VALUES (?,?,?,?)"
 _FRAME_ITEMS = 20000
+_PIPE_SIZE = 1 << 20  # the default /proc/sys/fs/pipe-max-size
 _log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 _Callback = Callable[[BaseException | None], None]
+
+
+def _widen_pipe(fd: int) -> None:
+    """Let a frame of a burst of results (about 200 bytes a task) go to the writer in one
+    write: with the default 64 KiB pipe, a bigger frame waits for the writer to be
+    scheduled and read, which is slow on a busy node (Linux only; best effort)."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        pass
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 class RecordsClosed(RuntimeError):
@@ -274,6 +292,7 @@ class Records:
                 stderr=subprocess.PIPE,
                 start_new_session=True,
             )
+            _widen_pipe(self._proc.stdin.fileno())  # type: ignore[union-attr]
             self._flusher = threading.Thread(
                 target=self._flush_loop, name="simai-records", daemon=True
             )
@@ -578,6 +597,7 @@ class Records:
         proc = self._proc
         assert proc is not None and proc.stdin is not None and proc.stdout is not None
         pending, wake, seq = self._pending, self._wake, 0
+        send, receive = proc.stdin.fileno(), proc.stdout.fileno()
         try:
             while True:
                 closing = self._closed
@@ -593,11 +613,9 @@ class Records:
                     items = [pending.popleft() for _ in range(n)]
                     seq += 1
                     body = marshal.dumps((seq, items))
-                    try:
-                        proc.stdin.write(FRAME.pack(len(body)))
-                        proc.stdin.write(body)
-                        proc.stdin.flush()
-                        ack = proc.stdout.read(FRAME.size)
+                    try:  # one write and one read: each gives up the GIL, and getting it
+                        _write_all(send, FRAME.pack(len(body)) + body)  # back takes a while
+                        ack = os.read(receive, FRAME.size)  # on a busy workflow
                     except OSError:
                         ack = b""
                     if len(ack) != FRAME.size or FRAME.unpack(ack)[0] != seq:
