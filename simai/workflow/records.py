@@ -7,8 +7,9 @@ can undo the last commits. A killed run leaves a database that opens and holds a
 of what was recorded.
 
 Writing costs the workflow process almost nothing: :meth:`Records.event`,
-:meth:`Records.log_metric` and ``memo_put(..., durable=False)`` append to an in-memory
-queue (a couple of microseconds); a flusher thread sends the queue every ``interval``
+:meth:`Records.tasks`, :meth:`Records.log_metric` and ``memo_put(..., durable=False)``
+append to an in-memory queue (a couple of microseconds, or less a row for batches); a
+flusher thread sends the queue every ``interval``
 seconds (or at ``batch`` items) as one marshal frame to a small writer process
 (``_recorder.py``, standard library only), which commits each frame in one transaction and
 acknowledges it. SQLite's work thus runs outside the workflow's GIL. ``flush()`` waits
@@ -49,8 +50,12 @@ Tables (plain SQL: ``sqlite3 records.db`` answers ad-hoc questions):
   each process's store operation counters: running totals since that process started,
   per operation and key prefix (``component`` empty for tasks and the workflow).
 
-Task rows of tasks that have not ended are written at most ``HOLD`` (1) second late, so a
-short task costs one write, not three (see ``_recorder.py``); ``flush()`` writes them all.
+A task costs one row write, not one per event: the workflow writes a task's row when it
+ends (:meth:`Records.tasks`), and the row of a task that has not ended after ``HOLD`` (1)
+second (``Workflow`` for its tasks, the writer for rows from :meth:`Records.event`). While
+frames keep coming, the writer commits each frame's memos and defers the task rows until
+it is idle, for at most ``HOLD``: futures that wait for their memo's commit do not wait
+for the rows too (see ``_recorder.py``). ``flush()`` writes every row held or deferred.
 """
 
 from __future__ import annotations

@@ -403,15 +403,21 @@ class Workflow:
         a short task is then written once, when it ends, and a long one shows queued or
         running."""
         cutoff = None if everything else time.time() - HOLD
-        written, live, rows = self._written, self._live, []
+        written, live, changed, rows = self._written, self._live, [], []
+        for task in list(live.values()):  # in submission order; the lock only for changes
+            if cutoff is not None and task.submitted_at > cutoff:
+                break
+            event = "submitted" if task.started_at is None else "started"
+            last = written.get(task.id)
+            if last is None or last[0] not in (event, "retried") or last[1] != task.attempt:
+                changed.append((task, event))
+        if not changed:
+            return
         with self._rows_lock:
-            for task in list(live.values()):  # in submission order
-                if cutoff is not None and task.submitted_at > cutoff:
-                    break
-                event = "submitted" if task.started_at is None else "started"
-                last = written.get(task.id)
-                if last is not None and last[0] in (event, "retried") and last[1] == task.attempt:
+            for task, event in changed:
+                if task.id not in live:  # it ended meanwhile: its row is queued already
                     continue
+                last = written.get(task.id)
                 written[task.id] = (event, task.attempt)
                 rows.append(
                     (
