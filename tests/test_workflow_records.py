@@ -704,3 +704,27 @@ def test_task_rows_wait_for_an_idle_writer_but_memos_do_not(tmp_path: Path) -> N
     batcher.commit([(_recorder.TASK, (1, "here", [(*row[:1], 3, *row[2:])]))], now=12.0)
     batcher.commit([], now=13.0)  # frames kept coming, but the row waited its hold
     assert count("tasks") == 3
+
+
+def _count_run(folder: str, x: int) -> int:
+    with open(os.path.join(folder, f"ran-{x}"), "a") as f:
+        f.write("x")
+    return x * x
+
+
+def test_without_a_memo_tasks_are_recorded_and_a_resume_runs_them_again(tmp_path: Path) -> None:
+    from simai.workflow import Workflow
+
+    run, marks = tmp_path / "run", str(tmp_path)
+    for attempt in (1, 2):
+        with Workflow("plain", run_dir=run, memoize=False, resume=attempt == 2) as wf:
+            assert wf.executor.memo is None
+            assert [wf.submit(_count_run, marks, x).result(timeout=60) for x in range(3)] == [
+                0,
+                1,
+                4,
+            ]
+    assert [(tmp_path / f"ran-{x}").read_text() for x in range(3)] == ["xx"] * 3
+    with Records(run / "records.db", readonly=True) as ro:
+        assert [r["attempt"] for r in ro.tasks_table(state="done")] == [1, 1, 1, 2, 2, 2]
+        assert ro._db.execute("SELECT count(*) FROM memo").fetchone()[0] == 0

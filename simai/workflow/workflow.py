@@ -51,7 +51,10 @@ class Workflow:
     goes to its constructor. The run directory is `runs/<name>` unless `run_dir` says
     otherwise. `resume=True` continues a run: finished tasks are recalled, not rerun, and the
     store's contents come back; `resume=False` starts over in the same directory; the default
-    follows $SIMAI_RESUME (set by `simai run --resume`).
+    follows $SIMAI_RESUME (set by `simai run --resume`). `memoize=False` keeps no memo of
+    finished tasks, for runs that will not be resumed (or tasks that must run again when
+    they are): a resume then runs every task again, and a task's future settles without
+    waiting for its memo to be committed, which makes short tasks cheaper.
 
     Placement: with `layout="colocated"` the store shares the node with tasks and
     components, and `store_cores=k` pins the Redis shards to the first k cores while tasks and
@@ -69,6 +72,7 @@ class Workflow:
         run_dir: str | os.PathLike[str] | None = None,
         *,
         resume: bool | None = None,
+        memoize: bool = True,
         executor_config: dict[str, Any] | None = None,
         store_shards: int = 1,
         layout: str = "colocated",
@@ -97,6 +101,7 @@ class Workflow:
         self.name = name
         self.store_kind = store
         self.resume = os.environ.get(ENV_RESUME) == "1" if resume is None else resume
+        self.memoize = memoize
         self.layout = layout
         self.store_cores = store_cores
         self.store_shards = store_shards
@@ -164,7 +169,7 @@ class Workflow:
         self._set_env(ENV_RUN_DIR, str(self.run_dir.path))
         self.executor = self._make_executor()
         self.executor.observer = self._observe
-        self.executor.memo = RecordsMemo(self.records, recall=self.resume)
+        self.executor.memo = RecordsMemo(self.records, recall=self.resume) if self.memoize else None
         self._exit.enter_context(launch.use(self.executor))
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGTERM, self._on_sigterm)
