@@ -209,8 +209,9 @@ class Memo(Protocol):
 
         It may set ``task.memo_key`` (the key it computed) or ``task.memo_ident`` (the
         function's identity, for a backend whose workers compute the key of a Python task
-        as ``sha256(pickle(("function", memo_ident, args, sorted(kwargs.items()))))`` and
-        keep the result's pickle, off the executor's process: see ``_worker.py``)."""
+        as ``sha256(pickle(("function", memo_ident, args, sorted(kwargs.items()))))`` when
+        its arguments are plain data, and keep the result's pickle, off the executor's
+        process: see ``_worker.py``; ``remember`` computes what they left out)."""
 
     def remember(
         self,

@@ -29,12 +29,12 @@ from simai.workflow.records import Records
 from simai.workflow.rundir import RunDir
 
 ENV_RUN_DIR = metrics.ENV_RUN_DIR
-#: seconds a task that has not ended waits for a row: a short one gets one when it ends
-HOLD = 1.0
-_ONE_CORE = json.dumps({"cpus": 1, "gpus": 0, "ranks": 1})  # most tasks' resources
 ENV_RESUME = "SIMAI_RESUME"
 STOP_REQUEST = "stop-request"
 LAYOUTS = ("colocated", "clustered")
+#: seconds a task that has not ended waits for a row: a short one gets one when it ends
+HOLD = 1.0
+_ONE_CORE = json.dumps({"cpus": 1, "gpus": 0, "ranks": 1})  # most tasks' resources
 _log = logging.getLogger(__name__)
 
 
@@ -356,28 +356,24 @@ class Workflow:
         rows = []
         live, written, counts = self._live, self._written, self._ended
         if event == "finished" and not written:  # tasks that succeeded: the hot path
-            pop, add, one_core = live.pop, rows.append, _ONE_CORE
+            pop, add, resources = live.pop, rows.append, self._resources
             with self._rows_lock:
                 counts["finished"] += len(events)
                 for task, _, _ in events:
-                    if pop(task.id, None) is not None:
-                        r = task.resources
-                        if r.cpus == 1 and r.ranks == 1 and not r.gpus:
-                            res = one_core
-                        else:
-                            res = self._resources(task)
-                        add((task.name, task.id, "finished", task.submitted_at, task.started_at,
-                             now, res, task.attempt, None))  # fmt: skip
+                    pop(task.id, None)
+                    add((task.name, task.id, "finished", task.submitted_at, task.started_at,
+                         now, resources(task), task.attempt, None))  # fmt: skip
                 self.records.tasks(rows)
             return
         with self._rows_lock:
             for task, event, error in events:
                 counts[event] += 1
                 last = written.pop(task.id, None) if written else None
-                if event == "retried":
+                if event == "retried":  # it runs again (also after a "finished" whose
+                    live[task.id] = task  # result could not be kept)
                     written[task.id] = ("retried", task.attempt)
-                elif live.pop(task.id, None) is None:
-                    continue
+                else:
+                    live.pop(task.id, None)
                 rows.append(
                     (
                         task.name,
@@ -394,7 +390,10 @@ class Workflow:
             self.records.tasks(rows)
 
     def _resources(self, task: Task) -> str:
+        """The task's resources as JSON text (cached by shape)."""
         r = task.resources
+        if r.cpus == 1 and r.ranks == 1 and not r.gpus:
+            return _ONE_CORE
         shape = (r.cpus, r.gpus, r.ranks)
         text = self._resources_json.get(shape)
         if text is None:
