@@ -33,7 +33,7 @@ import sys
 import time
 from typing import Any
 
-EVENT, MEMO, METRIC, SYNC, FLUSH, ROW, TASK = range(7)
+EVENT, MEMO, METRIC, FLUSH, ROW, TASK = range(6)
 FRAME = struct.Struct("<Q")
 #: seconds a task row that has not ended waits here for its end (one write instead of three)
 HOLD = 1.0
@@ -252,12 +252,6 @@ class Batcher:
         if self.deferred:
             due = IDLE if due is None else min(due, IDLE)
         return due
-
-
-def commit(db: sqlite3.Connection, items: list[tuple[int, Any]], host: str) -> None:
-    """Commit one batch atomically, holding nothing back; ``host`` is the recording host,
-    for events that name none."""
-    Batcher(db, host).commit(items, 0.0, flush=True)
 
 
 def _read_exact(stream: Any, n: int) -> bytes | None:

@@ -359,7 +359,7 @@ class Workflow:
             pop, add, resources = live.pop, rows.append, self._resources
             with self._rows_lock:
                 counts["finished"] += len(events)
-                for task, _, _ in events:
+                for task, _, _ in events:  # _row's tuple, inlined
                     pop(task.id, None)
                     add((task.name, task.id, "finished", task.submitted_at, task.started_at,
                          now, resources(task), task.attempt, None))  # fmt: skip
@@ -374,20 +374,33 @@ class Workflow:
                     written[task.id] = ("retried", task.attempt)
                 else:
                     live.pop(task.id, None)
+                retried = event == "retried"
                 rows.append(
-                    (
-                        task.name,
-                        task.id,
+                    self._row(
+                        task,
                         event,
-                        task.submitted_at,
-                        None if event == "retried" else task.started_at,
-                        None if event == "retried" else now,
-                        self._resources(task),
-                        task.attempt - last[1] if last else task.attempt,
+                        None if retried else task.started_at,
+                        None if retried else now,
+                        last,
                         None if error is None else f"{type(error).__name__}: {error}",
                     )
                 )
             self.records.tasks(rows)
+
+    def _row(
+        self,
+        task: Task,
+        event: str,
+        started: float | None,
+        ended: float | None,
+        last: tuple[str, int] | None,
+        detail: str | None = None,
+    ) -> tuple:
+        """A task's row for :meth:`Records.tasks`, as it stands after ``event``; ``last`` is
+        its previous row (event, retries), whose retries the records have counted already."""
+        retries = task.attempt - last[1] if last else task.attempt
+        times = (task.submitted_at, started, ended)
+        return (task.name, task.id, event, *times, self._resources(task), retries, detail)
 
     def _resources(self, task: Task) -> str:
         """The task's resources as JSON text (cached by shape)."""
@@ -423,19 +436,7 @@ class Workflow:
                     continue
                 last = written.get(task.id)
                 written[task.id] = (event, task.attempt)
-                rows.append(
-                    (
-                        task.name,
-                        task.id,
-                        event,
-                        task.submitted_at,
-                        task.started_at,
-                        None,
-                        self._resources(task),
-                        task.attempt - last[1] if last else task.attempt,
-                        None,
-                    )
-                )
+                rows.append(self._row(task, event, task.started_at, None, last))
             if rows:
                 self.records.tasks(rows)
 
