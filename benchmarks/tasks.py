@@ -415,8 +415,8 @@ def records_overhead(runs: dict[str, list[Row]]) -> tuple[list[str], dict[str, f
         "",
         "Throughput of the local executor inside a Workflow over the bare executor (off), "
         "paired within each round: with records only (`memoize=False`), and with records and "
-        "the memo that resume needs (the default: each task's result is committed before its "
-        "future settles):",
+        "the memo that resume needs (the default: each task's worker appends its result to a "
+        "memo journal before it reports it):",
         "",
         header,
         "| ---: | ---: |" + " ---: | ---: |" * len(kinds),
@@ -439,15 +439,18 @@ def records_overhead(runs: dict[str, list[Row]]) -> tuple[list[str], dict[str, f
 
 def summary_at_scale(n: int) -> tuple[list[str], float]:
     """Record a synthetic run of ``n`` tasks (through the real records writer, the way a
-    workflow does: a row and a memo for each task as it ends, 64 at a time, 1% failed,
-    4 components) and time the query behind ``simai status``."""
+    workflow does: a row for each task as it ends, 64 at a time, and its memo appended to a
+    worker's journal, folded in at the end; 1% failed, 4 components) and time the query
+    behind ``simai status``."""
+    from simai.launch._worker import _journal_record
     from simai.workflow import Records
 
     scratch = tempfile.mkdtemp(prefix="simai-bench-records-")
     try:
-        path = Path(scratch, "records.db")
+        path, journals = Path(scratch, "records.db"), Path(scratch, "memo")
+        journals.mkdir()
         start = time.perf_counter()
-        with Records(path) as r:
+        with Records(path, journals=journals) as r, open(journals / "1-a.memo", "ab") as journal:
             r.start_run()
             t0 = time.time()
             for c in range(4):
@@ -461,9 +464,10 @@ def summary_at_scale(n: int) -> tuple[list[str], float]:
                     event, detail = ("failed", "Boom") if failed else ("finished", None)
                     rows.append((name, i, event, at, at + 0.1, at + 0.2, resources, 0, detail))
                     if not failed:
-                        memos.append((f"{i:064x}", name, b"\x80\x05K\x01."))
+                        memos.append(_journal_record(f"{i:064x}", name, b"\x80\x05K\x01."))
+                journal.write(b"".join(memos))
+                journal.flush()
                 r.tasks(rows)
-                r.memo_put_many(memos, durable=False)
             r.end_run()
         write_s = time.perf_counter() - start
         times = []
@@ -474,7 +478,7 @@ def summary_at_scale(n: int) -> tuple[list[str], float]:
                 times.append(time.perf_counter() - t)
         assert sum(s["tasks"].values()) == n, s["tasks"]
         query_s = statistics.median(times)
-        size = sum(f.stat().st_size for f in Path(scratch).iterdir()) / 1e6
+        size = sum(f.stat().st_size for f in Path(scratch).iterdir() if f.is_file()) / 1e6
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     lines = [

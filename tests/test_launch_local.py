@@ -81,7 +81,7 @@ def interval(log, seconds):
     return gpu
 
 
-def die(sig):
+def die(sig, _after=None):
     os.kill(os.getpid(), sig)
     time.sleep(5)
 
@@ -328,6 +328,23 @@ def test_worker_death_fails_that_task_only(ex, how, signame):
         fut.result(timeout=30)
     assert [f.result(timeout=30) for f in others] == [0.05] * 4
     assert ex.submit(add, 2, 2).result(timeout=30) == 4
+
+
+def test_a_worker_killed_among_quick_tasks_blames_the_task_that_killed_it():
+    """A worker holds the results of quick tasks for a moment and sends them together: when
+    one of a batch kills it, the others are not blamed (they run again, one at a time)."""
+    with LocalExecutor(cores=1) as one:
+        assert [f.result(30) for f in [one.submit(add, i, 0) for i in range(300)]] == list(
+            range(300)
+        )  # the executor now knows these tasks are quick, and batches them
+        gate = one.submit(sleep, 0.2)  # all of them become ready at once, when it ends
+        before = [one.submit(add, i, gate) for i in range(20)]
+        killer = one.submit(die, signal.SIGKILL, gate)
+        after = [one.submit(add, i, gate) for i in range(60)]
+        with pytest.raises(WorkerLostError, match="task 'die'.*SIGKILL"):
+            killer.result(timeout=60)
+        expected = [i + 0.2 for i in range(20)] + [i + 0.2 for i in range(60)]
+        assert [f.result(30) for f in before + after] == expected
 
 
 def test_retries(ex, tmp_path):

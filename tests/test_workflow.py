@@ -167,8 +167,10 @@ RESUMABLE = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("store", ["local", "redis"])
-def test_sigkilled_run_resumes_without_redoing_or_losing_anything(tmp_path, clean, store):
+@pytest.mark.parametrize(
+    "store, victims", [("local", "workflow"), ("redis", "workflow"), ("local", "workflow+writer")]
+)
+def test_sigkilled_run_resumes_without_redoing_or_losing_anything(tmp_path, clean, store, victims):
     script = tmp_path / "wf.py"
     script.write_text(RESUMABLE)
     marks = tmp_path / "marks"
@@ -186,6 +188,13 @@ def test_sigkilled_run_resumes_without_redoing_or_losing_anything(tmp_path, clea
     while not any(m.name.startswith("5-") for m in marks.iterdir()):
         assert time.monotonic() < deadline
         time.sleep(0.05)
+    if victims == "workflow+writer":  # the memo journals are then folded in on resume
+        (writer,) = [
+            p
+            for p in psutil.Process(first.pid).children(recursive=True)
+            if any("_recorder.py" in part for part in p.cmdline())
+        ]
+        writer.kill()
     os.kill(first.pid, signal.SIGKILL)  # workers and shards follow their parent's death
     first.wait()
     (marks / "second-run").touch()

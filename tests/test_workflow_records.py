@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import sqlite3
 import subprocess
@@ -155,28 +156,21 @@ def test_batched_writes_are_committed_by_close(tmp_path: Path) -> None:
 
 def test_memo_round_trip(tmp_path: Path) -> None:
     db = tmp_path / "r.db"
-    arr = np.arange(12, dtype=np.float32).reshape(3, 4)
-    with Records(db) as r:
-        reader = Records(db, readonly=True)
-        r.memo_put("k-array", "simulate", arr)
+    blob = pickle.dumps(np.arange(12, dtype=np.float32).reshape(3, 4))
+    with Records(db) as r, Records(db, readonly=True) as reader:
+        r.memo_put("k-array", "simulate", blob)
         hit = reader.memo_get("k-array")  # durable: visible to another connection at once
         assert hit is not None and hit.name == "simulate" and hit.status == "done"
-        np.testing.assert_array_equal(hit.result, arr)
-        assert hit.result.dtype == np.float32 and hit.result.shape == (3, 4)
-        r.memo_put("k-json", "f", {"a": [1, 2.5, None]}, durable=False)
-        r.memo_put("k-bytes", "f", b"\x00\x01")
-        assert reader.memo_get("k-json").result == {"a": [1, 2.5, None]}
+        assert hit.result == blob
+        r.memo_put("k-bytes", "f", b"\x00\x01", durable=False)
+        r.flush()
         assert reader.memo_get("k-bytes").result == b"\x00\x01"
         assert reader.memo_get("missing") is None
-        assert reader.memo_keys() == {"k-array", "k-json", "k-bytes"}
-        with pytest.raises(TypeError, match="allow_pickle"):
-            r.memo_put("k-obj", "f", {1, 2})
-        reader.close()
-    with Records(db, allow_pickle=True) as r:
-        r.memo_put("k-obj", "f", {1, 2})
-        assert r.memo_get("k-obj").result == {1, 2}
-    with pytest.raises(TypeError, match="allow_pickle"):
-        Records(db, readonly=True).memo_get("k-obj")
+        assert reader.memo_keys() == {"k-array", "k-bytes"}
+        with pytest.raises(TypeError, match="kept as bytes"):
+            r.memo_put_many([("k-ok", "f", b"1"), ("k-obj", "f", {1, 2})])  # type: ignore[list-item]
+        r.flush()
+        assert reader.memo_keys() == {"k-array", "k-bytes"}  # none of a bad batch is kept
 
 
 def test_on_durable_runs_after_the_commit(tmp_path: Path) -> None:
@@ -190,9 +184,9 @@ def test_on_durable_runs_after_the_commit(tmp_path: Path) -> None:
             seen.append((threading.current_thread().name, error, hit and hit.result))
             done.set()
 
-        r.memo_put("k", "f", [1, 2], on_durable=durable)
+        r.memo_put("k", "f", b"[1, 2]", on_durable=durable)
         assert done.wait(10)
-    assert seen == [("simai-records", None, [1, 2])]
+    assert seen == [("simai-records", None, b"[1, 2]")]
 
 
 def test_writer_process_death_is_reported(tmp_path: Path) -> None:
@@ -242,7 +236,7 @@ _WRITER = """
         r.event("task", "t", "finished", i)
         if i % 50 == 49:
             r.event("component", "sim", "restarting")
-            r.memo_put(f"m{i}", "t", i)  # durable: committed when this returns
+            r.memo_put(f"m{i}", "t", str(i).encode())  # durable: committed when this returns
             print("memo", i, flush=True)
         i += 1
 """
@@ -277,7 +271,7 @@ def test_sigkill_mid_write_leaves_a_consistent_prefix(
         assert len(ids) > last_memo
         states = {int(t["item_id"]): t["state"] for t in rows}
         assert all(states[i] == "done" for i in ids[:-1])
-        assert ro.memo_get(f"m{last_memo}").result == last_memo
+        assert ro.memo_get(f"m{last_memo}").result == str(last_memo).encode()
         assert s["tasks"]["done"] >= last_memo + 1
         assert s["components"][0]["restarts"] >= (last_memo + 1) // 50
         assert ro.runs()[0]["status"] == "running"
@@ -546,14 +540,31 @@ def test_worker_memo_keys_match_the_workflow_and_a_resume_recalls_every_task(
     run = tmp_path / "run"
     with Workflow("keys", store="file", run_dir=run, resume=False) as wf:
         first = [wf.submit(fn, *args, **kw).result() for fn, args, kw in calls]
-        wf.records.flush()
-        assert wf.records.memo_keys() == expected
+    with Records(run / "records.db", readonly=True) as ro:  # journals folded in at the end
+        assert ro.memo_keys() == expected
+    assert not any((run / "memo").iterdir())
     with Workflow("keys", store="file", run_dir=run, resume=True) as wf:
         again = [wf.submit(fn, *args, **kw).result() for fn, args, kw in calls]
         assert wf.executor.memo.recalled == len(calls)  # type: ignore[union-attr]
     assert again[-1] == first[-1] == 3
     np.testing.assert_array_equal(again[2][0][0], view)
     assert again[:2] == first[:2] and again[3] == first[3]
+
+
+def test_a_kept_result_that_cannot_be_loaded_runs_again(tmp_path: Path, caplog) -> None:
+    """A memo whose pickle no longer loads (its class left the code, say) is a miss."""
+    from simai import Workflow
+
+    run = tmp_path / "run"
+    with Workflow("stale", store="file", run_dir=run, resume=False) as wf:
+        assert wf.submit(_echo, 1).result() == ((1,), {})
+    with Records(run / "records.db") as r:
+        (key,) = r.memo_keys()
+        r.memo_put(key, "_echo", b"\x80\x05not a pickle")
+    with Workflow("stale", store="file", run_dir=run, resume=True) as wf:
+        assert wf.submit(_echo, 1).result() == ((1,), {})
+        assert wf.executor.memo.recalled == 0  # type: ignore[union-attr]
+    assert "runs again: its kept result cannot be loaded" in caplog.text
 
 
 def test_numpy_scalars_are_stored_as_numbers(tmp_path: Path) -> None:
@@ -649,34 +660,80 @@ def test_a_workflow_writes_one_row_per_task_and_rows_for_tasks_still_running(
         assert "RuntimeError: first attempt fails" in ro.events(kind="task")[0]["detail"]
 
 
-def test_a_version_1_database_is_migrated_and_keeps_its_memo(tmp_path: Path) -> None:
-    """Version 1 kept the memo in a table keyed by the memo key; opening such a run for
-    writing (a resume) moves its memo to the appended table."""
+def _codec_wrapped(value: object) -> bytes:
+    """A memo result as records schema versions 1 and 2 kept it."""
     from simai.store import codec
 
+    header, payload = codec.encode(value)
+    return header + bytes(payload)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_database_is_migrated_and_keeps_its_memo(tmp_path: Path, version: int) -> None:
+    """Version 1 kept the memo in a table keyed by the memo key, versions 1 and 2 wrapped
+    each result (a pickle) in a codec header; opening such a run for writing (a resume)
+    moves its memo to the appended table and unwraps the pickles."""
     path = tmp_path / "records.db"
     Records(path).close()
-    header, payload = codec.encode([1, 2])
     db = sqlite3.connect(path)
-    db.executescript(
-        """
-        DROP TABLE memo;
-        CREATE TABLE memo (key TEXT PRIMARY KEY, name TEXT, status TEXT NOT NULL,
-            result BLOB, finished REAL) WITHOUT ROWID;
-        PRAGMA user_version=1;
-        """
-    )
-    db.execute("INSERT INTO memo VALUES ('k0', 'f', 'done', ?, 1.0)", (header + bytes(payload),))
+    if version == 1:
+        db.executescript(
+            """
+            DROP TABLE memo;
+            CREATE TABLE memo (key TEXT PRIMARY KEY, name TEXT, status TEXT NOT NULL,
+                result BLOB, finished REAL) WITHOUT ROWID;
+            """
+        )
+    db.execute(f"PRAGMA user_version={version}")
+    kept = pickle.dumps((1, 2))
+    db.execute("INSERT INTO memo VALUES ('k0', 'f', 'done', ?, 1.0)", (_codec_wrapped(kept),))
+    db.execute("INSERT INTO memo VALUES ('k1', 'f', 'done', ?, 2.0)", (_codec_wrapped([3]),))
     db.commit()
     db.close()
     with Records(path, readonly=True) as ro:  # `simai status` of an older run still works
         assert ro.summary()["tasks"] == {}
+        with pytest.raises(ValueError, match="open it for writing"):
+            ro.memo_get("k0")
     with Records(path) as r:
-        assert r.memo_get("k0").result == [1, 2]
-        r.memo_put("k0", "f", [3])
-        assert r.memo_get("k0").result == [3]  # the latest row of a key counts
+        assert pickle.loads(r.memo_get("k0").result) == (1, 2)
+        assert r.memo_get("k1") is None  # not a pickle: a simai memo never kept such a value
+        r.memo_put("k0", "f", b"new")
+        assert r.memo_get("k0").result == b"new"  # the latest row of a key counts
         assert r.memo_keys() == {"k0"}
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3
+
+
+def _journal(directory: Path, name: str, memos: list[tuple[str, bytes]], torn: bool) -> Path:
+    """A memo journal as a local executor's worker writes it, its last record cut short
+    with ``torn`` (the worker was killed while it wrote)."""
+    from simai.launch._worker import _journal_record
+
+    data = b"".join(_journal_record(key, "t", blob) for key, blob in memos)
+    if torn:
+        data += _journal_record("cut", "t", b"x" * 100)[:-10]
+    path = directory / f"{name}.memo"
+    path.write_bytes(data)
+    return path
+
+
+def test_memo_journals_are_folded_in_once_and_removed_when_whole(tmp_path: Path) -> None:
+    db, journals = tmp_path / "records.db", tmp_path / "memo"
+    journals.mkdir()
+    whole = _journal(journals, "1-a", [(f"a{i}", pickle.dumps(i)) for i in range(1000)], False)
+    torn = _journal(journals, "2-b", [("b0", b"b0"), ("b1", b"b1")], True)
+    (journals / "notes.txt").write_text("not a journal")
+    with Records(db, journals=journals) as r:  # folded in when the writer starts
+        assert pickle.loads(r.memo_get("a999").result) == 999
+        assert r.memo_get("b1").result == b"b1" and r.memo_get("cut") is None
+        more = _journal(journals, "3-c", [("c0", b"c0")], False)  # written during the run
+        assert r.memo_get("c0") is None  # folded in at the end only
+    assert not whole.exists() and not more.exists()  # folded in to the last byte: removed
+    assert torn.exists() and (journals / "notes.txt").exists()
+    with Records(db, journals=journals) as r:  # the torn one is not folded in twice
+        assert r.memo_get("c0").result == b"c0"
+        assert len(r.memo_keys()) == 1003
+    count = sqlite3.connect(db).execute("SELECT count(*) FROM memo").fetchone()[0]
+    assert count == 1003
 
 
 def test_task_rows_wait_for_an_idle_writer_but_memos_do_not(tmp_path: Path) -> None:

@@ -2,16 +2,27 @@
 
 Protocol over one socket (fd in argv[1]), each frame an 8-byte little-endian length and a
 pickle. Parent to worker: ``("init", sys_path)``, then ``("run", [(task_id, payload, cores,
-env, memo_ident), ...])`` batches, or ``("exit",)``. Worker to parent, one frame per task in
-order: ``(task_id, ok, value_or_exception, traceback_text, seconds)``; for a task that
-succeeded and came with a ``memo_ident``, ``(task_id, True, None, None, seconds, memo_key,
-result_pickle)`` instead: the workflow's memo key (sha256 of the pickled function identity
-and arguments, taken before the call, see ``simai.workflow.memo.memo_key``; None for
-arguments that are not plain data) and the result's pickle, which the workflow keeps as
-is, both computed here rather than in the executor's busy process.
+env, memo), ...], journal_dir)`` batches, or ``("exit",)``. Worker to parent, one frame per
+task in order: ``(task_id, ok, value_or_exception, traceback_text, seconds)``. The frames
+of quick tasks (under ``QUICK`` seconds) of one batch are sent together, when the batch
+ends or before the next task once the first of them waited ``HOLD`` seconds: a batch of
+tiny tasks then costs one send, not one per task.
+
+``memo`` is None, or ``(name, memo_key, memo_ident)`` for a task whose result the workflow
+memoizes: this process keeps the memo itself, off the executor's busy process. It takes
+the key as given or computes it from ``memo_ident`` (sha256 of the pickled function
+identity and arguments, taken before the call, see ``simai.workflow.memo.memo_key``; not
+for arguments that are not plain data), and appends ``marshal.dumps((key, name, finished,
+result_pickle))`` as one record (body length and CRC-32 as ``<II``, then the body) to its
+own journal file in ``journal_dir``, *before* it sends the result, so that no result seen
+is lost by a kill; the records writer folds the journals into the memo table
+(``simai/workflow/_recorder.py``). The frame is then ``(task_id, True, None, None, seconds,
+kept, result_pickle)``: ``kept`` is False when there was no key or the journal could not be
+written, and the workflow keeps the memo itself.
 """
 
 import hashlib
+import marshal
 import os
 import pickle
 import socket
@@ -19,8 +30,14 @@ import struct
 import sys
 import time
 import traceback
+import zlib
 
 _HEADER = struct.Struct("<Q")
+_JOURNAL_RECORD = struct.Struct("<II")  # as _recorder.JOURNAL_RECORD reads it
+#: a task quicker than this (seconds) may have its result held for the next ones ...
+QUICK = 50e-6
+#: ... for this long at most (unless the next task runs longer: it is not known in advance)
+HOLD = 200e-6
 
 
 def _set_parent_death_signal() -> None:
@@ -52,6 +69,12 @@ def _plain(values):
     numbers, strings, bytes and small lists, tuples and dicts of them), so that their memo
     key can be computed here. Anything else (arrays, sets, objects) gets its key in the
     parent, from the original: its pickle need not survive a round trip byte for byte."""
+    if type(values) is tuple:  # the common case first: a few numbers and strings
+        for value in values:
+            if type(value) not in _ATOMS:
+                break
+        else:
+            return True
     budget = _PLAIN_ITEMS
     stack = [values]
     while stack:
@@ -75,7 +98,7 @@ def _plain(values):
 def _memo_key(ident, args, kwargs):
     """Must match ``simai.workflow.memo.memo_key`` byte for byte; None when unhashable or
     not :func:`_plain`."""
-    if not (_plain(args) and _plain(kwargs)):
+    if not (_plain(args) and (not kwargs or _plain(kwargs))):
         return None
     what = ("function", ident, args, sorted(kwargs.items()) if kwargs else [])
     try:
@@ -99,6 +122,58 @@ def _encode_error(task_id, exc, seconds):
     except Exception:  # noqa: BLE001 - the exception cannot travel: send its text instead
         substitute = RuntimeError(f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}")
         return pickle.dumps((task_id, False, substitute, tb, seconds), protocol=5)
+
+
+def _journal_record(key, name, kept):
+    body = marshal.dumps((key, name, time.time(), kept))
+    return _JOURNAL_RECORD.pack(len(body), zlib.crc32(body)) + body
+
+
+class _Results:
+    """The frames of a batch not sent yet, and the journal records of their memos."""
+
+    def __init__(self, send):
+        self.send = send
+        self.frames = []  # frames, and (task_id, seconds, result_pickle, has_record) of
+        # results with a memo, whose frame says whether the journal kept them
+        self.records = []
+        self.since = 0.0
+        self.journals = {}  # this worker's journal file in each directory, once used
+
+    def add(self, item, record=None):
+        if not self.frames:
+            self.since = time.perf_counter()
+        self.frames.append(item)
+        if record is not None:
+            self.records.append(record)
+
+    def flush(self, directory):
+        """Append the memo records to the journal, then send the frames."""
+        kept = bool(self.records) and self._write(directory, b"".join(self.records))
+        out = []
+        for item in self.frames:
+            if type(item) is tuple:
+                task_id, seconds, blob, has_record = item
+                item = _dumps((task_id, True, None, None, seconds, kept and has_record, blob))
+            out.append(_HEADER.pack(len(item)) + item)
+        self.frames, self.records = [], []
+        self.send(b"".join(out))
+
+    def _write(self, directory, data):
+        try:
+            fd = self.journals.get(directory)
+            if fd is None:
+                path = os.path.join(directory, f"{os.getpid()}-{os.urandom(4).hex()}.memo")
+                flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+                fd = self.journals[directory] = os.open(path, flags, 0o600)
+            if os.write(fd, data) == len(data):
+                return True
+        except OSError:
+            pass
+        fd = self.journals.pop(directory, None)  # a record cut short ends the reading of
+        if fd is not None:  # its file: later ones go to a new file
+            os.close(fd)
+        return False
 
 
 class _Reader:
@@ -137,6 +212,7 @@ def main() -> None:
     cur_env = None
     send = sock.sendall
     functions = {}
+    results = _Results(send)
     pack = _HEADER.pack
     ready = pickle.dumps(("ready",), protocol=5)
     send(pack(len(ready)) + ready)  # a task's walltime starts now, not when it was sent
@@ -147,7 +223,10 @@ def main() -> None:
         msg = pickle.loads(data)
         if msg[0] != "run":
             return
-        for task_id, payload, cores, env, ident in msg[1]:
+        journal, seconds = msg[2], 0.0
+        for task_id, payload, cores, env, memo in msg[1]:
+            if results.frames and (seconds > QUICK or time.perf_counter() - results.since > HOLD):
+                results.flush(journal)
             if pinning and cores is not None and cores != cur_cores:
                 os.sched_setaffinity(0, cores)
                 cur_cores = cores
@@ -168,21 +247,27 @@ def main() -> None:
                     if len(functions) > 256:
                         functions.clear()
                 fn = getattr(fn, "__simai_function__", fn)
-                key = None if ident is None else _memo_key(ident, args, kwargs)  # before the
-                result = fn(*args, **kwargs)  # task can change its arguments in place
+                if memo is not None:  # the key before the call: a task can change its
+                    name, key, ident = memo  # arguments in place
+                    if key is None:
+                        key = _memo_key(ident, args, kwargs)
+                result = fn(*args, **kwargs)
                 seconds = time.perf_counter() - start
                 try:
-                    if ident is None:
-                        out = _dumps((task_id, True, result, None, seconds))
+                    if memo is None:
+                        results.add(_dumps((task_id, True, result, None, seconds)))
                     else:
-                        kept = _dumps(result)
-                        out = _dumps((task_id, True, None, None, seconds, key, kept))
+                        blob = _dumps(result)
+                        record = None if key is None else _journal_record(key, name, blob)
+                        results.add((task_id, seconds, blob, record is not None), record)
                 except Exception as exc:  # noqa: BLE001
                     err = TypeError(f"cannot send the result back to the executor: {exc}")
-                    out = _encode_error(task_id, err, seconds)
+                    results.add(_encode_error(task_id, err, seconds))
             except BaseException as exc:  # noqa: BLE001 - every failure goes to the future
-                out = _encode_error(task_id, exc, time.perf_counter() - start)
-            send(pack(len(out)) + out)
+                seconds = time.perf_counter() - start
+                results.add(_encode_error(task_id, exc, seconds))
+        if results.frames:
+            results.flush(journal)
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()

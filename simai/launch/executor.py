@@ -88,10 +88,12 @@ class Task:
     started: bool = False
     backend_data: Any = None
     observer: Observer | None = None
-    #: set by the memo for a backend that can compute the memo key where the task runs
-    #: (see :meth:`Memo.recall`); the backend then sets ``memo_key`` and ``result_bytes``
+    #: set by the memo (see :meth:`Memo.recall`) for a backend whose workers keep memos
+    #: themselves (:attr:`Memo.journal`); the backend sets ``memo_kept`` when the worker
+    #: did, or ``result_bytes`` (the result's pickle) when it did not
     memo_ident: str | None = None
     memo_key: str | None = None
+    memo_kept: bool = False
     result_bytes: bytes | None = None
     #: when it was submitted and when its first attempt started (``time.time()``)
     submitted_at: float = 0.0
@@ -204,24 +206,31 @@ def _dependency_error(dep: Future) -> DependencyError:
 class Memo(Protocol):
     """Remembers finished tasks so a resumed run does not redo them (see simai.workflow)."""
 
+    #: a directory where the workers of a backend that can (the local executor) keep the
+    #: memos of the Python tasks they finish, each in its own journal file, before they
+    #: report the result (format: ``_worker.py``); the memo's owner folds them in. None:
+    #: every result goes through :meth:`remember`
+    journal: str | None
+
     def recall(self, task: Task) -> tuple[bool, Any]:
         """``(True, result)`` for a task that already finished, else ``(False, None)``.
 
         It may set ``task.memo_key`` (the key it computed) or ``task.memo_ident`` (the
         function's identity, for a backend whose workers compute the key of a Python task
         as ``sha256(pickle(("function", memo_ident, args, sorted(kwargs.items()))))`` when
-        its arguments are plain data, and keep the result's pickle, off the executor's
-        process: see ``_worker.py``; ``remember`` computes what they left out)."""
+        its arguments are plain data, off the executor's process: see ``_worker.py``;
+        ``remember`` computes what they left out)."""
 
     def remember(
         self,
         ended: list[tuple[Task, Any]],
         done: Callable[[Task, Any, BaseException | None], None],
     ) -> None:
-        """Keep the results of tasks that just finished, ``(task, result)`` pairs; call
-        ``done(task, result, None)`` for each once its result is durable (a task counts as
-        finished only then), ``done(task, result, error)`` if it could not be kept. Backends
-        pass the tasks that end together in one call, so one commit covers them all."""
+        """Keep the results of tasks that just finished, ``(task, result)`` pairs, that
+        their worker did not keep (``task.memo_kept``); call ``done(task, result, None)``
+        for each once its result is durable (a task counts as finished only then),
+        ``done(task, result, error)`` if it could not be kept. Backends pass the tasks
+        that end together in one call, so one commit covers them all."""
 
 
 class Executor(abc.ABC):
@@ -466,16 +475,24 @@ class Executor(abc.ABC):
             events = [(t, "finished", None) for t, _ in finished if t.observer is not None]
             if events:
                 observer(events)
-        memo = self.memo
+        memo, conclude = self.memo, self._conclude
         if memo is None:
             for task, result in finished:
-                self._conclude(task, result, None)
+                conclude(task, result, None)
+            return
+        to_keep = []
+        for task, result in finished:
+            if task.memo_kept:  # kept where it ran
+                conclude(task, result, None)
+            else:
+                to_keep.append((task, result))
+        if not to_keep:
             return
         try:
-            memo.remember(finished, self._conclude)
+            memo.remember(to_keep, conclude)
         except Exception as exc:  # noqa: BLE001 - results that cannot be kept fail
-            for task, result in finished:
-                self._conclude(task, result, exc)
+            for task, result in to_keep:
+                conclude(task, result, exc)
 
     def _conclude(self, task: Task, result: Any, error: BaseException | None) -> None:
         """Settle a finished task's future (its result is kept), or retry or fail it when

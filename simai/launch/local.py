@@ -117,6 +117,7 @@ class _Worker:
         self.ready = False  # the worker process has started and said so
         self.walltime: float | None = None  # of the task it runs, while it starts
         self.kill_reason: BaseException | None = None
+        self.alone = False  # it runs a task that was lost with others, by itself
         self.send(("init", list(sys.path)))
 
     def send(self, msg: Any) -> None:
@@ -260,6 +261,7 @@ class LocalExecutor(Executor):
         self._command_lock = threading.Lock()
         self._deadlines: list[tuple[float, int, _Worker]] = []
         self._ema: dict[tuple, float] = {}
+        self._suspects: set[int] = set()  # ids of tasks lost with others (_on_worker_exit)
         self._outstanding = 0
         self._stop = False
         self._terminated = False
@@ -529,7 +531,12 @@ class LocalExecutor(Executor):
                     break
         for worker in list(self._active):
             queue = self._queues.get(worker.shape)  # type: ignore[arg-type]
-            if not queue or worker.deadline is not None or len(worker.outstanding) > 2:
+            if (
+                not queue
+                or worker.deadline is not None
+                or worker.alone
+                or len(worker.outstanding) > 2
+            ):
                 continue
             if self._ema.get(worker.shape, 1.0) < _SHORT_TASK:  # type: ignore[arg-type]
                 self._send_batch(worker, queue, False)
@@ -550,12 +557,21 @@ class LocalExecutor(Executor):
         batch = []
         env = self._gpu_env(worker.gpus)
         cores = set(worker.cores)
+        journal = None if self.memo is None else self.memo.journal
         while queue and len(batch) < size:
             task = self._pop_startable(queue)
             if task is None:
                 break
-            ident = task.memo_ident if task.memo_key is None else None
-            batch.append((task.id, task.backend_data, cores, env, ident))
+            if task.id in self._suspects:  # lost with others: it runs by itself
+                if batch:
+                    queue.appendleft(task)
+                    break
+                self._suspects.discard(task.id)
+                worker.alone, size = True, 1
+            memo = None  # the worker keeps the memo in its journal (see _worker.py)
+            if journal is not None and (task.memo_key or task.memo_ident):
+                memo = (task.name, task.memo_key, task.memo_ident)
+            batch.append((task.id, task.backend_data, cores, env, memo))
             worker.outstanding.append(task)
         if not batch:
             return False
@@ -565,7 +581,7 @@ class LocalExecutor(Executor):
             # a worker still starting gets its walltime from when it is ready (see _on_readable)
             extra = 0.0 if worker.ready else _STARTUP_ALLOWANCE
             self._set_deadline(worker, time.monotonic() + task.walltime + extra)  # type: ignore[operator]
-        worker.send(("run", batch))
+        worker.send(("run", batch, journal))
         return True
 
     def _set_deadline(self, worker: _Worker, deadline: float) -> None:
@@ -573,6 +589,7 @@ class LocalExecutor(Executor):
         heapq.heappush(self._deadlines, (deadline, worker.outstanding[0].id, worker))
 
     def _idle_worker(self, worker: _Worker) -> None:
+        worker.alone = False
         self._active.discard(worker)
         self._release(worker.cores, worker.gpus)
         worker.last_cores = worker.cores
@@ -599,13 +616,16 @@ class LocalExecutor(Executor):
                 continue
             task = worker.outstanding.popleft()
             ok, value, tb, seconds = frame[1:5]
-            if len(frame) == 7:  # the worker made the memo key and the result's pickle
-                task.memo_key, task.result_bytes = frame[5], frame[6]
+            if len(frame) == 7:  # a task with a memo: kept by the worker, or to keep
+                kept, blob = frame[5], frame[6]
                 try:
-                    value = pickle.loads(task.result_bytes)
+                    value = pickle.loads(blob)
                 except Exception as exc:  # noqa: BLE001 - reported through the future
                     ok, value, tb = False, exc, None
-                    task.memo_key = task.result_bytes = None
+                else:
+                    task.memo_kept = kept
+                    if not kept:
+                        task.result_bytes = blob
             shape = worker.shape
             old = self._ema.get(shape)  # type: ignore[arg-type]
             self._ema[shape] = seconds if old is None else 0.8 * old + 0.2 * seconds  # type: ignore[index]
@@ -635,7 +655,13 @@ class LocalExecutor(Executor):
         if worker in self._active:
             self._release(worker.cores, worker.gpus)
         self._forget(worker)
-        if lost:
+        if len(lost) > 1 and reason is None and not worker.alone:
+            # A worker holds the results of quick tasks for a moment (see _worker.py), so
+            # the task that killed it may be any of these: each runs again by itself.
+            for task in reversed(lost):
+                self._suspects.add(task.id)
+                self._requeue(task)
+        elif lost:
             first, rest = lost[0], lost[1:]
             self._outstanding -= 1
             if reason is None:

@@ -1,8 +1,8 @@
 """The records writer process: commits batches that a :class:`Records` object sends it.
 
-Run as ``python -I _recorder.py DB BUSY_TIMEOUT HOST HOLD`` with pipes on stdin and stdout; it
-imports only the standard library, so it starts in a few tens of milliseconds. Writing
-SQLite here rather than in a thread of the workflow process keeps that work off the
+Run as ``python -I _recorder.py DB BUSY_TIMEOUT HOST HOLD [JOURNALS]`` with pipes on stdin and
+stdout; it imports only the standard library, so it starts in a few tens of milliseconds.
+Writing SQLite here rather than in a thread of the workflow process keeps that work off the
 workflow's GIL.
 
 Protocol: each frame on stdin is ``<Q length`` + ``marshal.dumps((seq, items))``, items
@@ -20,17 +20,28 @@ written as it comes; do not mix the two for one task.
 At end of input (the workflow closed it, or died, SIGKILL included) the held rows are
 committed too and the process exits, so it never outlives its workflow and
 loses nothing it received.
+
+Memo journals: with a JOURNALS directory, the memos that the local executor's workers
+appended to their ``*.memo`` files there (one record per finished task, see
+``simai/launch/_worker.py``) are folded into the memo table when this process starts,
+before its first frame (what a killed attempt left), and when it ends; not in between, so
+a run spends nothing on them while its tasks run. Each file's offset is committed with
+its rows (``memo_journals``), so a record goes in once; a record cut short (its worker was
+killed while it wrote it) ends the reading of its file. At the end, the files folded in
+to their last byte are removed.
 """
 
 from __future__ import annotations
 
 import marshal
+import os
 import select
 import signal
 import sqlite3
 import struct
 import sys
 import time
+import zlib
 from typing import Any
 
 EVENT, MEMO, METRIC, FLUSH, ROW, TASK = range(6)
@@ -40,6 +51,11 @@ HOLD = 1.0
 #: deferred TASK rows are committed when no frame came for IDLE seconds, or at DEFER_MAX
 IDLE = 0.002
 DEFER_MAX = 10000
+#: a memo journal record: body length and CRC-32 of the body, then the body,
+#: ``marshal.dumps((key, name, finished, result_pickle))`` (written by ``_worker.py``)
+JOURNAL_RECORD = struct.Struct("<II")
+JOURNAL_SUFFIX = ".memo"
+_JOURNAL_READ = 64 << 20  # bytes of a journal read and committed at a time, at most
 
 STATE_OF = {
     "submitted": "submitted",
@@ -74,6 +90,7 @@ ON CONFLICT (name, item_id) DO UPDATE SET
     retries = tasks.retries + excluded.retries, detail = coalesce(excluded.detail, tasks.detail)
 """
 INSERT_MEMO = "INSERT INTO memo VALUES (?,?,?,?,?)"
+SET_JOURNAL_OFFSET = "INSERT OR REPLACE INTO memo_journals VALUES (?,?)"
 INSERT_METRIC = "INSERT INTO metrics VALUES (?,?,?,?,?)"
 
 
@@ -254,6 +271,66 @@ class Batcher:
         return due
 
 
+def parse_journal(data: bytes, memos: list[tuple]) -> int:
+    """Append the :data:`INSERT_MEMO` rows of the whole records at the start of ``data`` to
+    ``memos``; return how many bytes they took (a record cut short or failing its
+    checksum ends the reading)."""
+    pos, size, header = 0, len(data), JOURNAL_RECORD.size
+    while pos + header <= size:
+        length, crc = JOURNAL_RECORD.unpack_from(data, pos)
+        end = pos + header + length
+        if end > size:
+            break
+        body = data[pos + header : end]
+        if zlib.crc32(body) != crc:
+            break
+        try:
+            key, name, finished, result = marshal.loads(body)
+        except (ValueError, EOFError, TypeError):
+            break
+        memos.append((key, name, "done", result, finished))
+        pos = end
+    return pos
+
+
+def fold_journals(db: sqlite3.Connection, directory: str, remove: bool = False) -> int:
+    """Commit the memos of the journals in ``directory`` that are not in the memo table
+    yet, each file's new offset with them; with ``remove``, then remove the files folded
+    in to their last byte (only once nothing writes to them). Returns the memos added."""
+    offsets = dict(db.execute("SELECT file, offset FROM memo_journals").fetchall())
+    try:
+        names = sorted(n for n in os.listdir(directory) if n.endswith(JOURNAL_SUFFIX))
+    except FileNotFoundError:
+        names = []
+    added = 0
+    for name in names:
+        path = os.path.join(directory, name)
+        with open(path, "rb") as f:
+            offset = offsets.get(name, 0)
+            f.seek(offset)
+            while data := f.read(_JOURNAL_READ):
+                memos: list[tuple] = []
+                used = parse_journal(data, memos)
+                if not used:
+                    break
+                offset += used
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    db.executemany(INSERT_MEMO, memos)
+                    db.execute(SET_JOURNAL_OFFSET, (name, offset))
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                added += len(memos)
+                f.seek(offset)
+            offsets[name] = offset
+            if remove and offset == os.fstat(f.fileno()).st_size:
+                os.unlink(path)
+                db.execute("DELETE FROM memo_journals WHERE file=?", (name,))
+    return added
+
+
 def _read_exact(stream: Any, n: int) -> bytes | None:
     data = stream.read(n)
     return data if len(data) == n else None
@@ -269,6 +346,9 @@ def main(argv: list[str]) -> int:
     db = sqlite3.connect(db_path, timeout=busy_timeout, isolation_level=None)
     db.execute("PRAGMA synchronous=NORMAL")
     db.execute("PRAGMA cache_size=-65536")  # 64 MiB: the tasks table of a big run stays cached
+    journals = argv[5] if len(argv) > 5 else None
+    if journals is not None:
+        fold_journals(db, journals)  # what a killed earlier attempt left, before any lookup
     batcher = Batcher(db, host, hold)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     fd = stdin.fileno()
@@ -291,6 +371,8 @@ def main(argv: list[str]) -> int:
         except BrokenPipeError:
             break
     batcher.commit([], time.monotonic(), flush=True)
+    if journals is not None:
+        fold_journals(db, journals, remove=True)
     db.close()
     return 0
 

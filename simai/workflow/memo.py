@@ -63,15 +63,19 @@ class RecordsMemo:
     user's own, written by their own workflow: resuming one unpickles it, so never resume a
     run directory from a source you do not trust.
 
-    Without recall (a fresh run), a Python task gets ``task.memo_ident`` so that a backend
-    that can (the local executor) computes its key and its result's pickle in the worker;
-    the worker leaves the key to this process for arguments whose pickle may not survive a
-    round trip byte for byte (anything but plain numbers, strings, bytes and small lists,
-    tuples and dicts of them), and so does a backend that cannot.
+    With the records' ``journals`` directory, a backend that can (the local executor) has
+    its workers keep the memos: the worker computes the key (from ``task.memo_ident``, set
+    here on a fresh run, or takes ``task.memo_key``) and the result's pickle and appends
+    them to its journal before it reports the result, and the records writer folds the
+    journals into the memo table; this process then does nothing per task. The worker
+    leaves the memo to :meth:`remember` for arguments whose pickle may not survive a round
+    trip byte for byte (anything but plain numbers, strings, bytes and small lists, tuples
+    and dicts of them), and so does a backend that cannot.
     """
 
     def __init__(self, records: Records, recall: bool = True) -> None:
         self.records = records
+        self.journal = None if records.journals is None else str(records.journals)
         self.recall_enabled = recall
         self.recalled = 0
 
@@ -84,8 +88,13 @@ class RecordsMemo:
         entry = self.records.memo_get(key) if key is not None else None
         if entry is None or entry.status != "done":
             return False, None
+        try:
+            result = pickle.loads(entry.result)  # type: ignore[arg-type]
+        except Exception as exc:  # noqa: BLE001 - e.g. its class is gone from the code
+            _log.warning("%s runs again: its kept result cannot be loaded (%s)", task.label, exc)
+            return False, None
         self.recalled += 1
-        return True, pickle.loads(entry.result)
+        return True, result
 
     def remember(
         self,
@@ -94,7 +103,7 @@ class RecordsMemo:
     ) -> None:
         entries, now = [], []
         for task, result in ended:
-            key, blob = task.memo_key, task.result_bytes  # from the worker, mostly
+            key, blob = task.memo_key, task.result_bytes
             if key is None or blob is None:
                 try:
                     key, blob = _key_and_pickle(task, result)

@@ -37,9 +37,11 @@ Tables (plain SQL: ``sqlite3 records.db`` answers ad-hoc questions):
   history (``failed``, ``retried``, ``cancelled``); ``resources`` is JSON, ``detail`` an
   error message or log tail.
 - ``memo(key, name, status, result, finished)``: finished tasks in the order their results
-  were kept, the result encoded with :mod:`simai.store.codec` (arrays, bytes, JSON; pickle
-  only when allowed). No index: lookups read the keys into memory once, and a key kept
-  twice counts by its latest row.
+  were kept, the result as the bytes given (the workflow's memo keeps pickles). No index:
+  lookups read the keys into memory once, and a key kept twice counts by its latest row.
+- ``memo_journals(file, offset)``: how far each memo journal (the files that the local
+  executor's workers append finished tasks' memos to, ``Records(journals=...)``) was
+  folded into ``memo``.
 - ``metrics(time, name, value, step, source)``: user metrics (``simai.log_metric``;
   ``source`` is the component's name, ``workflow``, or ``host:pid`` of a task's worker).
 - ``channel_files(file, offset)``: how far each process's metrics file in the run's
@@ -56,6 +58,11 @@ second (``Workflow`` for its tasks, the writer for rows from :meth:`Records.even
 frames keep coming, the writer commits each frame's memos and defers the task rows until
 it is idle, for at most ``HOLD``: futures that wait for their memo's commit do not wait
 for the rows too (see ``_recorder.py``). ``flush()`` writes every row held or deferred.
+
+Most memos do not come through here at all: a local executor's workers append them to
+journal files in the ``journals`` directory, which the writer folds into ``memo`` when it
+starts and when it ends (``_recorder.py``); :meth:`memo_get` sees them from the next
+attempt on.
 """
 
 from __future__ import annotations
@@ -79,7 +86,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from simai.store import codec
 from simai.workflow import _recorder
 from simai.workflow._recorder import EVENT, FLUSH, FRAME, MEMO, METRIC, ROW, TASK
 
@@ -100,7 +106,7 @@ STATE_OF = _recorder.STATE_OF
 _KINDS = frozenset(KINDS)
 _EVENTS = frozenset(EVENTS)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: version 1 kept the memo in a table keyed by the memo key: each insert went to a random
 #: page, which made the memo most of what recording cost
 _MIGRATE_1 = """
@@ -111,6 +117,16 @@ CREATE TABLE memo (
 INSERT INTO memo SELECT key, name, status, result, finished FROM memo_v1 ORDER BY finished;
 DROP TABLE memo_v1;
 PRAGMA user_version=2;
+COMMIT;
+"""
+#: version 2 wrapped each memo result (a pickle) in a 64-byte simai.store.codec header of
+#: kind bytes (kind 0 at byte 5); version 3 keeps the bytes as given
+_MIGRATE_2 = """
+BEGIN IMMEDIATE;
+DELETE FROM memo WHERE substr(result, 1, 4) != CAST('SMAI' AS BLOB)
+    OR substr(result, 6, 1) != X'00';
+UPDATE memo SET result = substr(result, 65);
+PRAGMA user_version=3;
 COMMIT;
 """
 _SCHEMA = """
@@ -133,6 +149,8 @@ CREATE TABLE IF NOT EXISTS metrics (
     time REAL NOT NULL, name TEXT NOT NULL, value REAL, step INTEGER, source TEXT);
 CREATE INDEX IF NOT EXISTS metrics_name ON metrics (name, step);
 CREATE TABLE IF NOT EXISTS channel_files (
+    file TEXT PRIMARY KEY, offset INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS memo_journals (
     file TEXT PRIMARY KEY, offset INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS stream_backlog (
     time REAL NOT NULL, stream TEXT NOT NULL, length INTEGER NOT NULL, backlog INTEGER);
@@ -172,12 +190,12 @@ class RecordsClosed(RuntimeError):
 
 @dataclass(frozen=True)
 class MemoEntry:
-    """A finished task's memo: its result, decoded."""
+    """A finished task's memo: its result as kept (the workflow keeps pickles)."""
 
     key: str
     name: str | None
     status: str
-    result: Any
+    result: bytes | None
     finished: float | None
 
 
@@ -192,29 +210,12 @@ def _locked(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-_BYTES_HEADERS: dict[int, bytes] = {}
-
-
-def _encode(value: Any, allow_pickle: bool) -> bytes:
-    if (
-        type(value) is bytes
-    ):  # a pickled memo: the codec's header of bytes depends on the length only
-        header = _BYTES_HEADERS.get(len(value))
-        if header is None:
-            header = codec.encode(value)[0]
-            if len(_BYTES_HEADERS) < 4096:
-                _BYTES_HEADERS[len(value)] = header
-        return header + value
-    header, payload = codec.encode(value, allow_pickle=allow_pickle)
-    return header + bytes(payload)
-
-
 class Records:
     """The records database at ``path`` (created with its tables if missing).
 
     ``readonly=True`` opens an existing database for queries only (no writer process).
-    ``allow_pickle`` lets :meth:`memo_put`/:meth:`memo_get` pickle results that are not
-    arrays, bytes or JSON (unpickling runs code: only for trusted run directories).
+    ``journals`` names a directory of memo journals that the writer folds into the memo
+    table (see ``_recorder.py``); close the records only after their writers stopped.
     ``interval`` (seconds) and ``batch`` (items) bound how long a write waits in memory;
     ``busy_timeout`` how long a write waits for another writer of the same database;
     ``hold`` how long the row of a task that has not ended may wait for its end.
@@ -225,7 +226,7 @@ class Records:
         path: str | os.PathLike[str],
         *,
         readonly: bool = False,
-        allow_pickle: bool = False,
+        journals: str | os.PathLike[str] | None = None,
         interval: float = 0.05,
         batch: int = 5000,
         busy_timeout: float = 30.0,
@@ -233,7 +234,8 @@ class Records:
     ):
         self.path = Path(path)
         self.readonly = readonly
-        self.allow_pickle = allow_pickle
+        self.journals = None if journals is None or readonly else Path(journals)
+        self._journals_read = self.journals is None
         self.attempt: int | None = None
         self._interval = interval
         self._batch = batch
@@ -257,8 +259,10 @@ class Records:
                     version = self._db.execute("PRAGMA user_version").fetchone()[0]
                     if version == 0:
                         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-                    elif version == 1:
+                    if version == 1:
                         self._db.executescript(_MIGRATE_1)
+                    if version in (1, 2):
+                        self._db.executescript(_MIGRATE_2)
             self._check_schema()
         except sqlite3.DatabaseError as e:
             self._db.close()
@@ -291,6 +295,7 @@ class Records:
                     str(busy_timeout),
                     self._host,
                     str(hold),
+                    *([] if self.journals is None else [str(self.journals)]),
                 ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -322,7 +327,8 @@ class Records:
             self._db.execute("SELECT 1 FROM runs, events, tasks, memo, metrics LIMIT 0")
         except sqlite3.DatabaseError as e:
             raise ValueError(f"{self.path} is not a simai records database: {e}") from None
-        if version != SCHEMA_VERSION and not (self.readonly and version == 1):
+        self.version = version
+        if version != SCHEMA_VERSION and not (self.readonly and version in (1, 2)):
             raise ValueError(
                 f"{self.path} has records schema version {version}; this simai reads "
                 f"{SCHEMA_VERSION}"
@@ -491,13 +497,13 @@ class Records:
         self,
         key: str,
         name: str | None,
-        result: Any,
+        result: bytes,
         *,
         status: str = "done",
         durable: bool = True,
         on_durable: Callable[[BaseException | None], None] | None = None,
     ) -> None:
-        """Store a finished task's result under its memo ``key``.
+        """Store a finished task's result (its pickle, or any bytes) under its memo ``key``.
 
         A run must not report a task finished before its memo would survive a kill, so
         with ``durable=True`` (the default) this returns only once the memo is committed.
@@ -505,7 +511,7 @@ class Records:
         second passes ``on_durable`` instead, which returns at once and has the records
         thread call ``on_durable(None)`` after the commit (``on_durable(error)`` if the
         writer failed): resolve the task's future there. ``durable=False`` only queues it.
-        Raises ``TypeError`` for a result the codec cannot encode (see ``allow_pickle``).
+        Raises ``TypeError`` for a result that is not bytes.
         """
         self.memo_put_many(
             [(key, name, result)], status=status, durable=durable, on_durable=on_durable
@@ -513,17 +519,23 @@ class Records:
 
     def memo_put_many(
         self,
-        entries: list[tuple[str, str | None, Any]],
+        entries: list[tuple[str, str | None, bytes]],
         *,
         status: str = "done",
         durable: bool = True,
         on_durable: Callable[[BaseException | None], None] | None = None,
     ) -> None:
         """:meth:`memo_put` for ``(key, name, result)`` entries, committed together (one
-        ``on_durable`` call for all); none is queued if one cannot be encoded."""
+        ``on_durable`` call for all); none is queued if one is not bytes."""
         self._writable()
-        now, allow = time.time(), self.allow_pickle
-        rows = [(key, name, status, _encode(result, allow), now) for key, name, result in entries]
+        now = time.time()
+        rows = [(key, name, status, result, now) for key, name, result in entries]
+        for row in rows:
+            if type(row[3]) is not bytes:
+                raise TypeError(
+                    f"memo {row[0]!r}: a result is kept as bytes (a pickle), "
+                    f"not {type(row[3]).__name__}"
+                )
         self._pending.append((MEMO, rows))
         if on_durable is not None:
             self.after_commit(on_durable)
@@ -697,8 +709,7 @@ class Records:
         if rowid is None:
             return None
         row = self._db.execute("SELECT * FROM memo WHERE rowid=?", (rowid,)).fetchone()
-        result = codec.decode(row["result"], allow_pickle=self.allow_pickle)
-        return MemoEntry(row["key"], row["name"], row["status"], result, row["finished"])
+        return MemoEntry(row["key"], row["name"], row["status"], row["result"], row["finished"])
 
     @_locked
     def memo_keys(self) -> set[str]:
@@ -709,7 +720,16 @@ class Records:
     def _load_memo_keys(self) -> None:
         """Read the memo keys committed since the last call into memory: the memo table
         has no index (appending to it is what keeps recording cheap), so lookups go
-        through this map of key to row."""
+        through this map of key to row. The first call waits for the writer to have
+        folded in the memo journals that an earlier attempt left."""
+        if self.version != SCHEMA_VERSION:
+            raise ValueError(
+                f"{self.path} keeps memos in the format of records schema version "
+                f"{self.version}: open it for writing (resume the run) to convert them"
+            )
+        if not self._journals_read:
+            self.flush()
+            self._journals_read = True
         rows = self._db.execute(
             "SELECT rowid, key FROM memo WHERE rowid > ? ORDER BY rowid", (self._memo_seen,)
         ).fetchall()

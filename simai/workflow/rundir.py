@@ -6,6 +6,8 @@ Layout of ``runs/<name>/`` (the Workflow picks the path; :class:`RunDir` takes i
                     created time, simai version); written atomically
     run.lock        flock-ed by the live workflow process; holds its pid and host
     records.db      the records database (:class:`simai.workflow.Records`)
+    memo/           the local executor's workers' memo journals, folded into records.db
+                    while the run goes on (the files folded in are removed at its end)
     logs/<n>.log    one log per component or task, names sanitised (:meth:`RunDir.log_path`)
     store/          a persistent place for the run's node-local store
 
@@ -35,6 +37,7 @@ LOCK = "run.lock"
 RECORDS = "records.db"
 LOGS = "logs"
 STORE = "store"
+MEMO = "memo"
 DEFAULT_ROOT = "runs"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -83,7 +86,7 @@ def _simai_version() -> str:
 class RunDir:
     """A run directory at ``path`` (see the module docstring for its layout).
 
-    ``create=True`` makes the directory and its ``logs/`` and ``store/`` folders if
+    ``create=True`` makes the directory and its ``logs/``, ``store/`` and ``memo/`` folders if
     missing; ``create=False`` requires an existing run directory (``FileNotFoundError``
     otherwise), as ``simai status`` does.
     """
@@ -94,7 +97,7 @@ class RunDir:
         if create:
             if self.path.exists() and not self.path.is_dir():
                 raise RunDirError(f"run directory {self.path} exists and is not a directory")
-            for sub in (self.path, self.logs_dir, self.store_dir):
+            for sub in (self.path, self.logs_dir, self.store_dir, self.memo_dir):
                 sub.mkdir(parents=True, exist_ok=True)
         elif not self.exists(self.path):
             raise FileNotFoundError(
@@ -137,6 +140,10 @@ class RunDir:
     @property
     def store_dir(self) -> Path:
         return self.path / STORE
+
+    @property
+    def memo_dir(self) -> Path:
+        return self.path / MEMO
 
     @property
     def lock_path(self) -> Path:

@@ -158,7 +158,7 @@ class Workflow:
             layout=self.layout,
         )
         Path(self.run_dir.path, STOP_REQUEST).unlink(missing_ok=True)
-        self.records = Records(self.run_dir.records_path)
+        self.records = Records(self.run_dir.records_path, journals=self.run_dir.memo_dir)
         self.records.start_run()
         self._channel = metrics.ChannelReader(self.run_dir.path, self.records)
         self._channel.poll()  # what processes of a killed earlier attempt logged
