@@ -53,8 +53,8 @@ class Workflow:
     store's contents come back; `resume=False` starts over in the same directory; the default
     follows $SIMAI_RESUME (set by `simai run --resume`). `memoize=False` keeps no memo of
     finished tasks, for runs that will not be resumed (or tasks that must run again when
-    they are): a resume then runs every task again, and a task's future settles without
-    waiting for its memo to be committed, which makes short tasks cheaper.
+    they are): a resume then runs every task again, and no task's result is pickled and
+    kept, which makes short tasks and big results cheaper.
 
     Placement: with `layout="colocated"` the store shares the node with tasks and
     components, and `store_cores=k` pins the Redis shards to the first k cores while tasks and
