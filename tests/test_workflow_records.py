@@ -551,6 +551,31 @@ def test_worker_memo_keys_match_the_workflow_and_a_resume_recalls_every_task(
     assert again[:2] == first[:2] and again[3] == first[3]
 
 
+def test_a_task_cancelled_through_its_future_is_recorded_cancelled(tmp_path: Path) -> None:
+    from simai.workflow import Workflow
+
+    run = tmp_path / "run"
+    with Workflow("cancel", run_dir=run, executor_config={"cores": 1}) as wf:
+        slow = wf.submit(_sleep, 1.0)
+        waiting = wf.submit(_sleep, 0.0)
+        assert waiting.cancel()
+        assert slow.result(timeout=60) == 1.0
+        deadline = time.monotonic() + 20
+        while wf.task_counts()["cancelled"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert wf.task_counts() == {
+            "done": 1,
+            "running": 0,
+            "queued": 0,
+            "failed": 0,
+            "cancelled": 1,
+        }
+    with Records(run / "records.db", readonly=True) as ro:
+        assert [r["state"] for r in ro.tasks_table()] == ["done", "cancelled"]
+        (event,) = ro.events(kind="task")
+        assert event["event"] == "cancelled" and "cancelled before it ran" in event["detail"]
+
+
 def test_a_kept_result_that_cannot_be_loaded_runs_again(tmp_path: Path, caplog) -> None:
     """A memo whose pickle no longer loads (its class left the code, say) is a miss."""
     from simai import Workflow

@@ -113,6 +113,8 @@ class Task:
         running = self.future.set_running_or_notify_cancel()
         if running:
             self.started_at = time.time()
+        else:
+            self.notify("cancelled", CancelledError("its future was cancelled before it ran"))
         return running
 
     def notify(self, event: str, error: BaseException | None = None) -> None:
@@ -123,7 +125,8 @@ class Task:
 
 #: what an executor tells its observer: ``observer(events)`` with ``(task, event, error)``
 #: tuples; events are ``submitted`` (alone, in the submitting thread), then ``finished``,
-#: ``failed``, ``retried`` or ``cancelled``, several at once when tasks end together (the
+#: ``failed``, ``retried`` or ``cancelled`` (a dependency failed, or the future was cancelled
+#: before the task ran), several at once when tasks end together (the
 #: start of a task is ``task.started_at``, not an event: it happens on the hot path)
 Observer = Callable[[list[tuple[Task, str, BaseException | None]]], None]
 
