@@ -551,6 +551,27 @@ def test_worker_memo_keys_match_the_workflow_and_a_resume_recalls_every_task(
     assert again[:2] == first[:2] and again[3] == first[3]
 
 
+def test_a_memo_bigger_than_one_read_of_its_journal_is_folded_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from simai.workflow import _recorder
+
+    db, journals = tmp_path / "records.db", tmp_path / "memo"
+    journals.mkdir()
+    Records(db).close()
+    big = [(f"k{i}", bytes([i]) * 5000) for i in range(3)]
+    _journal(journals, "1-a", [("small", b"s"), *big], False)
+    monkeypatch.setattr(_recorder, "_JOURNAL_READ", 1000)
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        assert _recorder.fold_journals(conn, str(journals), remove=True) == 4
+        rows = dict(conn.execute("SELECT key, result FROM memo").fetchall())
+    finally:
+        conn.close()
+    assert rows == {"small": b"s", **dict(big)}
+    assert not any(journals.iterdir())
+
+
 def test_a_task_cancelled_through_its_future_is_recorded_cancelled(tmp_path: Path) -> None:
     from simai.workflow import Workflow
 

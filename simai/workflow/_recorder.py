@@ -311,6 +311,10 @@ def fold_journals(db: sqlite3.Connection, directory: str, remove: bool = False) 
             while data := f.read(_JOURNAL_READ):
                 memos: list[tuple] = []
                 used = parse_journal(data, memos)
+                if not used and len(data) >= JOURNAL_RECORD.size:  # a record bigger than
+                    need = JOURNAL_RECORD.size + JOURNAL_RECORD.unpack_from(data)[0]  # a read
+                    data += f.read(max(0, need - len(data)))
+                    used = parse_journal(data, memos)
                 if not used:
                     break
                 offset += used
