@@ -551,6 +551,26 @@ def test_worker_memo_keys_match_the_workflow_and_a_resume_recalls_every_task(
     assert again[:2] == first[:2] and again[3] == first[3]
 
 
+def test_a_first_memo_lookup_in_the_records_thread_sees_the_journals(tmp_path: Path) -> None:
+    """A future settled by a memo commit can launch a dependent task, whose memo lookup
+    then runs in the records thread: it must not wait for that thread."""
+    db, journals = tmp_path / "records.db", tmp_path / "memo"
+    journals.mkdir()
+    _journal(journals, "1-a", [("k", b"kept")], False)
+    found: list[object] = []
+    looked = threading.Event()
+
+    def lookup(error: BaseException | None) -> None:
+        found.append(r.memo_get("k"))
+        looked.set()
+
+    with Records(db, journals=journals) as r:
+        r.event("component", "c", "started")
+        r.after_commit(lookup)  # runs once that event is committed
+        assert looked.wait(20), "the lookup in the records thread did not return"
+    assert found[0].result == b"kept"  # type: ignore[union-attr]
+
+
 def test_a_memo_bigger_than_one_read_of_its_journal_is_folded_in(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

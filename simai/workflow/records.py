@@ -236,6 +236,7 @@ class Records:
         self.readonly = readonly
         self.journals = None if journals is None or readonly else Path(journals)
         self._journals_read = self.journals is None
+        self._acked = False  # the writer committed a frame (and folded the journals first)
         self.attempt: int | None = None
         self._interval = interval
         self._batch = batch
@@ -637,6 +638,7 @@ class Records:
                         ack = b""
                     if len(ack) != FRAME.size or FRAME.unpack(ack)[0] != seq:
                         raise RecordsClosed(self._writer_died(proc))
+                    self._acked = True
                 self._release(synced, called=called)
                 if closing:
                     break
@@ -728,8 +730,11 @@ class Records:
                 f"{self.version}: open it for writing (resume the run) to convert them"
             )
         if not self._journals_read:
-            self.flush()
-            self._journals_read = True
+            if threading.current_thread() is not self._flusher:
+                self.flush()
+                self._journals_read = True
+            elif self._acked:  # the records thread (a commit callback) must not wait for
+                self._journals_read = True  # itself; the writer folds before its first commit
         rows = self._db.execute(
             "SELECT rowid, key FROM memo WHERE rowid > ? ORDER BY rowid", (self._memo_seen,)
         ).fetchall()
