@@ -33,6 +33,7 @@ to their last byte are removed.
 
 from __future__ import annotations
 
+import contextlib
 import marshal
 import os
 import select
@@ -42,6 +43,7 @@ import struct
 import sys
 import time
 import zlib
+from collections.abc import Iterator
 from typing import Any
 
 EVENT, MEMO, METRIC, FLUSH, ROW, TASK = range(6)
@@ -92,6 +94,18 @@ ON CONFLICT (name, item_id) DO UPDATE SET
 INSERT_MEMO = "INSERT INTO memo VALUES (?,?,?,?,?)"
 SET_JOURNAL_OFFSET = "INSERT OR REPLACE INTO memo_journals VALUES (?,?)"
 INSERT_METRIC = "INSERT INTO metrics VALUES (?,?,?,?,?)"
+
+
+@contextlib.contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction, rolled back if the block raises."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def merge_task(
@@ -219,8 +233,7 @@ class Batcher:
         if not (events or tasks or memos or metrics or rows):
             return
         db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(db):
             if events:
                 db.executemany(INSERT_EVENT, events)
             if tasks:
@@ -231,10 +244,6 @@ class Batcher:
                 db.executemany(INSERT_METRIC, metrics)
             for sql, args in rows:
                 db.execute(sql, args)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def _take(self, ended: list[tuple[str, str]], now: float, flush: bool) -> list[list[Any]]:
         held, since = self.held, self.since
@@ -318,14 +327,9 @@ def fold_journals(db: sqlite3.Connection, directory: str, remove: bool = False) 
                 if not used:
                     break
                 offset += used
-                db.execute("BEGIN IMMEDIATE")
-                try:
+                with transaction(db):
                     db.executemany(INSERT_MEMO, memos)
                     db.execute(SET_JOURNAL_OFFSET, (name, offset))
-                    db.execute("COMMIT")
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
                 added += len(memos)
                 f.seek(offset)
             offsets[name] = offset

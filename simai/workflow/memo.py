@@ -103,16 +103,14 @@ class RecordsMemo:
     ) -> None:
         entries, now = [], []
         for task, result in ended:
-            key, blob = task.memo_key, task.result_bytes
-            if key is None or blob is None:
-                try:
-                    key, blob = _key_and_pickle(task, result)
-                except Exception as exc:  # noqa: BLE001 - this task fails, not the others
-                    now.append((task, result, exc))
-                    continue
-                if key is None:  # not memoized: a component, or arguments that cannot be hashed
-                    now.append((task, result, None))
-                    continue
+            try:
+                key, blob = _key_and_pickle(task, result)
+            except Exception as exc:  # noqa: BLE001 - this task fails, not the others
+                now.append((task, result, exc))
+                continue
+            if key is None:  # not memoized: a component, or arguments that cannot be hashed
+                now.append((task, result, None))
+                continue
             entries.append((key, task.name, blob))
         if entries:
             kept = ended
@@ -127,8 +125,8 @@ class RecordsMemo:
 
 
 def _key_and_pickle(task: Task, result: Any) -> tuple[str | None, bytes | None]:
-    """The memo key of a task whose backend did not compute it, and its result's pickle
-    (cloudpickle for lambdas and local classes); sets ``task.memo_key``."""
+    """The task's memo key and its result's pickle (cloudpickle for lambdas and local
+    classes), each computed unless the backend or the recall did; sets ``task.memo_key``."""
     key = task.memo_key = task.memo_key or memo_key(task)
     if key is None:
         return None, None

@@ -235,7 +235,6 @@ class Records:
         self.path = Path(path)
         self.readonly = readonly
         self.journals = None if journals is None or readonly else Path(journals)
-        self._journals_read = self.journals is None
         self._acked = False  # the writer committed a frame (and folded the journals first)
         self.attempt: int | None = None
         self._interval = interval
@@ -729,12 +728,11 @@ class Records:
                 f"{self.path} keeps memos in the format of records schema version "
                 f"{self.version}: open it for writing (resume the run) to convert them"
             )
-        if not self._journals_read:
+        if not self._acked and self.journals is not None:  # the writer folds them in
+            # before its first commit; the records thread (a commit callback) must not wait
+            # for itself: until a commit, it looks up without them
             if threading.current_thread() is not self._flusher:
                 self.flush()
-                self._journals_read = True
-            elif self._acked:  # the records thread (a commit callback) must not wait for
-                self._journals_read = True  # itself; the writer folds before its first commit
         rows = self._db.execute(
             "SELECT rowid, key FROM memo WHERE rowid > ? ORDER BY rowid", (self._memo_seen,)
         ).fetchall()
