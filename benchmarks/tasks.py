@@ -464,8 +464,8 @@ def summary_at_scale(n: int) -> tuple[list[str], float]:
                     event, detail = ("failed", "Boom") if failed else ("finished", None)
                     rows.append((name, i, event, at, at + 0.1, at + 0.2, resources, 0, detail))
                     if not failed:
-                        memos.append(_journal_record(f"{i:064x}", name, b"\x80\x05K\x01."))
-                journal.write(b"".join(memos))
+                        memos.append((f"{i:064x}", name, b"\x80\x05K\x01."))
+                journal.write(_journal_record(memos))
                 journal.flush()
                 r.tasks(rows)
             r.end_run()

@@ -769,14 +769,20 @@ def test_an_older_database_is_migrated_and_keeps_its_memo(tmp_path: Path, versio
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3
 
 
-def _journal(directory: Path, name: str, memos: list[tuple[str, bytes]], torn: bool) -> Path:
-    """A memo journal as a local executor's worker writes it, its last record cut short
-    with ``torn`` (the worker was killed while it wrote)."""
+def _journal(
+    directory: Path, name: str, memos: list[tuple[str, bytes]], torn: bool, per_record: int = 1
+) -> Path:
+    """A memo journal as a local executor's worker writes it (``per_record`` memos sent
+    together in each record), its last record cut short with ``torn`` (the worker was
+    killed while it wrote)."""
     from simai.launch._worker import _journal_record
 
-    data = b"".join(_journal_record(key, "t", blob) for key, blob in memos)
+    entries = [(key, "t", blob) for key, blob in memos]
+    data = b"".join(
+        _journal_record(entries[i : i + per_record]) for i in range(0, len(entries), per_record)
+    )
     if torn:
-        data += _journal_record("cut", "t", b"x" * 100)[:-10]
+        data += _journal_record([("cut", "t", b"x" * 100)])[:-10]
     path = directory / f"{name}.memo"
     path.write_bytes(data)
     return path
@@ -785,7 +791,7 @@ def _journal(directory: Path, name: str, memos: list[tuple[str, bytes]], torn: b
 def test_memo_journals_are_folded_in_once_and_removed_when_whole(tmp_path: Path) -> None:
     db, journals = tmp_path / "records.db", tmp_path / "memo"
     journals.mkdir()
-    whole = _journal(journals, "1-a", [(f"a{i}", pickle.dumps(i)) for i in range(1000)], False)
+    whole = _journal(journals, "1-a", [(f"a{i}", pickle.dumps(i)) for i in range(1000)], False, 7)
     torn = _journal(journals, "2-b", [("b0", b"b0"), ("b1", b"b1")], True)
     (journals / "notes.txt").write_text("not a journal")
     with Records(db, journals=journals) as r:  # folded in when the writer starts

@@ -12,13 +12,13 @@ tiny tasks then costs one send, not one per task.
 memoizes: this process keeps the memo itself, off the executor's busy process. It takes
 the key as given or computes it from ``memo_ident`` (sha256 of the pickled function
 identity and arguments, taken before the call, see ``simai.workflow.memo.memo_key``; not
-for arguments that are not plain data), and appends ``marshal.dumps((key, name, finished,
-result_pickle))`` as one record (body length and CRC-32 as ``<II``, then the body) to its
-own journal file in ``journal_dir``, *before* it sends the result, so that no result seen
-is lost by a kill; the records writer folds the journals into the memo table
-(``simai/workflow/_recorder.py``). The frame is then ``(task_id, True, None, None, seconds,
-kept, result_pickle)``: ``kept`` is False when there was no key or the journal could not be
-written, and the workflow keeps the memo itself.
+for arguments that are not plain data), and appends ``marshal.dumps((finished, [(key, name,
+result_pickle), ...]))`` for the results it sends together as one record (body length and
+CRC-32 as ``<II``, then the body) to its own journal file in ``journal_dir``, *before* it
+sends them, so that no result seen is lost by a kill; the records writer folds the
+journals into the memo table (``simai/workflow/_recorder.py``). The frame is then
+``(task_id, True, None, None, seconds, kept, result_pickle)``: ``kept`` is False when there
+was no key or the journal could not be written, and the workflow keeps the memo itself.
 """
 
 import hashlib
@@ -124,8 +124,9 @@ def _encode_error(task_id, exc, seconds):
         return pickle.dumps((task_id, False, substitute, tb, seconds), protocol=5)
 
 
-def _journal_record(key, name, kept):
-    body = marshal.dumps((key, name, time.time(), kept))
+def _journal_record(memos):
+    """One journal record of ``(key, name, result_pickle)`` memos."""
+    body = marshal.dumps((time.time(), memos))
     return _JOURNAL_RECORD.pack(len(body), zlib.crc32(body)) + body
 
 
@@ -134,29 +135,29 @@ class _Results:
 
     def __init__(self, send):
         self.send = send
-        self.frames = []  # frames, and (task_id, seconds, result_pickle, has_record) of
+        self.frames = []  # frames, and (task_id, seconds, result_pickle, has_memo) of
         # results with a memo, whose frame says whether the journal kept them
-        self.records = []
+        self.memos = []
         self.since = 0.0
         self.journals = {}  # this worker's journal file in each directory, once used
 
-    def add(self, item, record=None):
+    def add(self, item, memo=None):
         if not self.frames:
             self.since = time.perf_counter()
         self.frames.append(item)
-        if record is not None:
-            self.records.append(record)
+        if memo is not None:
+            self.memos.append(memo)
 
     def flush(self, directory):
-        """Append the memo records to the journal, then send the frames."""
-        kept = bool(self.records) and self._write(directory, b"".join(self.records))
+        """Append the memos to the journal (one record), then send the frames."""
+        kept = bool(self.memos) and self._write(directory, _journal_record(self.memos))
         out = []
         for item in self.frames:
             if type(item) is tuple:
-                task_id, seconds, blob, has_record = item
-                item = _dumps((task_id, True, None, None, seconds, kept and has_record, blob))
+                task_id, seconds, blob, has_memo = item
+                item = _dumps((task_id, True, None, None, seconds, kept and has_memo, blob))
             out.append(_HEADER.pack(len(item)) + item)
-        self.frames, self.records = [], []
+        self.frames, self.memos = [], []
         self.send(b"".join(out))
 
     def _write(self, directory, data):
@@ -258,8 +259,8 @@ def main() -> None:
                         results.add(_dumps((task_id, True, result, None, seconds)))
                     else:
                         blob = _dumps(result)
-                        record = None if key is None else _journal_record(key, name, blob)
-                        results.add((task_id, seconds, blob, record is not None), record)
+                        memo = None if key is None else (key, name, blob)
+                        results.add((task_id, seconds, blob, memo is not None), memo)
                 except Exception as exc:  # noqa: BLE001
                     err = TypeError(f"cannot send the result back to the executor: {exc}")
                     results.add(_encode_error(task_id, err, seconds))

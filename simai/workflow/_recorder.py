@@ -22,7 +22,7 @@ committed too and the process exits, so it never outlives its workflow and
 loses nothing it received.
 
 Memo journals: with a JOURNALS directory, the memos that the local executor's workers
-appended to their ``*.memo`` files there (one record per finished task, see
+appended to their ``*.memo`` files there (a record for the results sent together, see
 ``simai/launch/_worker.py``) are folded into the memo table when this process starts,
 before its first frame (what a killed attempt left), and when it ends; not in between, so
 a run spends nothing on them while its tasks run. Each file's offset is committed with
@@ -54,7 +54,7 @@ HOLD = 1.0
 IDLE = 0.002
 DEFER_MAX = 10000
 #: a memo journal record: body length and CRC-32 of the body, then the body,
-#: ``marshal.dumps((key, name, finished, result_pickle))`` (written by ``_worker.py``)
+#: ``marshal.dumps((finished, [(key, name, result_pickle), ...]))`` (``_worker.py`` writes it)
 JOURNAL_RECORD = struct.Struct("<II")
 JOURNAL_SUFFIX = ".memo"
 _JOURNAL_READ = 64 << 20  # bytes of a journal read and committed at a time, at most
@@ -90,6 +90,19 @@ ON CONFLICT (name, item_id) DO UPDATE SET
     host = coalesce(?9, tasks.host), worker = coalesce(excluded.worker, tasks.worker),
     resources = coalesce(excluded.resources, tasks.resources),
     retries = tasks.retries + excluded.retries, detail = coalesce(excluded.detail, tasks.detail)
+"""
+#: the row of a task that finished (nearly every row of a run): (name, item_id, attempt,
+#: submitted, started, ended, resources, retries, recording host), none of them None (binding
+#: None costs sqlite3 several times what a number does); what :data:`UPSERT_TASK` does with
+#: such a row
+UPSERT_FINISHED = """
+INSERT INTO tasks VALUES (?1,?2,?3,'done','finished',?4,?5,?6,?9,NULL,?7,?8,NULL)
+ON CONFLICT (name, item_id) DO UPDATE SET
+    attempt = excluded.attempt, state = 'done', last_event = 'finished',
+    submitted = coalesce(tasks.submitted, excluded.submitted),
+    started = excluded.started, ended = excluded.ended,
+    resources = coalesce(excluded.resources, tasks.resources),
+    retries = tasks.retries + excluded.retries
 """
 INSERT_MEMO = "INSERT INTO memo VALUES (?,?,?,?,?)"
 SET_JOURNAL_OFFSET = "INSERT OR REPLACE INTO memo_journals VALUES (?,?)"
@@ -158,21 +171,29 @@ def merge_task(
     return key
 
 
-def task_rows(attempt: int, host: str, rows: list[tuple], events: list[tuple]) -> list[tuple]:
-    """The :data:`UPSERT_TASK` rows of a TASK item (``Records.tasks``), adding the events
-    log's rows of its failed, retried and cancelled tasks to ``events``."""
-    out = []
+def task_rows(
+    attempt: int, host: str, rows: list[tuple], events: list[tuple], runs: list[tuple[str, list]]
+) -> None:
+    """Append the rows of a TASK item (``Records.tasks``) to ``runs``, ``(sql, rows)`` runs
+    of consecutive rows for one statement (:data:`UPSERT_FINISHED` or :data:`UPSERT_TASK`;
+    in order, since a task may have several), and the events log's rows of its failed,
+    retried and cancelled tasks to ``events``."""
     for name, item, event, submitted, started, ended, resources, retries, detail in rows:
-        item = str(item)
-        state = STATE_OF[event]
-        out.append(
-            (name, item, attempt, state, event, submitted, started, ended, None, None)
-            + (resources, retries, detail, host)
-        )
-        if event in LOGGED_TASK_EVENTS:
-            at = ended if ended is not None else time.time()
-            events.append((at, attempt, "task", name, item, event, host, None, resources, detail))
-    return out
+        if event == "finished" and detail is None and started is not None and ended is not None:
+            sql = UPSERT_FINISHED  # item_id: the column's TEXT affinity stores an int as text
+            row: tuple = (name, item, attempt, submitted, started, ended, resources, retries, host)
+        else:
+            sql, item = UPSERT_TASK, str(item)
+            row = (name, item, attempt, STATE_OF[event], event, submitted, started, ended)
+            row += (None, None, resources, retries, detail, host)
+            if event in LOGGED_TASK_EVENTS:
+                at = ended if ended is not None else time.time()
+                log = (at, attempt, "task", name, item, event, host, None, resources, detail)
+                events.append(log)
+        if runs and runs[-1][0] is sql:
+            runs[-1][1].append(row)
+        else:
+            runs.append((sql, [row]))
 
 
 class Batcher:
@@ -183,7 +204,8 @@ class Batcher:
         self.db, self.host, self.hold = db, host, hold
         self.held: dict[tuple[str, str], list[Any]] = {}  # in the order they were first held
         self.since: dict[tuple[str, str], float] = {}
-        self.deferred: list[tuple] = []
+        self.deferred: list[tuple[str, list]] = []  # runs, see task_rows
+        self.deferred_rows = 0
         self.deferred_since = 0.0
 
     def commit(
@@ -214,7 +236,8 @@ class Batcher:
             elif kind == TASK:
                 if not self.deferred:
                     self.deferred_since = now
-                self.deferred += task_rows(*row, events)
+                task_rows(*row, events, self.deferred)
+                self.deferred_rows += len(row[2])
             elif kind == MEMO:
                 memos += row
             elif kind == METRIC:
@@ -224,13 +247,12 @@ class Batcher:
             elif kind == FLUSH:
                 flush = True
         tasks = self._take(ended, now, flush)
-        deferred = self.deferred
-        if deferred and (
-            flush or idle or len(deferred) >= DEFER_MAX or now - self.deferred_since >= self.hold
-        ):
-            tasks += deferred
-            self.deferred = []
-        if not (events or tasks or memos or metrics or rows):
+        runs, due = self.deferred, now - self.deferred_since >= self.hold
+        if runs and (flush or idle or due or self.deferred_rows >= DEFER_MAX):
+            self.deferred, self.deferred_rows = [], 0
+        else:
+            runs = []
+        if not (events or tasks or runs or memos or metrics or rows):
             return
         db = self.db
         with transaction(db):
@@ -238,6 +260,8 @@ class Batcher:
                 db.executemany(INSERT_EVENT, events)
             if tasks:
                 db.executemany(UPSERT_TASK, tasks)
+            for sql, run in runs:
+                db.executemany(sql, run)
             if memos:
                 db.executemany(INSERT_MEMO, memos)
             if metrics:
@@ -294,10 +318,10 @@ def parse_journal(data: bytes, memos: list[tuple]) -> int:
         if zlib.crc32(body) != crc:
             break
         try:
-            key, name, finished, result = marshal.loads(body)
+            finished, entries = marshal.loads(body)
+            memos.extend([(key, name, "done", result, finished) for key, name, result in entries])
         except (ValueError, EOFError, TypeError):
             break
-        memos.append((key, name, "done", result, finished))
         pos = end
     return pos
 
