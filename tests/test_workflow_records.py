@@ -510,6 +510,12 @@ def _echo(*args: object, **kwargs: object) -> tuple:
     return args, kwargs
 
 
+def _unless_seventh(i: int) -> int:
+    if i % 7 == 6:
+        raise ValueError(f"seventh {i}")
+    return i
+
+
 def _append_zero(items: list) -> int:
     items.append(0)  # changes its argument: the memo key is of the arguments it was given
     return len(items)
@@ -549,6 +555,36 @@ def test_worker_memo_keys_match_the_workflow_and_a_resume_recalls_every_task(
     assert again[-1] == first[-1] == 3
     np.testing.assert_array_equal(again[2][0][0], view)
     assert again[:2] == first[:2] and again[3] == first[3]
+
+
+@pytest.mark.parametrize("journal", ["kept", "gone"])
+def test_results_with_memos_and_errors_between_them_reach_their_futures(
+    tmp_path: Path, journal: str
+) -> None:
+    """A worker sends the results of quick tasks with memos together, between the frames of
+    failed ones; with its journal directory gone, it reports them as not kept and the
+    workflow's memo keeps them. Either way each future gets its own result and a resume
+    recalls every finished task."""
+    import shutil
+
+    from simai import Workflow
+
+    def outcomes(futures: list) -> list:
+        errors = [f.exception() for f in futures]
+        return [f.result() if e is None else str(e) for f, e in zip(futures, errors, strict=True)]
+
+    expected = [f"seventh {i}" if i % 7 == 6 else i for i in range(300)]
+    run = tmp_path / "run"
+    with Workflow("mixed", store="file", run_dir=run, resume=False) as wf:
+        if journal == "gone":
+            shutil.rmtree(run / "memo")
+        assert outcomes([wf.submit(_unless_seventh, i) for i in range(300)]) == expected
+    finished = sum(1 for e in expected if isinstance(e, int))
+    with Records(run / "records.db", readonly=True) as ro:
+        assert len(ro.memo_keys()) == finished
+    with Workflow("mixed", store="file", run_dir=run, resume=True) as wf:
+        assert outcomes([wf.submit(_unless_seventh, i) for i in range(300)]) == expected
+        assert wf.executor.memo.recalled == finished  # type: ignore[union-attr]
 
 
 def test_a_first_memo_lookup_in_the_records_thread_sees_the_journals(tmp_path: Path) -> None:

@@ -2,11 +2,12 @@
 
 Protocol over one socket (fd in argv[1]), each frame an 8-byte little-endian length and a
 pickle. Parent to worker: ``("init", sys_path)``, then ``("run", [(task_id, payload, cores,
-env, memo), ...], journal_dir)`` batches, or ``("exit",)``. Worker to parent, one frame per
-task in order: ``(task_id, ok, value_or_exception, traceback_text, seconds)``. The frames
-of quick tasks (under ``QUICK`` seconds) of one batch are sent together, when the batch
-ends or before the next task once the first of them waited ``HOLD`` seconds: a batch of
-tiny tasks then costs one send, not one per task.
+env, memo), ...], journal_dir)`` batches, or ``("exit",)``. Worker to parent, in task order:
+a frame ``(task_id, ok, value_or_exception, traceback_text, seconds)`` for each task, or one
+``([(seconds, kept, result_pickle), ...],)`` for consecutive results with a memo (below).
+The frames of quick tasks (under ``QUICK`` seconds) of one batch are sent together, when the
+batch ends or before the next task once the first of them waited ``HOLD`` seconds: a batch
+of tiny tasks then costs one send, not one per task.
 
 ``memo`` is None, or ``(name, memo_key, memo_ident)`` for a task whose result the workflow
 memoizes: this process keeps the memo itself, off the executor's busy process. It takes
@@ -16,8 +17,7 @@ for arguments that are not plain data), and appends ``marshal.dumps((finished, [
 result_pickle), ...]))`` for the results it sends together as one record (body length and
 CRC-32 as ``<II``, then the body) to its own journal file in ``journal_dir``, *before* it
 sends them, so that no result seen is lost by a kill; the records writer folds the
-journals into the memo table (``simai/workflow/_recorder.py``). The frame is then
-``(task_id, True, None, None, seconds, kept, result_pickle)``: ``kept`` is False when there
+journals into the memo table (``simai/workflow/_recorder.py``). ``kept`` is False when there
 was no key or the journal could not be written, and the workflow keeps the memo itself.
 """
 
@@ -135,8 +135,8 @@ class _Results:
 
     def __init__(self, send):
         self.send = send
-        self.frames = []  # frames, and (task_id, seconds, result_pickle, has_memo) of
-        # results with a memo, whose frame says whether the journal kept them
+        self.frames = []  # frames, and (seconds, result_pickle, has_memo) of results with a
+        # memo, whose frame says whether the journal kept them
         self.memos = []
         self.since = 0.0
         self.journals = {}  # this worker's journal file in each directory, once used
@@ -149,16 +149,23 @@ class _Results:
             self.memos.append(memo)
 
     def flush(self, directory):
-        """Append the memos to the journal (one record), then send the frames."""
+        """Append the memos to the journal (one record), then send the frames (those of
+        consecutive results with a memo as one)."""
         kept = bool(self.memos) and self._write(directory, _journal_record(self.memos))
-        out = []
+        out, group = [], []
         for item in self.frames:
             if type(item) is tuple:
-                task_id, seconds, blob, has_memo = item
-                item = _dumps((task_id, True, None, None, seconds, kept and has_memo, blob))
-            out.append(_HEADER.pack(len(item)) + item)
+                seconds, blob, has_memo = item
+                group.append((seconds, kept and has_memo, blob))
+                continue
+            if group:
+                out.append(_dumps((group,)))
+                group = []
+            out.append(item)
+        if group:
+            out.append(_dumps((group,)))
         self.frames, self.memos = [], []
-        self.send(b"".join(out))
+        self.send(b"".join(_HEADER.pack(len(frame)) + frame for frame in out))
 
     def _write(self, directory, data):
         try:
@@ -260,7 +267,7 @@ def main() -> None:
                     else:
                         blob = _dumps(result)
                         memo = None if key is None else (key, name, blob)
-                        results.add((task_id, seconds, blob, memo is not None), memo)
+                        results.add((seconds, blob, memo is not None), memo)
                 except Exception as exc:  # noqa: BLE001
                     err = TypeError(f"cannot send the result back to the executor: {exc}")
                     results.add(_encode_error(task_id, err, seconds))

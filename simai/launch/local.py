@@ -608,34 +608,40 @@ class LocalExecutor(Executor):
     def _on_readable(self, worker: _Worker) -> None:
         frames, eof = worker.read()
         ended: list[tuple[Task, Any, BaseException | None]] = []
+        outstanding, shape = worker.outstanding, worker.shape
+        ema = self._ema.get(shape)  # type: ignore[arg-type]
         for frame in frames:
-            if frame == ("ready",):
-                worker.ready = True
-                if worker.deadline is not None and worker.walltime is not None:
-                    self._set_deadline(worker, time.monotonic() + worker.walltime)
-                continue
-            task = worker.outstanding.popleft()
-            ok, value, tb, seconds = frame[1:5]
-            if len(frame) == 7:  # a task with a memo: kept by the worker, or to keep
-                kept, blob = frame[5], frame[6]
-                try:
-                    value = pickle.loads(blob)
-                except Exception as exc:  # noqa: BLE001 - reported through the future
-                    ok, value, tb = False, exc, None
-                else:
+            if len(frame) == 1:
+                if frame == ("ready",):
+                    worker.ready = True
+                    if worker.deadline is not None and worker.walltime is not None:
+                        self._set_deadline(worker, time.monotonic() + worker.walltime)
+                    continue
+                for seconds, kept, blob in frame[0]:  # results with a memo: kept
+                    task = outstanding.popleft()  # by the worker, or for the memo to keep
+                    ema = seconds if ema is None else 0.8 * ema + 0.2 * seconds
+                    try:
+                        value = pickle.loads(blob)
+                    except Exception as exc:  # noqa: BLE001 - reported through the future
+                        ended.append((task, None, exc))
+                        continue
                     task.memo_kept = kept
                     if not kept:
                         task.result_bytes = blob
-            shape = worker.shape
-            old = self._ema.get(shape)  # type: ignore[arg-type]
-            self._ema[shape] = seconds if old is None else 0.8 * old + 0.2 * seconds  # type: ignore[index]
-            self._outstanding -= 1
+                    ended.append((task, value, None))
+                continue
+            task = outstanding.popleft()
+            ok, value, tb, seconds = frame[1:]
+            ema = seconds if ema is None else 0.8 * ema + 0.2 * seconds
             if ok:
                 ended.append((task, value, None))
             else:
                 if tb:
                     value.__cause__ = _RemoteTraceback(tb)
                 ended.append((task, None, value))
+        if ema is not None:
+            self._ema[shape] = ema  # type: ignore[index]
+        self._outstanding -= len(ended)
         if ended:
             self._finish_many(ended)
         if eof:

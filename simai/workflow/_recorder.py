@@ -333,7 +333,7 @@ def fold_journals(db: sqlite3.Connection, directory: str, remove: bool = False) 
     offsets = dict(db.execute("SELECT file, offset FROM memo_journals").fetchall())
     try:
         names = sorted(n for n in os.listdir(directory) if n.endswith(JOURNAL_SUFFIX))
-    except FileNotFoundError:
+    except OSError:  # gone, or not a directory: no journals
         names = []
     added = 0
     for name in names:
