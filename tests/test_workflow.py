@@ -264,6 +264,16 @@ def run_tree(pid: int) -> set[int]:
         return set()
 
 
+def long_run_tree(proc: subprocess.Popen) -> set[int]:
+    """The processes of a started LONG_RUN: its store shard, runners and sleep, once its
+    components (which start on their own) have started them."""
+    deadline = time.monotonic() + 20
+    while len(tree := run_tree(proc.pid)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(tree) >= 3, tree
+    return tree
+
+
 def alive(pids: set[int]) -> set[int]:
     out = set()
     for pid in pids:
@@ -279,8 +289,7 @@ def alive(pids: set[int]) -> set[int]:
 def test_stopping_a_run_leaves_nothing_behind(tmp_path, clean, how, request):
     proc = start_long_run(tmp_path, store="redis")
     request.addfinalizer(proc.kill)
-    tree = run_tree(proc.pid)
-    assert len(tree) >= 3  # shard, runners, sleep
+    tree = long_run_tree(proc)
     if how == "sigterm":
         proc.send_signal(signal.SIGTERM)
     elif how == "ctrl-c":
@@ -308,7 +317,7 @@ def test_a_dead_store_shard_fails_the_run_clearly(tmp_path, clean, request):
     shard = next(
         p for p in psutil.Process(proc.pid).children() if "redis-server" in " ".join(p.cmdline())
     )
-    tree = run_tree(proc.pid)
+    tree = long_run_tree(proc)
     shard.kill()
     proc.wait(timeout=60)
     assert proc.returncode != 0

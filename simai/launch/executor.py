@@ -399,12 +399,13 @@ class Executor(abc.ABC):
         if self._closed:
             raise RuntimeError("cannot submit to an executor that was shut down")
         task.future.simai_task = task  # type: ignore[attr-defined]
-        task.observer = self.observer
+        task.observer = observer = self.observer
         deps = _find_futures(task.args, task.kwargs)
         task.has_dependencies = bool(deps)
         self._prepare(task)
         task.submitted_at = time.time()
-        task.notify("submitted")
+        if observer is not None:
+            observer([(task, "submitted", None)])
         if not deps:
             self._launch(task)
             return task.future
