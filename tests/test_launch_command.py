@@ -72,6 +72,24 @@ def test_bad_commands_are_refused_early(ex, tmp_path):
         ex.submit_command(Command(["echo"], ranks=NCORES + 1))
     with pytest.raises(TypeError, match="needs a Command"):
         ex.submit_command(["echo"])
+    with pytest.raises(TypeError, match="takes no arguments or resources"):
+        ex.submit(Command(["echo"]), "x")
+    with pytest.raises(TypeError, match="takes no arguments or resources"):
+        ex.submit(Command(["echo"]), resources={"cpus": 1})
+    with pytest.raises(TypeError, match="needs a callable"):
+        ex.submit(["echo"])
+
+
+def test_submit_runs_a_command_as_submit_command_does(ex, tmp_path):
+    from simai.launch import submit, use
+
+    result = ex.submit(Command(["echo", "direct"], cwd=tmp_path)).result(timeout=30)
+    assert isinstance(result, CommandResult) and result.stdout.read_text() == "direct\n"
+    with use(ex):
+        fut = submit(Command(["sh", "-c", "exit 4"], name="four"), retries=1)
+        with pytest.raises(CommandError, match="status 4"):
+            fut.result(timeout=30)
+    assert fut.simai_task.attempt == 1  # type: ignore[attr-defined]
 
 
 def test_commands_are_bound_to_their_cores_and_gpus(tmp_path):

@@ -261,7 +261,7 @@ class Executor(abc.ABC):
 
     def submit(
         self,
-        fn: Callable[..., Any],
+        fn: Callable[..., Any] | Command,
         /,
         *args: Any,
         resources: Resources | Mapping[str, int] | None = None,
@@ -269,7 +269,8 @@ class Executor(abc.ABC):
         walltime: float | None = None,
         **kwargs: Any,
     ) -> Future:
-        """Schedule ``fn(*args, **kwargs)`` and return its future.
+        """Schedule ``fn(*args, **kwargs)`` and return its future (a :class:`Command` is
+        run as by :meth:`submit_command`).
 
         Futures among the arguments (also one level inside lists, tuples, sets and dict
         values) are waited for and replaced by their results. ``retries`` reruns a failed
@@ -277,7 +278,13 @@ class Executor(abc.ABC):
         Bad input raises here, before anything runs.
         """
         if not callable(fn):
-            raise TypeError(f"submit() needs a callable, got {type(fn).__name__} {fn!r}")
+            from simai.launch.command import Command
+
+            if not isinstance(fn, Command):
+                raise TypeError(f"submit() needs a callable, got {type(fn).__name__} {fn!r}")
+            if args or kwargs or resources is not None:
+                raise TypeError("a Command takes no arguments or resources: it holds its own")
+            return self.submit_command(fn, retries=retries, walltime=walltime)
         res = as_resources(resources)
         retries, walltime = _check_retries_walltime(retries, walltime)
         name = getattr(fn, "__name__", None) or getattr(

@@ -60,12 +60,7 @@ def use(executor: str | Executor = "local", **config: Any) -> Iterator[Executor]
 
 def submit(fn_or_command: Callable[..., Any] | Command, /, *args: Any, **kwargs: Any) -> Future:
     """Submit a function or a :class:`Command` to the current executor."""
-    ex = current_executor()
-    if isinstance(fn_or_command, Command):
-        if args:
-            raise TypeError("a Command takes no positional arguments")
-        return ex.submit_command(fn_or_command, **kwargs)
-    return ex.submit(fn_or_command, *args, **kwargs)
+    return current_executor().submit(fn_or_command, *args, **kwargs)
 
 
 class TaskFunction(Generic[P, R]):
