@@ -19,6 +19,7 @@ import numpy as np
 import psutil
 import pytest
 
+from simai.launch import task as simai_task
 from simai.workflow import (
     Records,
     RecordsClosed,
@@ -521,6 +522,11 @@ def _append_zero(items: list) -> int:
     return len(items)
 
 
+@simai_task
+def _scaled(x: float, factor: float = 2.0) -> float:
+    return x * factor
+
+
 def test_worker_memo_keys_match_the_workflow_and_a_resume_recalls_every_task(
     tmp_path: Path,
 ) -> None:
@@ -537,6 +543,7 @@ def test_worker_memo_keys_match_the_workflow_and_a_resume_recalls_every_task(
         (_echo, ((1, 2), [3, {"x": None, "y": "z" * 3}]), {"k": b"\x00\x01", "a": -0.0}),
         (_echo, (view, np.int64(7)), {"b": True, "s": frozenset({3, 1, 2})}),
         (_echo, (), {"only": {"nested": [1.5, "é"]}}),
+        (_scaled, (1.5,), {"factor": 4}),  # the workers see the function it wraps
         (_append_zero, ([5, 6],), {}),
     ]
     expected = {
@@ -552,7 +559,7 @@ def test_worker_memo_keys_match_the_workflow_and_a_resume_recalls_every_task(
     with Workflow("keys", store="file", run_dir=run, resume=True) as wf:
         again = [wf.submit(fn, *args, **kw).result() for fn, args, kw in calls]
         assert wf.executor.memo.recalled == len(calls)  # type: ignore[union-attr]
-    assert again[-1] == first[-1] == 3
+    assert again[-1] == first[-1] == 3 and again[-2] == first[-2] == 6.0
     np.testing.assert_array_equal(again[2][0][0], view)
     assert again[:2] == first[:2] and again[3] == first[3]
 

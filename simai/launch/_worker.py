@@ -9,11 +9,11 @@ The frames of quick tasks (under ``QUICK`` seconds) of one batch are sent togeth
 batch ends or before the next task once the first of them waited ``HOLD`` seconds: a batch
 of tiny tasks then costs one send, not one per task.
 
-``memo`` is None, or ``(name, memo_key, memo_ident)`` for a task whose result the workflow
-memoizes: this process keeps the memo itself, off the executor's busy process. It takes
-the key as given or computes it from ``memo_ident`` (sha256 of the pickled function
-identity and arguments, taken before the call, see ``simai.workflow.memo.memo_key``; not
-for arguments that are not plain data), and appends ``marshal.dumps((finished, [(key, name,
+``memo`` is None, or ``(name, memo_key)`` for a task whose result the workflow memoizes:
+this process keeps the memo itself, off the executor's busy process. It takes the key as
+given or computes it (sha256 of the pickled function identity and arguments, taken before
+the call, as ``simai.workflow.memo.memo_key`` does; not for arguments that are not plain
+data), and appends ``marshal.dumps((finished, [(key, name,
 result_pickle), ...]))`` for the results it sends together as one record (body length and
 CRC-32 as ``<II``, then the body) to its own journal file in ``journal_dir``, *before* it
 sends them, so that no result seen is lost by a kill; the records writer folds the
@@ -93,6 +93,21 @@ def _plain(values):
         else:
             return False
     return True
+
+
+def _ident(fn, idents):
+    """A function's identity in memo keys, as ``simai.workflow.memo._ident`` has it (kept
+    in ``idents``)."""
+    try:
+        ident = idents.get(fn)
+    except TypeError:  # not hashable: not kept
+        return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
+    if ident is None:
+        ident = f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
+        if len(idents) >= 256:
+            idents.clear()
+        idents[fn] = ident
+    return ident
 
 
 def _memo_key(ident, args, kwargs):
@@ -220,6 +235,7 @@ def main() -> None:
     cur_env = None
     send = sock.sendall
     functions = {}
+    idents = {}  # function -> its identity in memo keys
     results = _Results(send)
     pack = _HEADER.pack
     ready = pickle.dumps(("ready",), protocol=5)
@@ -256,9 +272,9 @@ def main() -> None:
                         functions.clear()
                 fn = getattr(fn, "__simai_function__", fn)
                 if memo is not None:  # the key before the call: a task can change its
-                    name, key, ident = memo  # arguments in place
+                    name, key = memo  # arguments in place
                     if key is None:
-                        key = _memo_key(ident, args, kwargs)
+                        key = _memo_key(_ident(fn, idents), args, kwargs)
                 result = fn(*args, **kwargs)
                 seconds = time.perf_counter() - start
                 try:

@@ -88,10 +88,9 @@ class Task:
     started: bool = False
     backend_data: Any = None
     observer: Observer | None = None
-    #: set by the memo (see :meth:`Memo.recall`) for a backend whose workers keep memos
-    #: themselves (:attr:`Memo.journal`); the backend sets ``memo_kept`` when the worker
+    #: set by the memo (see :meth:`Memo.recall`); for a backend whose workers keep memos
+    #: themselves (:attr:`Memo.journal`), the backend sets ``memo_kept`` when the worker
     #: did, or ``result_bytes`` (the result's pickle) when it did not
-    memo_ident: str | None = None
     memo_key: str | None = None
     memo_kept: bool = False
     result_bytes: bytes | None = None
@@ -214,15 +213,16 @@ class Memo(Protocol):
     #: report the result (format: ``_worker.py``); the memo's owner folds them in. None:
     #: every result goes through :meth:`remember`
     journal: str | None
+    #: whether :meth:`recall` may know a task (a resumed run); else it is not asked
+    recalls: bool
 
     def recall(self, task: Task) -> tuple[bool, Any]:
         """``(True, result)`` for a task that already finished, else ``(False, None)``.
 
-        It may set ``task.memo_key`` (the key it computed) or ``task.memo_ident`` (the
-        function's identity, for a backend whose workers compute the key of a Python task
-        as ``sha256(pickle(("function", memo_ident, args, sorted(kwargs.items()))))`` when
-        its arguments are plain data, off the executor's process: see ``_worker.py``;
-        ``remember`` computes what they left out)."""
+        It may set ``task.memo_key`` (the key it computed). The workers of a backend with
+        a :attr:`journal` compute the key of a Python task without one themselves, off
+        the executor's process, when its arguments are plain data (see ``_worker.py``);
+        ``remember`` computes what they left out."""
 
     def remember(
         self,
@@ -454,8 +454,9 @@ class Executor(abc.ABC):
 
     def _launch(self, task: Task) -> None:
         """Run a task whose arguments are resolved, unless the memo knows its result."""
-        if self.memo is not None:
-            known, result = self.memo.recall(task)
+        memo = self.memo
+        if memo is not None and memo.recalls:
+            known, result = memo.recall(task)
             if known:
                 if task.start():
                     task.args, task.kwargs = (), {}

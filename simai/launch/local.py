@@ -569,8 +569,8 @@ class LocalExecutor(Executor):
                 self._suspects.discard(task.id)
                 worker.alone, size = True, 1
             memo = None  # the worker keeps the memo in its journal (see _worker.py)
-            if journal is not None and (task.memo_key or task.memo_ident):
-                memo = (task.name, task.memo_key, task.memo_ident)
+            if journal is not None and task.command is None:
+                memo = (task.name, task.memo_key)
             batch.append((task.id, task.backend_data, cores, env, memo))
             worker.outstanding.append(task)
         if not batch:

@@ -20,7 +20,8 @@ _IDENTS: dict[int, tuple[Any, str]] = {}
 
 
 def _ident(fn: Any) -> str:
-    """The function's identity in memo keys: ``module:qualname``."""
+    """The function's identity in memo keys: ``module:qualname`` (the local executor's
+    workers compute it the same way, ``_worker._ident``)."""
     known = _IDENTS.get(id(fn))
     if known is not None and known[0] is fn:
         return known[1]
@@ -64,8 +65,8 @@ class RecordsMemo:
     run directory from a source you do not trust.
 
     With the records' ``journals`` directory, a backend that can (the local executor) has
-    its workers keep the memos: the worker computes the key (from ``task.memo_ident``, set
-    here on a fresh run, or takes ``task.memo_key``) and the result's pickle and appends
+    its workers keep the memos: the worker computes the key as :func:`memo_key` does (or
+    takes ``task.memo_key``, set here on a resume) and the result's pickle and appends
     them to its journal before it reports the result, and the records writer folds the
     journals into the memo table; this process then does nothing per task. The worker
     leaves the memo to :meth:`remember` for arguments whose pickle may not survive a round
@@ -76,13 +77,11 @@ class RecordsMemo:
     def __init__(self, records: Records, recall: bool = True) -> None:
         self.records = records
         self.journal = None if records.journals is None else str(records.journals)
-        self.recall_enabled = recall
+        self.recalls = recall
         self.recalled = 0
 
     def recall(self, task: Task) -> tuple[bool, Any]:
-        if not self.recall_enabled:
-            if task.command is None:
-                task.memo_ident = _ident(task.fn)
+        if not self.recalls:
             return False, None
         key = task.memo_key = memo_key(task)
         entry = self.records.memo_get(key) if key is not None else None
