@@ -13,12 +13,12 @@ of tiny tasks then costs one send, not one per task.
 this process keeps the memo itself, off the executor's busy process. It takes the key as
 given or computes it (sha256 of the pickled function identity and arguments, taken before
 the call, as ``simai.workflow.memo.memo_key`` does; not for arguments that are not plain
-data), and appends ``marshal.dumps((finished, [(key, name,
-result_pickle), ...]))`` for the results it sends together as one record (body length and
-CRC-32 as ``<II``, then the body) to its own journal file in ``journal_dir``, *before* it
-sends them, so that no result seen is lost by a kill; the records writer folds the
-journals into the memo table (``simai/workflow/_recorder.py``). ``kept`` is False when there
-was no key or the journal could not be written, and the workflow keeps the memo itself.
+data). For the results it sends together it appends one record, ``marshal.dumps((finished,
+[(key, name, result_pickle), ...]))`` (body length and CRC-32 as ``<II``, then the body), to
+its own journal file in ``journal_dir``, *before* it sends them, so that no result seen is
+lost by a kill; the records writer folds the journals into the memo table
+(``simai/workflow/_recorder.py``). ``kept`` is False when there was no key or the journal
+could not be written, and the workflow keeps the memo itself.
 """
 
 import hashlib
