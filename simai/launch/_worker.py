@@ -101,12 +101,13 @@ def _ident(fn, idents):
     try:
         ident = idents.get(fn)
     except TypeError:  # not hashable: not kept
-        return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
+        ident, idents = None, None
     if ident is None:
         ident = f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
-        if len(idents) >= 256:
-            idents.clear()
-        idents[fn] = ident
+        if idents is not None:
+            if len(idents) >= 256:
+                idents.clear()
+            idents[fn] = ident
     return ident
 
 
@@ -146,7 +147,7 @@ def _journal_record(memos):
 
 
 class _Results:
-    """The frames of a batch not sent yet, and the journal records of their memos."""
+    """The frames of a batch not sent yet, and the memos that go to the journal first."""
 
     def __init__(self, send):
         self.send = send

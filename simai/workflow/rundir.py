@@ -7,7 +7,7 @@ Layout of ``runs/<name>/`` (the Workflow picks the path; :class:`RunDir` takes i
     run.lock        flock-ed by the live workflow process; holds its pid and host
     records.db      the records database (:class:`simai.workflow.Records`)
     memo/           the local executor's workers' memo journals, folded into records.db
-                    while the run goes on (the files folded in are removed at its end)
+                    when the run ends or resumes (the files folded in are then removed)
     logs/<n>.log    one log per component or task, names sanitised (:meth:`RunDir.log_path`)
     store/          a persistent place for the run's node-local store
 
