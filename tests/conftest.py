@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 
 import pytest
 from _netns import netns_hosts_fixture  # noqa: F401 - provides `netns_hosts`
 from _slurm import slurm_cluster_fixture  # noqa: F401 - provides `slurm_cluster`
 
+import simai
 from simai.store import ENV_PASSWORD
 from simai.store.redis_server import RedisServers
 from simai.store.resp import Connection
@@ -50,6 +52,26 @@ def redis_store_url(redis_servers: RedisServers) -> str:
         finally:
             conn.close()
     return redis_servers.url
+
+
+@pytest.fixture
+def local_store_url() -> Iterator[str]:
+    """A fresh node-local store, destroyed after the test."""
+    url = f"local://t{uuid.uuid4().hex[:10]}"
+    yield url
+    simai.open_store(url).destroy()
+
+
+@pytest.fixture
+def file_store_url(tmp_path) -> str:
+    """A fresh filesystem store under the test's tmp_path."""
+    return f"file://{tmp_path}/store"
+
+
+@pytest.fixture(params=["local", "file", "redis"])
+def store_url(request) -> str:
+    """A fresh store of each backend in turn: the contract every backend keeps."""
+    return request.getfixturevalue(f"{request.param}_store_url")
 
 
 @pytest.fixture

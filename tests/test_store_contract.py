@@ -7,15 +7,12 @@ import os
 import subprocess
 import sys
 import textwrap
-import uuid
 
 import numpy as np
 import pytest
 
 import simai
 from simai.store import ENV_URL
-
-BACKENDS = ["local", "file", "redis"]
 
 DTYPES = [
     np.bool_,
@@ -33,19 +30,6 @@ DTYPES = [
     np.complex64,
     np.complex128,
 ]
-
-
-@pytest.fixture(params=BACKENDS)
-def store_url(request, tmp_path):
-    kind = request.param
-    name = f"t{uuid.uuid4().hex[:10]}"
-    if kind == "local":
-        yield f"local://{name}"
-        simai.open_store(f"local://{name}").destroy()
-    elif kind == "file":
-        yield f"file://{tmp_path}/{name}"
-    else:
-        yield request.getfixturevalue("redis_store_url")
 
 
 @pytest.fixture

@@ -1,0 +1,16 @@
+"""Concurrency and crash torture on every backend (see _torture.py): many processes for a
+bounded time, then every acknowledged write is checked; and a writer SIGKILLed mid-put."""
+
+from __future__ import annotations
+
+import _torture
+
+
+def test_concurrent_processes_lose_and_alter_nothing(store_url, tmp_path):
+    counts = _torture.run(store_url, workers=4, seconds=4, scratch=tmp_path)
+    assert counts["appends"] > 50 and counts["blocked"] > 10 and counts["dropping"] > 10
+
+
+def test_a_writer_killed_mid_put_leaves_a_whole_value(store_url, tmp_path):
+    counts = _torture.crash(store_url, kills=6, scratch=tmp_path)
+    assert counts["appends"] > 0
