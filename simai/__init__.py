@@ -17,7 +17,14 @@ from simai.launch import (
     task,
 )
 from simai.models import Surrogate, SurrogateClient
-from simai.store import AuthenticationError, CorruptValueError, Store, open_store, store
+from simai.store import (
+    AuthenticationError,
+    CorruptValueError,
+    Store,
+    StoreClosedError,
+    open_store,
+    store,
+)
 from simai.workflow import Component, ComponentFailed, Workflow
 from simai.workflow.metrics import log_metric
 
@@ -36,6 +43,7 @@ __all__ = [
     "LocalExecutor",
     "Resources",
     "Store",
+    "StoreClosedError",
     "Surrogate",
     "SurrogateClient",
     "TaskTimeoutError",

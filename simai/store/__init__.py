@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from simai.store.base import MAX_KEY_BYTES, Store, check_key
+from simai.store.base import MAX_KEY_BYTES, Store, StoreClosedError, check_key
 from simai.store.codec import CorruptValueError
 from simai.store.resp import AuthenticationError
 
@@ -26,6 +26,7 @@ __all__ = [
     "AuthenticationError",
     "CorruptValueError",
     "Store",
+    "StoreClosedError",
     "check_key",
     "open_store",
     "store",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -42,6 +42,10 @@ POLICIES = ("block", "drop_oldest")
 """What `append` does to a bounded stream that holds `maxlen` values (see `create_stream`)."""
 
 
+class StoreClosedError(RuntimeError):
+    """The store was closed by this process, or destroyed."""
+
+
 class StreamEnded(Exception):
     """Raised inside backends when a stream was closed by its producer and fully read."""
 
@@ -65,6 +69,11 @@ class Store(ModelRegistry, ABC):
 
     url: str
 
+    _closed = False
+    _seals = False
+    """Whether the backend fills in each header's checksum itself (`codec.seal`), so that it
+    can hash a large payload while it copies it; else `put` and `append` hand it sealed."""
+
     def __init__(self, allow_pickle: bool = False) -> None:
         self.allow_pickle = allow_pickle
 
@@ -75,8 +84,14 @@ class Store(ModelRegistry, ABC):
         """Store one entry atomically: readers see the old entry or the new one, never a mix."""
 
     @abstractmethod
-    def _read(self, key: str, view: bool) -> Any:
-        """Return the whole entry as a buffer (writable copy, or read-only view if `view`)."""
+    def _read(self, key: str, view: bool) -> tuple[Any, int]:
+        """The verified value of `key` (arrays: a private copy, or a read-only view if `view`)
+        and the size of its entry; KeyError if missing, CorruptValueError if damaged."""
+
+    @abstractmethod
+    def _read_into(self, key: str, out: np.ndarray) -> None:
+        """Copy an array entry into `out` and verify the copy (KeyError if missing, TypeError
+        if not an array, ValueError if `out` does not fit)."""
 
     @abstractmethod
     def _exists(self, key: str) -> bool: ...
@@ -105,8 +120,11 @@ class Store(ModelRegistry, ABC):
         still full at `deadline`. ValueError if the stream was closed."""
 
     @abstractmethod
-    def _stream_read(self, stream: str, index: int, deadline: float | None) -> Any | None:
-        """Entry `index` of a stream, waiting until `deadline`; None on timeout.
+    def _stream_read(
+        self, stream: str, index: int, deadline: float | None, view: bool
+    ) -> tuple[Any, int] | None:
+        """The verified value of entry `index` of a stream and its size, as `_read` gives
+        them, waiting until `deadline`; None on timeout.
 
         Raises StreamEnded when the stream was closed and has no entry `index`, StreamTrimmed
         when entry `index` was trimmed from a bounded stream.
@@ -138,20 +156,32 @@ class Store(ModelRegistry, ABC):
         for key, header, payload in entries:
             self._write(key, header, payload)
 
-    def _read_many(self, keys: list[str], view: bool) -> list[Any]:
-        """The entries of several keys (KeyError if one is missing); backends that can batch
-        the reads do."""
+    def _read_many(self, keys: list[str], view: bool) -> list[tuple[Any, int]]:
+        """The values of several keys and their sizes, as `_read` gives them (KeyError if one
+        is missing); backends that can batch the reads do."""
         return [self._read(k, view) for k in keys]
 
-    def close(self) -> None:  # noqa: B027 - most backends hold nothing to release
-        """Release client resources (connections, mappings). Stored data stays."""
+    def _decode(self, buf: Any, view: bool) -> tuple[Any, int]:
+        """A whole entry's verified value and size, for backends that read entries whole."""
+        value = codec.decode(buf, writable=not view, allow_pickle=self.allow_pickle)
+        return value, memoryview(buf).nbytes
+
+    def close(self) -> None:
+        """Release client resources (connections, mappings); later calls raise
+        StoreClosedError. Stored data stays."""
+        self._closed = True
+
+    def _raise_closed(self) -> NoReturn:
+        raise StoreClosedError(f"store {self.url} is closed")
 
     # --- public API ---------------------------------------------------------------------
 
     def put(self, key: str, value: Any) -> None:
         """Store `value` under `key`, replacing what was there."""
+        if self._closed:
+            self._raise_closed()
         check_key(key)
-        header, payload = codec.encode(value, self.allow_pickle)
+        header, payload = codec.encode(value, self.allow_pickle, not self._seals)
         self._write(key, header, payload)
         if counters.enabled:
             counters.add("put", key, len(header) + payload.nbytes)
@@ -164,6 +194,8 @@ class Store(ModelRegistry, ABC):
         `out=` copies an array into a preallocated C-contiguous array of the same dtype and
         shape and returns it: a training loop that reuses its buffers allocates nothing.
         """
+        if self._closed:
+            self._raise_closed()
         check_key(key)
         if out is not None:
             if view:
@@ -176,21 +208,20 @@ class Store(ModelRegistry, ABC):
             if counters.enabled:
                 counters.add("get", key, codec.header_size(out.ndim) + out.nbytes)
             return out
-        buf = self._read(key, view)
-        value = codec.decode(buf, writable=not view, allow_pickle=self.allow_pickle)
+        value, size = self._read(key, view)
         if counters.enabled:
-            counters.add("get", key, len(buf))
+            counters.add("get", key, size)
         return value
 
-    def _read_into(self, key: str, out: np.ndarray) -> np.ndarray:
-        """Copy an array entry into `out`; backends that can skip the intermediate copy do."""
-        return codec.decode_into(self._read(key, True), out)
-
     def exists(self, key: str) -> bool:
+        if self._closed:
+            self._raise_closed()
         return self._exists(check_key(key))
 
     def delete(self, key: str) -> bool:
         """Delete `key`; return whether it existed."""
+        if self._closed:
+            self._raise_closed()
         existed = self._delete(check_key(key))
         if counters.enabled:
             counters.add("delete", key, 0)
@@ -198,23 +229,31 @@ class Store(ModelRegistry, ABC):
 
     def keys(self, prefix: str = "") -> list[str]:
         """All keys starting with `prefix`, sorted."""
+        if self._closed:
+            self._raise_closed()
         if not isinstance(prefix, str):
             raise ValueError(f"prefix must be a str, not {type(prefix).__name__}")
         return sorted(self._keys(prefix))
 
     def wait(self, key: str, timeout: float | None = None) -> None:
         """Block until `key` exists; TimeoutError after `timeout` seconds."""
+        if self._closed:
+            self._raise_closed()
         check_key(key)
         if not self._wait(key, _deadline(timeout)):
-            raise TimeoutError(f"key {key!r} did not appear within {timeout} s in {self.url}")
+            raise TimeoutError(
+                f"key {key!r} did not appear within {_seconds(timeout)} in {self.url}"
+            )
 
     def put_many(self, items: Mapping[str, Any]) -> None:
         """Store several values (pipelined where the backend can); every key and value is
         checked and encoded before anything is written."""
+        if self._closed:
+            self._raise_closed()
         entries = []
         for key, value in items.items():
             check_key(key)
-            entries.append((key, *codec.encode(value, self.allow_pickle)))
+            entries.append((key, *codec.encode(value, self.allow_pickle, not self._seals)))
         self._write_many(entries)
         if counters.enabled:
             for key, header, payload in entries:
@@ -223,13 +262,14 @@ class Store(ModelRegistry, ABC):
     def get_many(self, keys: Iterable[str], view: bool = False) -> list[Any]:
         """Values of several keys (pipelined where the backend can); KeyError if one is
         missing."""
+        if self._closed:
+            self._raise_closed()
         keys = [check_key(k) for k in keys]
-        bufs = self._read_many(keys, view)
-        values = [codec.decode(b, writable=not view, allow_pickle=self.allow_pickle) for b in bufs]
+        read = self._read_many(keys, view)
         if counters.enabled:
-            for key, buf in zip(keys, bufs, strict=True):
-                counters.add("get_many", key, len(buf))
-        return values
+            for key, (_, size) in zip(keys, read, strict=True):
+                counters.add("get_many", key, size)
+        return [value for value, _ in read]
 
     def create_stream(self, name: str, maxlen: int | None = None, policy: str = "block") -> None:
         """Declare stream `name`, bounded to `maxlen` retained values, before its first append.
@@ -250,6 +290,8 @@ class Store(ModelRegistry, ABC):
         without them, are a ValueError. `maxlen=None` (unbounded) is what an undeclared stream
         is. The bounds last until `delete_stream`.
         """
+        if self._closed:
+            self._raise_closed()
         check_key(name, "stream name")
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")
@@ -272,13 +314,15 @@ class Store(ModelRegistry, ABC):
         Only a full "block" stream makes `append` wait; TimeoutError after `timeout` seconds,
         and the value is not appended.
         """
+        if self._closed:
+            self._raise_closed()
         check_key(stream, "stream name")
-        header, payload = codec.encode(value, self.allow_pickle)
+        header, payload = codec.encode(value, self.allow_pickle, not self._seals)
         index = self._append(stream, header, payload, _deadline(timeout))
         if index is None:
             raise TimeoutError(
-                f"stream {stream!r} stayed full for {timeout} s in {self.url}: its consumer "
-                "groups did not catch up (policy 'block')"
+                f"stream {stream!r} stayed full for {_seconds(timeout)} in {self.url}: its "
+                "consumer groups did not catch up (policy 'block')"
             )
         if counters.enabled:
             counters.add("append", stream, len(header) + payload.nbytes)
@@ -311,6 +355,8 @@ class Store(ModelRegistry, ABC):
         Values trimmed from a bounded stream before this reader got to them are skipped; the
         returned iterator counts them in `.skipped` (`.index` is the next index it reads).
         """
+        if self._closed:
+            self._raise_closed()
         check_key(name, "stream name")
         if group is not None:
             check_key(group, "group name")
@@ -332,17 +378,25 @@ class Store(ModelRegistry, ABC):
         first index still held), `maxlen` and `policy` (None when unbounded), `dropped` (values
         a "drop_oldest" bound trimmed before every group acknowledged them), `closed`, and
         `groups` (each consumer group's position: the index it reads next)."""
+        if self._closed:
+            self._raise_closed()
         return self._stream_info(check_key(name, "stream name"))
 
     def stream_len(self, name: str) -> int:
         """Number of values appended to stream `name` so far."""
+        if self._closed:
+            self._raise_closed()
         return self._stream_len(check_key(name, "stream name"))
 
     def close_stream(self, name: str) -> None:
         """Mark stream `name` finished: consumers end their iteration after the last value."""
+        if self._closed:
+            self._raise_closed()
         self._close_stream(check_key(name, "stream name"))
 
     def delete_stream(self, name: str) -> bool:
+        if self._closed:
+            self._raise_closed()
         return self._delete_stream(check_key(name, "stream name"))
 
     # --- mapping access -----------------------------------------------------------------
@@ -389,8 +443,7 @@ class StreamReader(Iterator[Any]):
         self.store, self.name, self.index, self.skipped = store, name, start, 0
         self.group, self.timeout, self.view = group, timeout, view
         self._acked = -1
-        if timeout is not None and timeout < 0:
-            raise ValueError(f"timeout must be >= 0, not {timeout}")
+        check_timeout(timeout)
         if group is not None:
             self._ack()
 
@@ -404,11 +457,13 @@ class StreamReader(Iterator[Any]):
 
     def __next__(self) -> Any:
         store = self.store
+        if store._closed:
+            store._raise_closed()
         while True:
             if self.group is not None and self._acked != self.index:
                 self._ack()
             try:
-                buf = store._stream_read(self.name, self.index, _deadline(self.timeout))
+                got = store._stream_read(self.name, self.index, self.deadline(), self.view)
             except StreamEnded:
                 raise StopIteration from None
             except StreamTrimmed as e:
@@ -416,21 +471,38 @@ class StreamReader(Iterator[Any]):
                     self.skipped += e.start - self.index
                     self.index = e.start
                 continue
-            if buf is None:
+            if got is None:
                 raise TimeoutError(
-                    f"stream {self.name!r} had no entry {self.index} within {self.timeout} s "
-                    f"in {store.url}"
+                    f"stream {self.name!r} had no entry {self.index} within "
+                    f"{_seconds(self.timeout)} in {store.url}"
                 )
             self.index += 1
-            value = codec.decode(buf, writable=not self.view, allow_pickle=store.allow_pickle)
             if counters.enabled:
-                counters.add("stream", self.name, len(buf))
-            return value
+                counters.add("stream", self.name, got[1])
+            return got[0]
+
+    def deadline(self) -> float | None:
+        return None if self.timeout is None else time.monotonic() + self.timeout
 
 
-def _deadline(timeout: float | None) -> float | None:
+def check_timeout(timeout: Any, what: str = "timeout") -> float | None:
+    """`timeout` if it is None or a number of seconds >= 0, else a TypeError or ValueError
+    that names it."""
     if timeout is None:
         return None
-    if timeout < 0:
-        raise ValueError(f"timeout must be >= 0, not {timeout}")
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(f"{what} must be a number of seconds or None, not {timeout!r}")
+    if not timeout >= 0:  # also NaN
+        raise ValueError(f"{what} must be >= 0 seconds, not {timeout}")
+    return timeout
+
+
+def _deadline(timeout: Any) -> float | None:
+    if check_timeout(timeout) is None:
+        return None
     return time.monotonic() + timeout
+
+
+def _seconds(timeout: float | None) -> str:
+    """A timeout as a message shows it: 30 s, 0.25 s."""
+    return f"{timeout:.3g} s"

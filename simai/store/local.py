@@ -1,246 +1,909 @@
-"""The node-local embedded store: no server, shared memory under /dev/shm, zero-copy reads.
+"""The node-local embedded store: an LMDB environment in shared memory, no server.
 
 Every process on the node that opens the same URL sees the same data. `local://NAME` lives in
-/dev/shm/simai-NAME (or $SIMAI_SHM_DIR/simai-NAME); `local:///some/dir` names the directory
-itself, for example a persistent path that must survive a reboot. Waiting uses inotify, so a
-blocked reader wakes the moment a writer publishes.
+/dev/shm/simai-UID/NAME ($SIMAI_SHM_DIR instead of /dev/shm), in a directory private to the
+user; `local:///some/dir` names the directory itself, for example a path that must survive
+the job.
 
-Large values run at memory speed because their shared-memory blocks are recycled instead of
-allocated afresh: a value that is overwritten goes to a pool, the next large put claims a
-block from the pool, and each process keeps its mappings of the blocks it has seen. Fresh
-tmpfs pages cost a page fault and a zeroing each; a recycled, already mapped block costs a
-copy. (Reading with pread(2) instead of through the kept mapping was measured: about 8% less
-CPU when every key is new, but about 40% slower gets of overwritten keys, the common case.)
-Safety rests on flock(2): a reader holds a shared lock on a large block while it copies (or
-for as long as a zero-copy view lives) and re-checks that the key still names that block; a
-writer may reuse a block only if it gets the exclusive lock at once.
+LMDB gives what a store shared by many processes must never get wrong: a put is one ACID
+transaction (a reader sees the old value or the new one, a writer killed mid-put leaves the old
+one), readers never block and never take a lock, and a read transaction is a snapshot whose
+pages are never reused while it lives, so a zero-copy view stays valid across overwrites and
+deletes. Writers take turns on LMDB's write lock (a robust mutex: one that a killed writer
+held is recovered). The environment is mapped once per process with `writemap`, so a put of a
+large value is one copy into pages LMDB recycles and a get is one copy out of the mapping; the
+design note docs/design/node-local-store.md has the measurements behind the choice.
+
+Layout: database `values` maps b"v" + KEY to an entry (the codec's header and payload, or the
+header alone when the payload is over INLINE_MAX bytes, which then lives under the same key in
+`payloads`), and b"e" + STREAM + b"\\0" + INDEX (8 bytes, big-endian) to a stream's entries the
+same way. Database `meta` holds each stream's state (b"s" + STREAM), its consumer groups'
+positions (b"g" + STREAM + b"\\0" + GROUP) and the full names of keys longer than 240 bytes,
+which are stored under a hash (b"n" + HASHED). The file `notify` is one page of shared words:
+a sequence number writers bump after a commit that someone waits for (waiters sleep on it with
+futex(2)), the destroyed flag, the waiters, and the bookkeeping that keeps the data file's
+pages allocated ahead of LMDB (fallocate(2)), so a full /dev/shm is an error, never a SIGBUS.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
-import fcntl
+import errno
+import functools
+import hashlib
 import mmap
 import os
-import select
+import platform
+import shutil
+import stat
+import struct
+import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable
-from typing import Any
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
+import lmdb
 import numpy as np
+from xxhash import xxh3_64_intdigest
 
 from simai.store import codec
-from simai.store.directory import DirectoryStore, unlink_quietly
+from simai.store.base import Store, StoreClosedError, StreamEnded, StreamTrimmed
+from simai.store.private import check_private, owner_name, private_dir, private_file
 
-RECYCLE_MIN = 256 * 1024
-"""Entries at least this large live in recyclable blocks; smaller ones are plain files."""
+INLINE_MAX = 16 * 1024
+"""Payloads up to this size are stored in one record with their header; larger ones apart, so
+a put copies them once, straight from the caller's array into the mapping."""
 
-_POOL_MAX = 16
-_MAP_CACHE_BYTES = 1 << 30
-_IN_CREATE = 0x100
-_IN_MOVED_TO = 0x80
-_IN_CLOEXEC = 0o2000000
-_IN_NONBLOCK = 0o4000
+_NAME_MAX = 240
+_HASHED = 0xFF  # never a byte of UTF-8
+_VALUE, _ENTRY, _STATE, _GROUP, _LONG = b"v", b"e", b"s", b"g", b"n"
+_STATE_FMT = struct.Struct("<qqqqBB")  # length, start, dropped, maxlen (0: none), policy, closed
+_POS = struct.Struct("<q")
+_POLICY_CODES = {"block": 1, "drop_oldest": 2}
+_POLICY_NAMES = {code: name for name, code in _POLICY_CODES.items()}
+_NO_STATE = (0, 0, 0, 0, 0, 0)
+_MAX_READERS = 4096
+_SLACK = 64 << 20
+_TXN_PAGES = 32
+_WAIT_SLICE = 1.0
+_NOTIFY_BYTES = 8192
+# notify page, 32-bit words
+_SEQ, _DESTROYED, _WAITERS, _SLOTS = 0, 1, 2, 3
+_NSLOTS = 4096 // 4 - _SLOTS
+# notify page, 64-bit words from byte 4096
+_RESERVED, _END, _PENDING = 0, 1, 2
+
+_SYS_FUTEX = {"x86_64": 202, "aarch64": 98, "ppc64le": 221, "riscv64": 98}.get(platform.machine())
 _libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+_INT_MAX = 0x7FFFFFFF
+
+T = TypeVar("T")
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+def _futex_wait(addr: int, expected: int, seconds: float) -> None:
+    """Sleep while the 32-bit word at `addr` holds `expected`, at most `seconds`."""
+    if _SYS_FUTEX is None:
+        time.sleep(min(seconds, 0.005))
+        return
+    ts = _Timespec(int(seconds), int(seconds % 1 * 1e9))
+    _libc.syscall(
+        ctypes.c_long(_SYS_FUTEX), ctypes.c_long(addr), ctypes.c_long(0),
+        ctypes.c_long(expected), ctypes.byref(ts), None, ctypes.c_long(0),
+    )  # fmt: skip
+
+
+def _futex_wake(addr: int) -> None:
+    if _SYS_FUTEX is not None:
+        _libc.syscall(
+            ctypes.c_long(_SYS_FUTEX), ctypes.c_long(addr), ctypes.c_long(1),
+            ctypes.c_long(_INT_MAX), None, None, ctypes.c_long(0),
+        )  # fmt: skip
 
 
 def local_root(url: str) -> str:
-    """The directory a local:// URL names."""
+    """The directory a local:// URL names (a name's per-user parent is made private here)."""
     rest = url.split("://", 1)[1]
     if rest.startswith("/"):
         return rest
-    if not rest or "/" in rest:
+    if not rest or "/" in rest or rest in (".", ".."):
         raise ValueError(f"local store URL {url!r}: use local://NAME or local:///absolute/dir")
-    base = os.environ.get("SIMAI_SHM_DIR", "/dev/shm")
-    return os.path.join(base, f"simai-{rest}")
+    base = os.path.join(os.environ.get("SIMAI_SHM_DIR", "/dev/shm"), f"simai-{os.geteuid()}")
+    return os.path.join(private_dir(base), rest)
 
 
-class _Mappings:
-    """A process's mappings of large blocks, keyed by inode, bounded in total size."""
+@functools.lru_cache(maxsize=65536)
+def _name(name: str) -> bytes:
+    """A key or stream name as LMDB holds it: its UTF-8, or a hash when that is too long."""
+    raw = name.encode()
+    if len(raw) <= _NAME_MAX:
+        return raw
+    return bytes([_HASHED]) + hashlib.blake2b(raw, digest_size=20).digest()
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.total = 0
-        self.maps: OrderedDict[tuple[int, int], mmap.mmap] = OrderedDict()
 
-    def get(self, fd: int, st: os.stat_result) -> mmap.mmap:
-        ident = (st.st_dev, st.st_ino)
-        m = self.maps.get(ident)
-        if m is not None and len(m) == st.st_size:
-            self.maps.move_to_end(ident)
-            return m
-        if m is not None:
-            self._drop(ident)
-        # mmap keeps a duplicate of the descriptor it maps, and a duplicate shares the flock
-        # of its original: map through a fresh descriptor so the cache never holds a lock.
-        mfd = os.open(f"/proc/self/fd/{fd}", os.O_RDWR)
+@functools.lru_cache(maxsize=65536)
+def _value_key(key: str) -> bytes:
+    return _VALUE + _name(key)
+
+
+def _entry_key(stream: bytes, index: int) -> bytes:
+    return b"%s%s\0%s" % (_ENTRY, stream, index.to_bytes(8, "big"))
+
+
+def _split(record: Any) -> bool:
+    """Whether an entry's payload lives apart from its header record (in `payloads`)."""
+    return len(record) >= 24 and int.from_bytes(record[16:24], "little") > INLINE_MAX
+
+
+# --- one process's handle on a store's files ---------------------------------------------------
+
+_generation = 0
+_opened: weakref.WeakValueDictionary[tuple[int, int], _Env] = weakref.WeakValueDictionary()
+_opening = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    """LMDB handles must not cross a fork: the child opens its own, and never closes (nor lets
+    the garbage collector close) the parent's, whose reader slots are the parent's."""
+    global _generation, _opening
+    _generation += 1
+    for e in list(_opened.values()):
+        _keep_forever(e)
+    _opened.clear()
+    _opening = threading.Lock()
+
+
+def _keep_forever(obj: Any) -> None:
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class _Env:
+    """The LMDB environment, its databases and the notify page, once per process and store."""
+
+    def __init__(self, root: str) -> None:
+        for name in ("data.mdb", "lock.mdb", "notify"):
+            try:
+                st = os.lstat(os.path.join(root, name))
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+                raise PermissionError(
+                    f"{root}/{name} is not a regular file of yours (owner "
+                    f"{owner_name(st.st_uid)}); simai will not open this store"
+                )
+        vfs = os.statvfs(root)
+        map_size = max(1 << 30, -(-vfs.f_blocks * vfs.f_frsize // (1 << 30)) << 30)
+        self.gen = _generation
+        self.root = root
+        self.env = lmdb.open(
+            root, map_size=map_size, subdir=True, writemap=True, sync=False, metasync=False,
+            readahead=False, meminit=False, max_readers=_MAX_READERS, max_dbs=3, mode=0o600,
+        )  # fmt: skip
+        self.values = self.env.open_db(b"values")
+        self.payloads = self.env.open_db(b"payloads")
+        self.meta = self.env.open_db(b"meta")
+        self.psize = self.env.stat()["psize"]
+        flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(os.path.join(root, "notify"), flags | os.O_CREAT, 0o600)
         try:
-            m = mmap.mmap(mfd, st.st_size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE)
+            if os.fstat(fd).st_size < _NOTIFY_BYTES:
+                os.ftruncate(fd, _NOTIFY_BYTES)
+            self.page = mmap.mmap(fd, _NOTIFY_BYTES)
         finally:
-            os.close(mfd)
-        self.maps[ident] = m
-        self.total += st.st_size
-        while self.total > self.limit and len(self.maps) > 1:
-            self._drop(next(iter(self.maps)))
-        return m
+            os.close(fd)
+        self.words = memoryview(self.page).cast("I")
+        self.big = memoryview(self.page)[4096:].cast("Q")
+        self.addr = ctypes.addressof(ctypes.c_char.from_buffer(self.page))
+        self.data_fd = os.open(os.path.join(root, "data.mdb"), flags)
+        self.env.reader_check()
 
-    def _drop(self, ident: tuple[int, int]) -> None:
-        self.total -= len(self.maps.pop(ident))
+    def __del__(self) -> None:
+        fd = getattr(self, "data_fd", -1)
+        if fd >= 0 and self.gen == _generation:
+            os.close(fd)
 
 
-class LocalStore(DirectoryStore):
+def _open(root: str) -> _Env:
+    st = os.lstat(root)
+    ident = (st.st_dev, st.st_ino)
+    with _opening:
+        e = _opened.get(ident)
+        if e is None or e.gen != _generation or e.words[_DESTROYED]:
+            e = _opened[ident] = _Env(root)
+        return e
+
+
+class _Pinned:
+    """The base of a zero-copy view: it keeps the view's read transaction (a snapshot whose
+    pages LMDB does not reuse) open for as long as any array made from it lives."""
+
+    __slots__ = ("__array_interface__", "_txn", "_pid")
+
+    def __init__(self, txn: Any, head: codec.Header, payload: Any) -> None:
+        address = np.frombuffer(payload, np.uint8).__array_interface__["data"][0]
+        self.__array_interface__ = {
+            "shape": head.shape,
+            "typestr": head.dtype,
+            "data": (address, True),
+            "version": 3,
+        }
+        self._txn, self._pid = txn, os.getpid()
+
+    def __del__(self) -> None:
+        if os.getpid() != self._pid:  # inherited through fork: the slot is the parent's
+            _keep_forever(self._txn)
+
+
+class LocalStore(Store):
     """Node-local store in shared memory; `get(key, view=True)` maps the value without copying."""
 
+    _seals = True
+
     def __init__(self, url: str = "local://default", allow_pickle: bool = False) -> None:
-        super().__init__(url, local_root(url), allow_pickle)
-        self._pool = os.path.join(self.root, "pool")
-        self._retired = os.path.join(self.root, "retired")
-        os.makedirs(self._pool, mode=0o700, exist_ok=True)
-        os.makedirs(self._retired, mode=0o700, exist_ok=True)
-        self._maps = _Mappings(_MAP_CACHE_BYTES)
-        self._candidates: list[str] = []
-
-    def close(self) -> None:
-        self._maps = _Mappings(_MAP_CACHE_BYTES)
-
-    # --- writing large entries into recycled blocks --------------------------------------
-
-    def _stage(self, header: bytes, payload: memoryview) -> tuple[str, int]:
-        total = len(header) + payload.nbytes
-        claimed = self._claim(total) if total >= RECYCLE_MIN else None
-        if claimed is None:  # fresh pages: write(2) fills them faster than a new mapping
-            return super()._stage(header, payload)
-        tmp, fd = claimed
+        super().__init__(allow_pickle)
+        self.url = url
+        root = local_root(url)
         try:
-            st = os.fstat(fd)
-            if st.st_size != total:
-                os.ftruncate(fd, total)
-                os.posix_fallocate(fd, 0, total)  # ENOSPC here, not SIGBUS while copying
-                st = os.fstat(fd)
-            m = self._maps.get(fd, st)
-            m[: len(header)] = header
-            dst = np.frombuffer(m, dtype=np.uint8, count=payload.nbytes, offset=len(header))
-            np.copyto(dst, np.frombuffer(payload, dtype=np.uint8))
-        except BaseException:
-            os.close(fd)
-            os.unlink(tmp)
-            raise
-        return tmp, fd
+            self.root = private_dir(root)
+            self._e = _open(self.root)
+        except (lmdb.Error, OSError) as e:
+            if isinstance(e, PermissionError):
+                raise
+            raise ConnectionError(f"cannot open store {url}: {e} ({root})") from None
 
-    def _claim(self, total: int) -> tuple[str, int] | None:
-        """A pooled block, renamed to a private name and locked exclusively, or None."""
-        tmp = f"{self._tmp}/{os.getpid()}-{next(self._counter)}"
-        for refreshed in (False, True):
-            if refreshed:
-                names = os.listdir(self._pool)
-                for extra in names[_POOL_MAX:]:
-                    unlink_quietly(f"{self._pool}/{extra}")
-                self._candidates = sorted(
-                    names[:_POOL_MAX], key=lambda n: int(n.split("-", 1)[0]) != total
-                )
-            while self._candidates:
-                name = self._candidates.pop(0)
-                try:
-                    os.rename(f"{self._pool}/{name}", tmp)
-                except FileNotFoundError:
-                    continue
-                fd = os.open(tmp, os.O_RDWR)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    return tmp, fd
-                except BlockingIOError:  # a reader still holds it: let it go
-                    os.close(fd)
-                    os.unlink(tmp)
-        return None
+    # --- the environment ----------------------------------------------------------------
 
-    def _replace(self, tmp: str, path: str) -> None:
-        retired = None
+    def _env(self) -> _Env:
+        e = self._e
+        if e.gen != _generation or e.words[_DESTROYED]:
+            if e.words[_DESTROYED]:
+                self._closed = True
+                raise StoreClosedError(f"store {self.url} was destroyed")
+            e = self._e = _open(self.root)  # after a fork
+        return e
+
+    def _read_txn(self, e: _Env, buffers: bool = True) -> Any:
         try:
-            size = os.stat(path).st_size
-            if size >= RECYCLE_MIN:
-                retired = f"{self._retired}/{size}-{os.getpid()}-{next(self._counter)}"
-                os.link(path, retired)
-        except FileNotFoundError:
-            retired = None
-        os.rename(tmp, path)
-        if retired is not None:
-            name = os.path.basename(retired)
-            os.rename(retired, f"{self._pool}/{name}")
-            self._candidates.append(name)  # the next large put tries it without listing
-
-    # --- reading --------------------------------------------------------------------------
-
-    def _read_into(self, key: str, out: np.ndarray) -> np.ndarray:
-        try:
-            return self._read_file(self._path(key), False, out)
-        except FileNotFoundError:
-            raise KeyError(key) from None
-
-    def _read_file(self, path: str, view: bool, out: np.ndarray | None = None) -> Any:
-        while True:
-            fd = os.open(path, os.O_RDWR)  # read-write: mappings are shared with our writes
+            return e.env.begin(buffers=buffers)
+        except lmdb.ReadersFullError:
+            e.env.reader_check()
             try:
-                st = os.fstat(fd)
-                if st.st_size < RECYCLE_MIN:
-                    buf = self._read_small(fd, st.st_size, view)
-                    return buf if out is None else codec.decode_into(buf, out)
-                fcntl.flock(fd, fcntl.LOCK_SH)
-                st = os.fstat(fd)
-                try:
-                    current = os.stat(path).st_ino
-                except FileNotFoundError:
-                    current = None
-                if current != st.st_ino:
-                    continue  # the block was recycled before we locked it: look again
-                if view:  # the mapping's own duplicate of fd holds the lock while it lives
-                    return memoryview(mmap.mmap(fd, st.st_size, prot=mmap.PROT_READ))
-                m = self._maps.get(fd, st)
-                entry = memoryview(m)[: st.st_size]
-                try:
-                    if out is not None:
-                        return codec.decode_into(entry, out)
-                    buf = np.empty(st.st_size, dtype=np.uint8)
-                    np.copyto(buf, np.frombuffer(entry, dtype=np.uint8))
-                    return buf
-                finally:
-                    entry.release()
-            finally:
-                os.close(fd)
+                return e.env.begin(buffers=buffers)
+            except lmdb.ReadersFullError:
+                raise RuntimeError(
+                    f"store {self.url}: {_MAX_READERS} reads are open at once; zero-copy views "
+                    "hold one each while they live: drop views you no longer need"
+                ) from None
+        except lmdb.MapResizedError:
+            e.env.set_mapsize(0)
+            return e.env.begin(buffers=buffers)
 
-    def _read_small(self, fd: int, size: int, view: bool) -> Any:
-        if view and size:
-            return memoryview(mmap.mmap(fd, size, prot=mmap.PROT_READ))
-        buf = np.empty(size, dtype=np.uint8)
-        got = os.readv(fd, [buf]) if size else 0
-        return buf[:got]
-
-    # --- waiting --------------------------------------------------------------------------
-
-    def _wait_for(self, directory: str, check: Callable[[], Any], deadline: float | None) -> Any:
-        fd = _libc.inotify_init1(_IN_CLOEXEC | _IN_NONBLOCK)
-        if fd < 0:
-            raise OSError(ctypes.get_errno(), "inotify_init1 failed")
+    def _write_txn(self, e: _Env) -> Any:
         try:
-            if _libc.inotify_add_watch(fd, directory.encode(), _IN_CREATE | _IN_MOVED_TO) < 0:
-                raise OSError(ctypes.get_errno(), f"cannot watch {directory}")
-            poller = select.poll()
-            poller.register(fd, select.POLLIN)
+            return e.env.begin(write=True, buffers=True)
+        except lmdb.MapResizedError:
+            e.env.set_mapsize(0)
+            return e.env.begin(write=True, buffers=True)
+
+    def _commit(self, e: _Env, txn: Any) -> None:
+        """Commit, then wake whoever waits for a change (the count is read under the lock)."""
+        if e.words[_WAITERS]:
+            seq = txn.id() & 0xFFFFFFFF
+            txn.commit()
+            e.words[_SEQ] = seq
+            _futex_wake(e.addr)
+        else:
+            txn.commit()
+
+    def _transact(self, work: Callable[[Any, _Env], T], nbytes: int = 0) -> T:
+        """Run `work(txn, env)` in one write transaction and commit it; abort on any error."""
+        e = self._env()
+        txn = self._write_txn(e)
+        try:
+            self._reserve(e, nbytes)
+            result = work(txn, e)
+            self._commit(e, txn)
+        except BaseException as exc:
+            txn.abort()
+            if isinstance(exc, lmdb.MapFullError):
+                raise self._full(e) from None
+            raise
+        return result
+
+    def _reserve(self, e: _Env, nbytes: int) -> None:
+        """Keep the data file's pages allocated ahead of what LMDB may write in this
+        transaction (called holding the write lock), so a full /dev/shm is ENOSPC here instead
+        of SIGBUS when LMDB writes through its mapping."""
+        big = e.big
+        need = nbytes + _TXN_PAGES * e.psize
+        pending = big[_PENDING] + need
+        if big[_END] + pending <= big[_RESERVED]:
+            big[_PENDING] = pending
+            return
+        end = (e.env.info()["last_pgno"] + 1) * e.psize
+        if end > big[_END]:
+            e.env.reader_check()  # the store grows: let go of dead processes' snapshots
+        target = end + need + _SLACK
+        if target > big[_RESERVED]:
+            target = -(-target // (2 << 20)) * (2 << 20)
+            try:
+                os.posix_fallocate(e.data_fd, 0, target)
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC:
+                    raise self._full(e) from None
+                raise
+            big[_RESERVED] = target
+        big[_END] = end
+        big[_PENDING] = 0
+
+    def _full(self, e: _Env) -> OSError:
+        vfs = os.statvfs(e.root)
+        return OSError(
+            errno.ENOSPC,
+            f"store {self.url} is full: {vfs.f_bavail * vfs.f_frsize / 2**20:.0f} MiB left "
+            f"on the filesystem of {e.root}; delete values or streams, or destroy old stores",
+        )
+
+    # --- entries --------------------------------------------------------------------------
+
+    def _put_entry(self, txn: Any, e: _Env, k: bytes, header: bytes, payload: memoryview) -> None:
+        """Write an entry whose header is not sealed yet (see Store._seals)."""
+        seed = codec.header_seed(header)
+        if payload.nbytes <= INLINE_MAX:
+            header = codec.seal(header, xxh3_64_intdigest(payload, seed))
+            old = txn.replace(k, header + payload, db=e.values)
+            if old is not None and _split(old):
+                txn.delete(k, db=e.payloads)
+        else:
+            digest, _ = codec.hash_while(payload, seed, lambda: txn.put(k, payload, db=e.payloads))
+            txn.put(k, codec.seal(header, digest), db=e.values)
+
+    def _pop_entry(self, txn: Any, e: _Env, k: bytes) -> bool:
+        old = txn.pop(k, db=e.values)
+        if old is None:
+            return False
+        if _split(old):
+            txn.delete(k, db=e.payloads)
+        return True
+
+    def _payload(self, txn: Any, e: _Env, k: bytes, record: Any) -> tuple[codec.Header, Any]:
+        head = codec.parse_header(record)
+        if len(record) == head.offset + head.nbytes:
+            return head, record[head.offset :]
+        payload = txn.get(k, db=e.payloads) if len(record) == head.offset else None
+        if payload is None or len(payload) != head.nbytes:
+            raise _truncated(head, payload)
+        return head, payload
+
+    def _value(self, txn: Any, e: _Env, k: bytes, record: Any, view: bool) -> tuple[Any, int, bool]:
+        """(value, entry size, whether the value pins `txn`) of the record at `k`."""
+        head, payload = self._payload(txn, e, k, record)
+        size = head.offset + head.nbytes
+        if head.kind != codec.ARRAY:
+            return codec.decode_payload(head, payload, True, self.allow_pickle), size, False
+        if view:
+            codec.verify(head, payload)
+            if not head.nbytes:
+                out = codec.new_array(head)
+                out.flags.writeable = False
+                return out, size, False
+            codec.new_array(head)  # checks dtype, shape and length agree
+            return np.asarray(_Pinned(txn, head, payload)), size, True
+        out = codec.new_array(head)
+        self._copy_out(head, payload, out)
+        return out, size, False
+
+    def _copy_out(self, head: codec.Header, payload: Any, out: np.ndarray) -> None:
+        """Copy a payload out of the mapping into `out`, verifying it as it goes."""
+        flat = out.reshape(-1).view(np.uint8)
+        src = np.frombuffer(payload, np.uint8)
+        digest, _ = codec.hash_while(payload, head.seed, lambda: np.copyto(flat, src))
+        codec.check(head, digest)
+
+    # --- values -----------------------------------------------------------------------------
+
+    def _write(self, key: str, header: bytes, payload: memoryview) -> None:
+        k = _value_key(key)
+
+        def work(txn: Any, e: _Env) -> None:
+            self._put_entry(txn, e, k, header, payload)
+            if k[1] == _HASHED:
+                txn.put(_LONG + k[1:], key.encode(), db=e.meta)
+
+        self._transact(work, len(header) + payload.nbytes)
+
+    def _write_many(self, entries: list[tuple[str, bytes, memoryview]]) -> None:
+        def work(txn: Any, e: _Env) -> None:
+            for key, header, payload in entries:
+                k = _value_key(key)
+                self._put_entry(txn, e, k, header, payload)
+                if k[1] == _HASHED:
+                    txn.put(_LONG + k[1:], key.encode(), db=e.meta)
+
+        self._transact(work, sum(len(h) + p.nbytes for _, h, p in entries))
+
+    def _read(self, key: str, view: bool) -> tuple[Any, int]:
+        e = self._env()
+        k = _value_key(key)
+        txn = self._read_txn(e)
+        pinned = False
+        try:
+            record = txn.get(k, db=e.values)
+            if record is None:
+                raise KeyError(key)
+            value, size, pinned = self._value(txn, e, k, record, view)
+            return value, size
+        finally:
+            if not pinned:
+                txn.abort()
+
+    def _read_many(self, keys: list[str], view: bool) -> list[tuple[Any, int]]:
+        e = self._env()
+        txn = self._read_txn(e)
+        pinned = False
+        try:
+            out = []
+            for key in keys:
+                k = _value_key(key)
+                record = txn.get(k, db=e.values)
+                if record is None:
+                    raise KeyError(key)
+                value, size, pins = self._value(txn, e, k, record, view)
+                pinned = pinned or pins
+                out.append((value, size))
+            return out
+        finally:
+            if not pinned:
+                txn.abort()
+
+    def _read_into(self, key: str, out: np.ndarray) -> None:
+        e = self._env()
+        k = _value_key(key)
+        txn = self._read_txn(e)
+        try:
+            record = txn.get(k, db=e.values)
+            if record is None:
+                raise KeyError(key)
+            head, payload = self._payload(txn, e, k, record)
+            codec.check_into(head, head.offset + head.nbytes, out)
+            self._copy_out(head, payload, out)
+        finally:
+            txn.abort()
+
+    def _exists(self, key: str) -> bool:
+        e = self._env()
+        txn = self._read_txn(e)
+        try:
+            return txn.get(_value_key(key), db=e.values) is not None
+        finally:
+            txn.abort()
+
+    def _delete(self, key: str) -> bool:
+        k = _value_key(key)
+
+        def work(txn: Any, e: _Env) -> bool:
+            if k[1] == _HASHED:
+                txn.delete(_LONG + k[1:], db=e.meta)
+            return self._pop_entry(txn, e, k)
+
+        return self._transact(work)
+
+    def _keys(self, prefix: str) -> list[str]:
+        e = self._env()
+        raw = prefix.encode()
+        txn = self._read_txn(e, buffers=False)
+        try:
+            out = []
+            if len(raw) <= _NAME_MAX:
+                start = _VALUE + raw
+                cursor = txn.cursor(db=e.values)
+                if cursor.set_range(start):
+                    for k in cursor.iternext(values=False):
+                        if not k.startswith(start):
+                            break
+                        if k[1] != _HASHED:
+                            out.append(k[1:].decode())
+            cursor = txn.cursor(db=e.meta)
+            if cursor.set_range(_LONG):
+                for k, full in cursor:
+                    if not k.startswith(_LONG):
+                        break
+                    if full.startswith(raw):
+                        out.append(full.decode())
+            return out
+        finally:
+            txn.abort()
+
+    def _wait(self, key: str, deadline: float | None) -> bool:
+        return bool(self._wait_until(lambda: self._exists(key) or None, deadline))
+
+    # --- waiting ------------------------------------------------------------------------------
+
+    def _wait_until(self, check: Callable[[], T | None], deadline: float | None) -> T | None:
+        """Call `check` until it returns something other than None, sleeping between calls
+        until a writer commits; None once the monotonic `deadline` passes."""
+        found = check()
+        if found is not None:
+            return found
+        e = self._env()
+        slot = self._register(e)
+        try:
             while True:
+                seq = e.words[_SEQ]
                 found = check()
                 if found is not None:
                     return found
-                if deadline is None:
-                    ms = None
-                else:
-                    ms = (deadline - time.monotonic()) * 1000
-                    if ms <= 0:
+                if e.words[_DESTROYED]:
+                    self._env()
+                pause = _WAIT_SLICE
+                if deadline is not None:
+                    pause = min(pause, deadline - time.monotonic())
+                    if pause <= 0:
                         return None
-                if poller.poll(ms):
-                    try:
-                        while os.read(fd, 65536):
-                            pass
-                    except BlockingIOError:
-                        pass
+                _futex_wait(e.addr, seq, pause)
         finally:
-            os.close(fd)
+            self._unregister(e, slot)
+
+    def _register(self, e: _Env) -> int:
+        """Count this process among the waiters (under the write lock, so writers see it);
+        clears slots of waiters that died. Returns the slot, or -1 if all are taken."""
+        txn = self._write_txn(e)
+        try:
+            words = e.words
+            for slot in range(_SLOTS, _SLOTS + _NSLOTS):
+                pid = words[slot]
+                if pid and not _alive(pid):
+                    words[_WAITERS] -= 1
+                    pid = 0
+                if not pid:
+                    words[slot] = os.getpid()
+                    break
+            else:
+                slot = -1
+            words[_WAITERS] += 1
+            return slot
+        finally:
+            txn.abort()
+
+    def _unregister(self, e: _Env, slot: int) -> None:
+        txn = self._write_txn(e)
+        try:
+            if slot >= 0:
+                e.words[slot] = 0
+            e.words[_WAITERS] -= 1
+        finally:
+            txn.abort()
+
+    # --- streams ------------------------------------------------------------------------------
+
+    def _state(self, txn: Any, e: _Env, s: bytes) -> tuple[int, int, int, int, int, int] | None:
+        record = txn.get(_STATE + s, db=e.meta)
+        return None if record is None else _STATE_FMT.unpack_from(record)
+
+    def _put_state(self, txn: Any, e: _Env, stream: str, *state: int) -> None:
+        """Write a stream's state; its full name follows, for `save` to match prefixes."""
+        txn.put(_STATE + _name(stream), _STATE_FMT.pack(*state) + stream.encode(), db=e.meta)
+
+    def _groups(self, txn: Any, e: _Env, s: bytes) -> dict[str, int]:
+        prefix = _GROUP + s + b"\0"
+        cursor = txn.cursor(db=e.meta)
+        out = {}
+        if cursor.set_range(prefix):
+            for k, v in cursor:
+                if not bytes(k).startswith(prefix):
+                    break
+                (pos,) = _POS.unpack_from(v)
+                out[bytes(v[_POS.size :]).decode()] = pos
+        return out
+
+    def _create_stream(self, stream: str, maxlen: int, policy: str) -> None:
+        s = _name(stream)
+
+        def work(txn: Any, e: _Env) -> None:
+            state = self._state(txn, e, s)
+            if state is None or (not state[3] and not state[0]):
+                length, start, dropped, _, _, closed = state or _NO_STATE
+                policy_code = _POLICY_CODES[policy]
+                self._put_state(txn, e, stream, length, start, dropped, maxlen, policy_code, closed)
+                return
+            if not state[3]:
+                raise ValueError(
+                    f"stream {stream!r} already holds {state[0]} values appended without "
+                    "bounds; declare it with create_stream before the first append"
+                )
+            have = (state[3], _POLICY_NAMES[state[4]])
+            if have != (maxlen, policy):
+                raise ValueError(
+                    f"stream {stream!r} is already declared with maxlen={have[0]}, "
+                    f"policy={have[1]!r}, not maxlen={maxlen}, policy={policy!r}"
+                )
+
+        self._transact(work)
+
+    def _append(
+        self, stream: str, header: bytes, payload: memoryview, deadline: float | None
+    ) -> int | None:
+        s = _name(stream)
+
+        def work(txn: Any, e: _Env) -> int | None:
+            length, start, dropped, maxlen, policy, closed = self._state(txn, e, s) or _NO_STATE
+            if closed:
+                raise ValueError(f"stream {stream!r} was closed; no more values can be appended")
+            floor = start
+            if maxlen:
+                positions = self._groups(txn, e, s).values()
+                if positions:
+                    floor = max(min(positions), start)
+                if policy == 1 and length - floor >= maxlen:
+                    return None
+            self._put_entry(txn, e, _entry_key(s, length), header, payload)
+            length += 1
+            if maxlen:
+                new_start = length - maxlen
+                if policy == 1:
+                    new_start = min(new_start, floor)
+                if new_start > start:
+                    for i in range(start, new_start):
+                        self._pop_entry(txn, e, _entry_key(s, i))
+                    if policy == 2:
+                        dropped += max(0, new_start - max(start, floor))
+                    start = new_start
+            self._put_state(txn, e, stream, length, start, dropped, maxlen, policy, 0)
+            return length - 1
+
+        nbytes = len(header) + payload.nbytes
+
+        def attempt() -> int | None:
+            return self._transact(work, nbytes)
+
+        return self._wait_until(attempt, deadline)
+
+    def _stream_read(
+        self, stream: str, index: int, deadline: float | None, view: bool
+    ) -> tuple[Any, int] | None:
+        s = _name(stream)
+        k = _entry_key(s, index)
+
+        def check() -> tuple[Any, int] | None:
+            e = self._env()
+            txn = self._read_txn(e)
+            pinned = False
+            try:
+                record = txn.get(k, db=e.values)
+                if record is not None:
+                    value, size, pinned = self._value(txn, e, k, record, view)
+                    return value, size
+                length, start, _, _, _, closed = self._state(txn, e, s) or _NO_STATE
+                if index < start:
+                    raise StreamTrimmed(start)
+                if closed and index >= length:
+                    raise StreamEnded(stream)
+                return None
+            finally:
+                if not pinned:
+                    txn.abort()
+
+        return self._wait_until(check, deadline)
+
+    def _read_meta(self, work: Callable[[Any, _Env], T]) -> T:
+        e = self._env()
+        txn = self._read_txn(e)
+        try:
+            return work(txn, e)
+        finally:
+            txn.abort()
+
+    def _stream_len(self, stream: str) -> int:
+        state = self._read_meta(lambda txn, e: self._state(txn, e, _name(stream)))
+        return 0 if state is None else state[0]
+
+    def _stream_info(self, stream: str) -> dict[str, Any]:
+        s = _name(stream)
+
+        def work(txn: Any, e: _Env) -> dict[str, Any]:
+            length, start, dropped, maxlen, policy, closed = self._state(txn, e, s) or _NO_STATE
+            return {
+                "length": length,
+                "start": start,
+                "maxlen": maxlen or None,
+                "policy": _POLICY_NAMES.get(policy),
+                "dropped": dropped,
+                "closed": bool(closed),
+                "groups": self._groups(txn, e, s),
+            }
+
+        return self._read_meta(work)
+
+    def _group_key(self, stream: str, group: str) -> bytes:
+        return _GROUP + _name(stream) + b"\0" + _name(group)
+
+    def _set_position(self, stream: str, group: str, index: int) -> None:
+        record = _POS.pack(index) + group.encode()
+        k = self._group_key(stream, group)
+        self._transact(lambda txn, e: txn.put(k, record, db=e.meta))
+
+    def _position(self, stream: str, group: str) -> int | None:
+        k = self._group_key(stream, group)
+        record = self._read_meta(lambda txn, e: txn.get(k, db=e.meta))
+        return None if record is None else _POS.unpack_from(record)[0]
+
+    def _close_stream(self, stream: str) -> None:
+        s = _name(stream)
+
+        def work(txn: Any, e: _Env) -> None:
+            length, start, dropped, maxlen, policy, _ = self._state(txn, e, s) or _NO_STATE
+            self._put_state(txn, e, stream, length, start, dropped, maxlen, policy, 1)
+
+        self._transact(work)
+
+    def _delete_stream(self, stream: str) -> bool:
+        s = _name(stream)
+
+        def work(txn: Any, e: _Env) -> bool:
+            existed = txn.delete(_STATE + s, db=e.meta)
+            for db, prefix in (
+                (e.values, _ENTRY + s + b"\0"),
+                (e.payloads, _ENTRY + s + b"\0"),
+                (e.meta, _GROUP + s + b"\0"),
+            ):
+                cursor = txn.cursor(db=db)
+                if not cursor.set_range(prefix):
+                    continue
+                while bytes(cursor.key()).startswith(prefix):
+                    existed = True
+                    if not cursor.delete():
+                        break
+            return existed
+
+        return self._transact(work)
+
+    # --- saving -------------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str], prefixes: Sequence[str] | None = None) -> int:
+        """Copy the store into the private directory `path`: one file, `data.mdb`, that holds
+        only live data (a store in /dev/shm kept on disk past the node's or the job's end).
+        With `prefixes`, only the values and streams whose names start with one of them.
+        Returns the bytes written; `LocalStore.restore(path, url)` brings the copy back."""
+        if prefixes is not None:
+            if isinstance(prefixes, str) or not all(isinstance(p, str) for p in prefixes):
+                raise TypeError(f"prefixes must be a list of str, not {prefixes!r}")
+        e = self._env()
+        path = private_dir(path)
+        for name in ("data.mdb", "lock.mdb"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(path, name))
+        if prefixes is None:
+            e.env.copy(path, compact=True)
+        else:
+            part = LocalStore(f"local://{self.root}.save-{os.getpid()}")
+            try:
+                self._copy_into(part, list(prefixes))
+                part._env().env.copy(path, compact=True)
+            finally:
+                part.destroy()
+        target = os.path.join(path, "data.mdb")
+        private_file(target)
+        return os.path.getsize(target)
+
+    @classmethod
+    def restore(cls, path: str | os.PathLike[str], url: str = "local://default") -> LocalStore:
+        """The store at `url`, holding what `save` wrote to `path` (whatever `url` held before
+        is destroyed)."""
+        source = os.path.join(os.fspath(path), "data.mdb")
+        if not os.path.isfile(source):
+            raise FileNotFoundError(f"{path} holds no saved store (no data.mdb)")
+        old = cls(url)
+        root = old.root
+        old.destroy()
+        private_dir(root)
+        shutil.copyfile(source, os.path.join(root, "data.mdb"))
+        private_file(os.path.join(root, "data.mdb"))
+        return cls(url)
+
+    def _copy_into(self, dst: LocalStore, prefixes: list[str]) -> None:
+        """Copy the records of values and streams under `prefixes` into `dst`, from one
+        snapshot, committing every few thousand records."""
+        e, d = self._env(), dst._env()
+        txn = self._read_txn(e)
+        out = [dst._write_txn(d), 0]
+
+        def put(db: str, k: Any, v: Any) -> None:
+            dst._reserve(d, len(v))
+            out[0].put(k, v, db=getattr(d, db))
+            out[1] += 1
+            if out[1] % 5000 == 0:
+                dst._commit(d, out[0])
+                out[0] = dst._write_txn(d)
+
+        def copy_range(db: str, start: bytes) -> None:
+            cursor = txn.cursor(db=getattr(e, db))
+            if cursor.set_range(start):
+                for k, v in cursor:
+                    if not bytes(k).startswith(start):
+                        break
+                    put(db, k, v)
+
+        def copy_value(k: bytes) -> None:
+            record = txn.get(k, db=e.values)
+            if record is not None:
+                put("values", k, record)
+                if _split(record):
+                    put("payloads", k, txn.get(k, db=e.payloads))
+
+        try:
+            meta = txn.cursor(db=e.meta)
+            for raw in {p.encode() for p in prefixes}:
+                if len(raw) <= _NAME_MAX:
+                    cursor = txn.cursor(db=e.values)
+                    if cursor.set_range(_VALUE + raw):
+                        for k in cursor.iternext(values=False):
+                            k = bytes(k)
+                            if not k.startswith(_VALUE + raw):
+                                break
+                            if k[1] != _HASHED:
+                                copy_value(k)
+            for k, v in meta.iternext() if meta.first() else ():
+                k, v = bytes(k), bytes(v)
+                if k[:1] == _LONG and any(v.startswith(p.encode()) for p in prefixes):
+                    put("meta", k, v)
+                    copy_value(_VALUE + k[1:])
+                elif k[:1] == _STATE:
+                    name = v[_STATE_FMT.size :].decode()
+                    if any(name.startswith(p) for p in prefixes):
+                        put("meta", k, v)
+                        copy_range("values", _ENTRY + k[1:] + b"\0")
+                        copy_range("payloads", _ENTRY + k[1:] + b"\0")
+                        copy_range("meta", _GROUP + k[1:] + b"\0")
+            dst._commit(d, out[0])
+        except BaseException:
+            out[0].abort()
+            raise
+        finally:
+            txn.abort()
+
+    # --- lifetime -----------------------------------------------------------------------------
+
+    def destroy(self) -> None:
+        """Delete the store and everything in it. Every process that has it open gets
+        StoreClosedError from then on; views already made stay valid while they live."""
+        e = self._e
+        if e.gen == _generation and not e.words[_DESTROYED]:
+            e.words[_DESTROYED] = 1
+            e.words[_SEQ] = (e.words[_SEQ] + 1) & 0xFFFFFFFF
+            _futex_wake(e.addr)
+        with _opening:
+            for ident, opened in list(_opened.items()):
+                if opened is e:
+                    del _opened[ident]
+        self._closed = True
+        try:
+            check_private(self.root)
+        except FileNotFoundError:
+            return
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _truncated(head: codec.Header, payload: Any) -> codec.CorruptValueError:
+    found = "no payload" if payload is None else f"{len(payload)} payload bytes"
+    return codec.CorruptValueError(
+        f"entry is truncated: its header announces {head.nbytes} payload bytes, found {found}"
+    )

@@ -50,6 +50,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from simai.store import codec
 from simai.store.base import Store, StreamEnded, StreamTrimmed
 from simai.store.resp import AuthenticationError, Connection, ReplyError
 
@@ -306,6 +307,7 @@ class RedisStore(Store):
                         sub.close()
 
     def close(self) -> None:
+        super().close()
         for i, conn in enumerate(self._conns):
             if conn is not None:
                 conn.close()
@@ -376,7 +378,7 @@ class RedisStore(Store):
                         old = conn.command("EVAL", _COLLECT_SCRIPT, 2, vkey, pkey)
                         self._drop_chunks(conn, key, old)
 
-    def _read_many(self, keys: list[str], view: bool) -> list[Any]:
+    def _read_many(self, keys: list[str], view: bool) -> list[tuple[Any, int]]:
         """Pipelined: one round trip per shard."""
         bufs: list[Any] = [None] * len(keys)
         groups: dict[int, list[int]] = {}
@@ -391,8 +393,8 @@ class RedisStore(Store):
             if buf is None:
                 raise KeyError(keys[n])
             if _is_pointer(buf):
-                bufs[n] = self._read(keys[n], view)
-        return bufs
+                bufs[n] = self._read_entry(keys[n])
+        return [self._decode(buf, view) for buf in bufs]
 
     def _pointer(self, kind: bytes, name: str, total: int) -> tuple[bytes, list[bytes]]:
         ver = secrets.token_hex(8).encode()
@@ -409,7 +411,14 @@ class RedisStore(Store):
         if _is_pointer(old):
             conn.command("DEL", *self._chunk_keys(b"c", key, old))
 
-    def _read(self, key: str, view: bool) -> Any:
+    def _read(self, key: str, view: bool) -> tuple[Any, int]:
+        return self._decode(self._read_entry(key), view)
+
+    def _read_into(self, key: str, out: np.ndarray) -> None:
+        codec.decode_into(self._read_entry(key), out)
+
+    def _read_entry(self, key: str) -> Any:
+        """The whole entry of `key`, gathered from its chunks if it has them."""
         i = self.shard_of(key)
         vkey = self._k(b"v", key)
         with self._shard(i) as conn:
@@ -558,7 +567,9 @@ class RedisStore(Store):
             )
         self._bounded[stream] = bounds
 
-    def _stream_read(self, stream: str, index: int, deadline: float | None) -> Any | None:
+    def _stream_read(
+        self, stream: str, index: int, deadline: float | None, view: bool
+    ) -> tuple[Any, int] | None:
         skey, ekey, bkey = self._k(b"s", stream), self._k(b"e", stream), self._k(b"b", stream)
         i = self.shard_of(stream)
 
@@ -589,15 +600,17 @@ class RedisStore(Store):
                     raise StreamTrimmed(start)
                 if closed_at is not None and index >= int(bytes(closed_at)):
                     raise StreamEnded(stream)
-                if entry is None or not _is_pointer(entry):
-                    return entry
+                if entry is None:
+                    return None
+                if not _is_pointer(entry):
+                    return self._decode(entry, view)
                 out = self._gather(conn, b"d", stream, entry)
                 if out is None:
                     start = int(conn.command("HGET", bkey, "start") or 0)
                     if index < start:
                         raise StreamTrimmed(start)
                     raise KeyError(f"stream {stream!r} was deleted while entry {index} was read")
-                return out
+                return self._decode(out, view)
 
         return self._notified(i, self._k(b"m", stream), check, deadline)
 

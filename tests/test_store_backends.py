@@ -1,4 +1,5 @@
-"""Node-local and filesystem backends: damaged entries, unreachable directories, URL forms."""
+"""Node-local and filesystem backends: damaged files, unreachable directories, URL forms, views
+across overwrites, memory reuse."""
 
 from __future__ import annotations
 
@@ -10,22 +11,19 @@ import pytest
 
 import simai
 from simai.store import CorruptValueError
-from simai.store.directory import decode_name, encode_name
+from simai.store.file import decode_name, encode_name
 from simai.store.local import LocalStore, local_root
 
 
-@pytest.fixture(params=["local", "file"])
-def dstore(request, tmp_path):
-    if request.param == "local":
-        s = simai.open_store(f"local://t{uuid.uuid4().hex[:10]}")
-        yield s
-        s.destroy()
-    else:
-        yield simai.open_store(f"file://{tmp_path}/store")
+@pytest.fixture
+def fstore(tmp_path):
+    s = simai.open_store(f"file://{tmp_path}/store")
+    yield s
+    s.close()
 
 
 def damage(store, key, mutate):
-    path = store._path(key)
+    path = os.path.join(store.root, "values", encode_name(key))
     with open(path, "rb") as f:
         data = bytearray(f.read())
     with open(path, "wb") as f:
@@ -46,19 +44,19 @@ def damage(store, key, mutate):
     ids=["one-byte-short", "half-header", "tiny", "empty", "trailing", "magic", "shape-bit-flip"],
 )
 @pytest.mark.parametrize("read", ["copy", "view", "out"])
-@pytest.mark.parametrize("n", [100, 40_000], ids=["small", "large"])  # large: a local block
-def test_damaged_entries_raise_and_other_data_is_intact(dstore, mutate, read, n):
-    dstore.put("good", np.arange(n, dtype=np.float64))
-    dstore.put("bad", np.arange(n, dtype=np.float64))
-    damage(dstore, "bad", mutate)
+@pytest.mark.parametrize("n", [100, 40_000], ids=["small", "large"])
+def test_damaged_files_raise_and_other_data_is_intact(fstore, mutate, read, n):
+    fstore.put("good", np.arange(n, dtype=np.float64))
+    fstore.put("bad", np.arange(n, dtype=np.float64))
+    damage(fstore, "bad", mutate)
     with pytest.raises(CorruptValueError):
         if read == "out":
-            dstore.get("bad", out=np.empty(n, np.float64))
+            fstore.get("bad", out=np.empty(n, np.float64))
         else:
-            dstore.get("bad", view=read == "view")
-    np.testing.assert_array_equal(dstore.get("good"), np.arange(n, dtype=np.float64))
-    dstore.put("bad", b"repaired")
-    assert dstore.get("bad") == b"repaired"
+            fstore.get("bad", view=read == "view")
+    np.testing.assert_array_equal(fstore.get("good"), np.arange(n, dtype=np.float64))
+    fstore.put("bad", b"repaired")
+    assert fstore.get("bad") == b"repaired"
 
 
 def test_unreachable_directory_is_a_connection_error_naming_the_url():
@@ -67,14 +65,14 @@ def test_unreachable_directory_is_a_connection_error_naming_the_url():
 
 
 def test_bad_urls_are_refused():
-    for url in ("nothing", "ftp://x", "local://a/b", "file://"):
+    for url in ("nothing", "ftp://x", "local://a/b", "local://..", "file://"):
         with pytest.raises(ValueError):
             simai.open_store(url)
 
 
 def test_local_url_forms(tmp_path, monkeypatch):
     monkeypatch.setenv("SIMAI_SHM_DIR", str(tmp_path))
-    assert local_root("local://demo") == os.path.join(tmp_path, "simai-demo")
+    assert local_root("local://demo") == os.path.join(tmp_path, f"simai-{os.geteuid()}", "demo")
     assert local_root(f"local://{tmp_path}/x") == f"{tmp_path}/x"
     s = LocalStore(f"local://{tmp_path}/persist")
     s.put("k", 1)
@@ -104,7 +102,7 @@ def local_store():
 
 
 def test_large_view_survives_many_overwrites(local_store):
-    n = 1 << 18  # 2 MiB of float64: recycled blocks
+    n = 1 << 18  # 2 MiB of float64: pages LMDB recycles
     local_store.put("big", np.full(n, -1.0))
     view = local_store.get("big", view=True)
     for i in range(20):
@@ -148,5 +146,34 @@ def test_readers_never_see_a_mix_of_two_large_values(local_store):
         assert reads > 0
     finally:
         assert writer.wait(timeout=60) == 0
-    leftovers = os.listdir(os.path.join(local_store.root, "tmp"))
-    assert leftovers == []
+
+
+def _used(store: LocalStore) -> int:
+    """Bytes of the store's data file that LMDB uses (its pages up to the last one)."""
+    return (store._e.env.info()["last_pgno"] + 1) * store._e.psize
+
+
+def test_a_deleted_large_value_makes_room_at_once_while_readers_stay_open(local_store):
+    """Another process that read the value keeps the store open; deleting the value makes its
+    memory available to the next puts: the store stops growing."""
+    import subprocess
+    import sys
+
+    big = np.ones(4 << 20, np.float64)  # 32 MiB
+    local_store.put("big", big)
+    reader = subprocess.Popen(
+        [sys.executable, "-c", "import sys, simai; s = simai.open_store(sys.argv[1]);"
+         "print(s.get('big').sum(), flush=True); sys.stdin.read()", local_store.url],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert float(reader.stdout.readline()) == big.sum()
+        sizes = []
+        for i in range(12):
+            assert local_store.delete("big")
+            local_store.put("big", big * i)
+            sizes.append(_used(local_store))
+        # LMDB reuses a freed page once no snapshot can still see it: two transactions on
+        assert sizes[3] == sizes[-1] <= sizes[0] + 2 * big.nbytes
+    finally:
+        reader.communicate("", timeout=30)
