@@ -91,14 +91,14 @@ def test_torch_module_round_trips_as_torchscript_with_metadata(store):
     assert meta["metrics"] == {"loss": 0.25}
     host, pid = meta["producer"].rsplit(":", 1)
     assert host == os.uname().nodename and int(pid) == os.getpid()
-    loaded = reg.load_model(store, "net")
+    loaded = reg.load_model(store, "net", trusted=True)
     assert isinstance(loaded, torch.jit.ScriptModule) and not loaded.training
     x = torch.linspace(-3, 3, 50)[:, None]
     torch.testing.assert_close(loaded(x), model(x))
     assert reg.publish_model(store, "net", mlp(), producer="trainer-7") == 2
     assert [m["version"] for m in reg.model_versions(store, "net")] == [1, 2]
     assert reg.latest_model(store, "net")[1]["producer"] == "trainer-7"
-    torch.testing.assert_close(reg.load_model(store, "net", version=1)(x), model(x))
+    torch.testing.assert_close(reg.load_model(store, "net", version=1, trusted=True)(x), model(x))
 
 
 def test_state_dict_with_its_class_round_trips(store):
@@ -106,9 +106,34 @@ def test_state_dict_with_its_class_round_trips(store):
     spec = (model.state_dict(), "torch.nn:Linear", {"in_features": 3, "out_features": 2})
     reg.publish_model(store, "lin", spec)
     assert reg.latest_model(store, "lin")[1]["format"] == "state_dict"
-    loaded = reg.load_model(store, "lin")
+    loaded = reg.load_model(store, "lin", model_class=torch.nn.Linear)
     x = torch.randn(4, 3)
     torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_loading_never_runs_code_the_reader_did_not_choose(store, tmp_path):
+    """Metadata planted by whoever can write the store names a class and its arguments; the
+    reader names the class, and TorchScript needs trusted=True."""
+    victim = tmp_path / "ran"
+    reg.publish_model(store, "lin", (torch.nn.Linear(3, 2).state_dict(), "torch.nn:Linear",
+                                     {"in_features": 3, "out_features": 2}))  # fmt: skip
+    meta = store.get("models/lin/meta/0000000001")
+    meta.update({"class": "os:system", "kwargs": {"command": f"touch {victim}"}})
+    store.put("models/lin/meta/0000000001", meta)
+    store.put("models/lin/latest", meta)
+    with pytest.raises(TypeError, match="model_class=.*never imports a class the store names"):
+        reg.load_model(store, "lin")
+    with pytest.raises(TypeError):
+        reg.load_model(store, "lin", model_class=torch.nn.Linear)  # Linear(command=...)
+    with pytest.raises(TypeError, match="model_class"):
+        Surrogate("lin", store).wait_for_model(timeout=5)
+    assert not victim.exists()
+    reg.publish_model(store, "script", mlp())
+    with pytest.raises(PermissionError, match="trusted=True"):
+        reg.load_model(store, "script")
+    with pytest.raises(PermissionError, match="trusted=True"):
+        Surrogate("script", store).wait_for_model(timeout=5)
+    assert isinstance(reg.load_model(store, "script", trusted=True), torch.jit.ScriptModule)
 
 
 def test_onnx_bytes_are_stored_and_returned_as_bytes(store):
@@ -128,7 +153,7 @@ def test_unscriptable_module_needs_an_example_and_is_traced_with_it(store):
     assert store.keys("models/") == []
     reg.publish_model(store, "va", VarArgs(), example=torch.ones(2, 1))
     torch.testing.assert_close(
-        reg.load_model(store, "va")(torch.ones(3, 1)), torch.full((3, 1), 2.0)
+        reg.load_model(store, "va", trusted=True)(torch.ones(3, 1)), torch.full((3, 1), 2.0)
     )
 
 
@@ -184,7 +209,7 @@ def test_every_store_has_the_registry_methods(store):
     assert store.latest_model("net")[0] == 1
     assert [m["step"] for m in store.model_versions("net")] == [1]
     x = torch.ones(2, 1)
-    torch.testing.assert_close(store.load_model("net")(x), model(x))
+    torch.testing.assert_close(store.load_model("net", trusted=True)(x), model(x))
 
 
 PUBLISHER = """
@@ -243,7 +268,7 @@ def test_surrogate_swaps_versions_mid_run_and_no_call_fails(store, store_url):
     before = children()
     proc = python(SWAPPER.format(versions=versions), store_url)
     try:
-        s = Surrogate("hot", store, poll=0.0)
+        s = Surrogate("hot", store, poll=0.0, trusted=True)
         assert s.wait_for_model(timeout=60) == 1
         store.put("caller-ready", b"1")
         x = np.linspace(-1, 1, 32, dtype=np.float32)[:, None]
@@ -268,7 +293,7 @@ def test_surrogate_swaps_versions_mid_run_and_no_call_fails(store, store_url):
 
 
 def test_surrogate_takes_numpy_or_torch_and_polls_at_most_every_poll_seconds(store):
-    s = Surrogate("c", store, poll=3600)
+    s = Surrogate("c", store, poll=3600, trusted=True)
     with pytest.raises(LookupError, match="wait_for_model"):
         s(np.zeros((2, 1), np.float32))
     with pytest.raises(TimeoutError):
@@ -291,8 +316,8 @@ def test_surrogate_splits_large_batches(store):
     model = mlp()
     reg.publish_model(store, "big", model)
     x = np.linspace(-3, 3, 1000, dtype=np.float32)[:, None]
-    whole = Surrogate("big", store)(x)
-    pieces = Surrogate("big", store, max_batch=64)(x)
+    whole = Surrogate("big", store, trusted=True)(x)
+    pieces = Surrogate("big", store, max_batch=64, trusted=True)(x)
     np.testing.assert_allclose(pieces, whole, rtol=1e-6)
     np.testing.assert_allclose(whole, model(torch.from_numpy(x)).detach().numpy(), rtol=1e-6)
     with pytest.raises(ValueError, match="max_batch"):
@@ -331,7 +356,7 @@ def test_surrogate_runs_onnx_versions_with_onnxruntime(store):
 
 def test_surrogate_keeps_its_model_when_a_new_version_cannot_load(store):
     reg.publish_model(store, "k", constant(3.0))
-    s = Surrogate("k", store, poll=0.0)
+    s = Surrogate("k", store, poll=0.0, trusted=True)
     assert s.wait_for_model(5) == 1
     reg.publish_model(store, "k", b"not an onnx model")  # needs onnxruntime, or is invalid
     with pytest.warns(RuntimeWarning, match="keeping version 1"):
@@ -344,7 +369,7 @@ def test_surrogate_keeps_its_model_when_a_new_version_cannot_load(store):
 SERVER = """
     import simai
     from simai.models import serve
-    print(serve("srv", requests="inference", poll=0.0, timeout=60))
+    print(serve("srv", requests="inference", poll=0.0, timeout=60, trusted=True))
 """
 
 
@@ -381,7 +406,7 @@ def test_served_in_process_ends_with_its_stream_and_skips_abandoned_requests(sto
     store.put("req/in/r1", np.zeros((2, 1), np.float32))
     store.append("req", {"id": "r1", "model": "s2"})
     store.close_stream("req")
-    assert serve("s2", store, requests="req", poll=0.0, timeout=10) == 1
+    assert serve("s2", store, requests="req", poll=0.0, timeout=10, trusted=True) == 1
     assert store.get("req/done/r1") == {"version": 1}
     np.testing.assert_array_equal(store.get("req/out/r1"), np.full((2, 1), 5.0, np.float32))
     client = SurrogateClient("s2", store, requests="nobody", timeout=0.2)

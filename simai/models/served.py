@@ -27,15 +27,20 @@ def serve(
     poll: float = 1.0,
     timeout: float | None = None,
     max_requests: int | None = None,
+    trusted: bool = False,
+    model_class: Any = None,
 ) -> int:
     """Answer requests for model `name` until the request stream is closed; return the count.
 
     Waits up to `timeout` seconds for the first version and for each request (TimeoutError
     after that; None waits for ever). Requests already answered (a restarted server) or
     abandoned by their client are skipped. `max_requests` ends it after that many answers.
+    `trusted` and `model_class` are the Surrogate's.
     """
     store = open_store_arg(store)
-    surrogate = Surrogate(name, store, device=device, poll=poll)
+    surrogate = Surrogate(
+        name, store, device=device, poll=poll, trusted=trusted, model_class=model_class
+    )
     surrogate.wait_for_model(timeout)
     answered = 0
     for request in store.stream(requests, timeout=timeout):

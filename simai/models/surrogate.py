@@ -19,7 +19,7 @@ import numpy as np
 
 from simai.store import Store, open_store
 from simai.store import store as default_store
-from simai.store.registry import check_model_name, load_data, load_meta, model_key
+from simai.store.registry import check_loadable, check_model_name, load_data, load_meta, model_key
 
 Runner = Callable[[Any], Any]
 
@@ -42,6 +42,9 @@ class Surrogate:
     arrays come back as numpy; tensors on the input's device). `max_batch` splits larger
     batches into pieces. `s.version` is the version that answered the last call (before any
     call: the one loaded). `s.call(x)` returns `(y, version)` together, for threaded callers.
+
+    TorchScript versions run code stored with them when they load: `trusted=True` says you
+    trust whoever can write the store. State_dict versions are built as `model_class(**kwargs)`.
     """
 
     def __init__(
@@ -51,6 +54,9 @@ class Surrogate:
         device: str = "cpu",
         poll: float = 1.0,
         max_batch: int | None = None,
+        *,
+        trusted: bool = False,
+        model_class: Any = None,
     ) -> None:
         self.name = check_model_name(name)
         if not isinstance(poll, int | float) or poll < 0:
@@ -61,6 +67,7 @@ class Surrogate:
         self.device = device
         self.poll = float(poll)
         self.max_batch = max_batch
+        self.trusted, self.model_class = trusted, model_class
         self.version: int | None = None
         self.metadata: dict[str, Any] | None = None
         self._current: tuple[int, dict[str, Any], Runner] | None = None
@@ -87,8 +94,10 @@ class Surrogate:
                 return False
             try:
                 meta = load_meta(self.store, self.name, version)
+                check_loadable(meta, self.model_class, self.trusted, self.store.url)
                 data = self.store.get(model_key(self.name, "data", version))
-                runner = _runner(load_data(meta, data, self.device), self.device)
+                model = load_data(meta, data, self.device, self.model_class)
+                runner = _runner(model, self.device)
             except KeyError:
                 return False  # pruned by a newer version: the next check finds that one
             except Exception as e:

@@ -13,12 +13,16 @@ one before it, never a half-written one, because the pointer is only written aft
 entries. When publishers race, the pointer may name an older version for an instant; each
 publisher re-checks after writing, so it ends on the newest.
 
+Loading never runs code the reader did not choose: a state_dict version is built with the
+class the reader passes (`model_class=`; the class named in the metadata is never imported),
+its weights are read with `torch.load(weights_only=True)`, and a TorchScript version, whose
+`__setstate__` methods run when it loads, needs `trusted=True`: trust whoever can write the store.
+
 torch is imported lazily: the registry costs nothing to processes that never touch a model.
 """
 
 from __future__ import annotations
 
-import importlib
 import io
 import json
 import os
@@ -216,20 +220,31 @@ def model_versions(store: Any, name: str) -> list[dict[str, Any]]:
     return out
 
 
-def load_model(store: Any, name: str, version: int | None = None, *, device: str = "cpu") -> Any:
+def load_model(
+    store: Any,
+    name: str,
+    version: int | None = None,
+    *,
+    device: str = "cpu",
+    model_class: Any = None,
+    trusted: bool = False,
+) -> Any:
     """Version `version` (default: the latest) of `name`, loaded.
 
     TorchScript and state_dict versions come back as torch modules in eval mode on `device`;
     ONNX versions as their bytes. KeyError if that version does not exist (or was pruned).
+    A state_dict version is built as `model_class(**kwargs)` (kwargs from its metadata); a
+    TorchScript version runs code stored with it, so it needs `trusted=True`.
     """
     meta = load_meta(store, name, version)
+    check_loadable(meta, model_class, trusted, store.url)
     try:
         data = store.get(model_key(name, "data", meta["version"]))
     except KeyError:
         raise KeyError(
             f"model {name!r} version {meta['version']} was pruned while loading"
         ) from None
-    return load_data(meta, data, device)
+    return load_data(meta, data, device, model_class)
 
 
 def load_meta(store: Any, name: str, version: int | None = None) -> dict[str, Any]:
@@ -244,13 +259,35 @@ def load_meta(store: Any, name: str, version: int | None = None) -> dict[str, An
     return meta
 
 
-def load_data(meta: dict[str, Any], data: bytes, device: str = "cpu") -> Any:
-    """Turn a version's stored bytes back into a model, following its metadata."""
+def check_loadable(meta: dict[str, Any], model_class: Any, trusted: bool, url: str) -> None:
+    """Refuse, saying what to pass, a version that loading it as asked would not build safely:
+    TorchScript without `trusted=True`, a state_dict without `model_class`."""
+    fmt, what = meta.get("format"), f"model {meta.get('name')!r} version {meta.get('version')}"
+    if fmt not in FORMATS:
+        raise ValueError(f"{what} has an unknown format {fmt!r}")
+    if fmt == "torchscript" and not trusted:
+        raise PermissionError(
+            f"{what} is TorchScript, and loading it runs code stored with it: pass "
+            f"trusted=True if you trust whoever can write {url} (for a store only you can "
+            "open, the processes of your own runs)"
+        )
+    if fmt == "state_dict" and model_class is None:
+        raise TypeError(
+            f"{what} holds a state_dict published for class {meta.get('class')!r}: pass "
+            "model_class=<that class> to build it (simai never imports a class the store names)"
+        )
+    if model_class is not None and not callable(model_class):
+        raise TypeError(f"model_class must be a class, not {model_class!r}")
+
+
+def load_data(
+    meta: dict[str, Any], data: bytes, device: str = "cpu", model_class: Any = None
+) -> Any:
+    """Turn a version's stored bytes back into a model, following its metadata (checked with
+    `check_loadable` first)."""
     fmt = meta.get("format")
     if fmt == "onnx":
         return data
-    if fmt not in FORMATS:
-        raise ValueError(f"model {meta.get('name')!r} has an unknown format {fmt!r}")
     import torch
 
     if fmt == "torchscript":
@@ -258,9 +295,10 @@ def load_data(meta: dict[str, Any], data: bytes, device: str = "cpu") -> Any:
             module = torch.jit.load(io.BytesIO(data), map_location=device)
     else:
         state = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
-        mod_name, cls_name = meta["class"].split(":")
-        cls = getattr(importlib.import_module(mod_name), cls_name)
-        module = cls(**meta.get("kwargs", {}))
+        kwargs = meta.get("kwargs") or {}
+        if not isinstance(kwargs, dict):
+            raise ValueError(f"model {meta.get('name')!r} has damaged kwargs {kwargs!r}")
+        module = model_class(**kwargs)
         module.load_state_dict(state)
         module.to(device)
     return module.eval()
@@ -306,6 +344,18 @@ class ModelRegistry:
         """Metadata of every kept version of `name`, oldest first."""
         return model_versions(self, name)
 
-    def load_model(self, name: str, version: int | None = None, *, device: str = "cpu") -> Any:
-        """A version of `name` (default the latest): a torch module, or ONNX bytes."""
-        return load_model(self, name, version, device=device)
+    def load_model(
+        self,
+        name: str,
+        version: int | None = None,
+        *,
+        device: str = "cpu",
+        model_class: Any = None,
+        trusted: bool = False,
+    ) -> Any:
+        """A version of `name` (default the latest): a torch module, or ONNX bytes. A
+        state_dict version is built as `model_class(**kwargs)`; TorchScript runs code stored
+        with it, so it needs `trusted=True` (see simai.store.registry)."""
+        return load_model(
+            self, name, version, device=device, model_class=model_class, trusted=trusted
+        )
