@@ -3,7 +3,6 @@ time limit, the second resumes the run and finishes it, a third finds nothing le
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import sys
@@ -15,8 +14,10 @@ import numpy as np
 import pytest
 
 from simai.cli import build_parser
+from simai.store.local import local_root
 from simai.workflow import Records, Workflow
 from simai.workflow.slurm import COMPLETE, submit_chain
+from simai.workflow.workflow import local_run_url
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "slurm" / "resumable.py"
 TASKS, SECONDS = 20, 5.0  # 100 s of work: more than a 1-minute job can do (cut at 60-90 s)
@@ -83,8 +84,7 @@ def test_a_run_cut_by_its_time_limit_is_finished_by_the_next_job(slurm_cluster, 
         store = wf.store()
         for i in range(TASKS):
             np.testing.assert_array_equal(store.get(f"result/{i}"), np.full(1000, i))
-    tag = hashlib.sha256(str(run.absolute()).encode()).hexdigest()[:12]
-    shm = os.path.join(os.environ.get("SIMAI_SHM_DIR", "/dev/shm"), f"simai-run-{tag}")
+    shm = local_root(local_run_url(run))
     assert not os.path.exists(shm)  # no job of the chain left the run's store behind
 
 

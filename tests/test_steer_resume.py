@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -18,7 +17,9 @@ import numpy as np
 import psutil
 import pytest
 
+from simai.store.local import local_root
 from simai.workflow import Records
+from simai.workflow.workflow import local_run_url
 
 GRID = [round(float(x), 4) for x in np.linspace(0.0, 1.0, 501)]
 BUDGET = 30
@@ -69,12 +70,11 @@ def descendants() -> set[int]:
 def clean(tmp_path):
     """No process and no shared memory of this test's run outlives the test."""
     procs = descendants()
-    tag = hashlib.sha256(str((tmp_path / "run").absolute()).encode()).hexdigest()[:12]
+    shm = local_root(local_run_url(tmp_path / "run"))
     yield
     deadline = time.monotonic() + 10
     while descendants() - procs and time.monotonic() < deadline:
         time.sleep(0.05)
-    shm = f"/dev/shm/simai-run-{tag}"
     left = os.path.exists(shm)
     shutil.rmtree(shm, ignore_errors=True)
     assert descendants() - procs == set()

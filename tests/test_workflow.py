@@ -20,7 +20,7 @@ from simai.workflow import ComponentFailed, Records, RunDirLocked, RunDirMismatc
 
 
 def shm_runs() -> set[str]:
-    return set(glob.glob("/dev/shm/simai-run-*"))
+    return set(glob.glob(f"/dev/shm/simai-{os.geteuid()}/run-*"))
 
 
 def descendants() -> set[int]:
@@ -157,7 +157,7 @@ RESUMABLE = textwrap.dedent(
             time.sleep(600)  # the first run is killed here
         return i * 10
 
-    with simai.Workflow("resumable", run_dir=RUN, store=sys.argv[3]) as wf:
+    with simai.Workflow("resumable", run_dir=RUN, store=sys.argv[3], keep_store=["result/"]):
         results = []
         for i in range(8):
             results.append(step(i).result())
@@ -379,3 +379,49 @@ def test_a_component_whose_heartbeat_stops_is_killed_and_restarted(tmp_path, cle
     details = [e["detail"] or "" for e in events]
     assert any("no heartbeat" in d for d in details)
     assert "second run finished" in (tmp_path / "run/logs/stalls_once.log").read_text()
+
+
+def _kept(run: Path) -> list[str]:
+    kept = run / "store" / "local"
+    return sorted(p.name for p in kept.iterdir()) if kept.is_dir() else []
+
+
+def test_what_a_node_local_store_keeps_is_explicit_and_cheap(tmp_path, clean):
+    run = tmp_path / "run"
+    with Workflow("keep", run_dir=run) as wf:  # completes: nothing kept
+        wf.store().put("big/x", np.zeros(1 << 20))
+    assert _kept(run) == []
+    with pytest.raises(RuntimeError):  # does not complete: everything kept for the resume
+        with Workflow("keep", run_dir=run) as wf:
+            s = wf.store()
+            s.put("big/x", np.ones(1 << 20))
+            s.append("samples", np.arange(3))
+            raise RuntimeError("the run fails")
+    assert _kept(run) == ["data.mdb"]
+    assert (run / "store" / "local" / "data.mdb").stat().st_size < 12 << 20  # live data only
+    with Workflow("keep", run_dir=run, resume=True, keep_store=["results/"]) as wf:
+        s = wf.store()
+        np.testing.assert_array_equal(s.get("big/x"), np.ones(1 << 20))
+        np.testing.assert_array_equal(next(s.stream("samples")), np.arange(3))
+        s.put("results/best", {"loss": 0.5})
+        s.create_stream("results/log", maxlen=4, policy="drop_oldest")
+        s.append("results/log", 7)
+    with Workflow("keep", run_dir=run, resume=True) as wf:
+        s = wf.store()
+        assert s.keys() == ["results/best"] and s.get("results/best") == {"loss": 0.5}
+        assert s.stream_info("results/log")["maxlen"] == 4 and s.stream_len("samples") == 0
+        assert next(s.stream("results/log")) == 7
+    assert _kept(run) == []
+
+
+def test_run_directories_are_private(tmp_path, clean):
+    run = tmp_path / "run"
+    with Workflow("private", run_dir=run):
+        pass
+    for d in (run, run / "logs", run / "store", run / "memo"):
+        assert d.stat().st_mode & 0o777 == 0o700, d
+    assert (run / "records.db").stat().st_mode & 0o077 == 0
+    os.chmod(run, 0o777)
+    with pytest.raises(PermissionError, match="can be written by other users"):
+        with Workflow("private", run_dir=run, resume=True):
+            pass

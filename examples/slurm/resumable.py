@@ -40,7 +40,9 @@ def main() -> None:
     p.add_argument("--store", default="local", help="local, file or redis (local)")
     p.add_argument("--marks", default=None, help="touch <marks>/<i>-<pid>-<ns> as each starts")
     a = p.parse_args()
-    with simai.Workflow("resumable", run_dir=a.run_dir, store=a.store):
+    # keep_store: the results outlive the run (a node-local store is otherwise kept only by
+    # a run that did not complete, for its resume)
+    with simai.Workflow("resumable", run_dir=a.run_dir, store=a.store, keep_store=["result/"]):
         results = []
         for i in range(a.tasks):
             results.append(step(i, a.seconds, a.marks).result())

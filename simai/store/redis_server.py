@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from simai.store.private import private_dir
 from simai.store.resp import Connection, ReplyError
 
 DEFAULT_PORT = 6379
@@ -100,7 +101,7 @@ class RedisServers:
         self.persist_dir = Path(persist_dir).resolve() if persist_dir else None
         self._own_log_dir = log_dir is None
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="simai-redis-")).resolve()
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.log_dir)
         self.shards: list[Shard] = []
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
         self._finalizer: weakref.finalize | None = None
@@ -223,7 +224,7 @@ class RedisServers:
     def _start_one(self, exe: str, index: int, port: int, timeout: float, detach: bool) -> None:
         log = self.log_dir / f"redis-{port}.log"
         workdir = self.persist_dir or self.log_dir
-        workdir.mkdir(parents=True, exist_ok=True)
+        private_dir(workdir)  # dumps hold the data the password guards
         config = "\n".join(
             [
                 f"port {port}",
@@ -246,7 +247,8 @@ class RedisServers:
         env = dict(os.environ)
         if self.malloc_conf is not None:
             env["MALLOC_CONF"] = self.malloc_conf
-        with open(log, "wb") as logf:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+        with open(os.open(log, flags, 0o600), "wb") as logf:
             proc = subprocess.Popen(
                 [exe, "-"],
                 stdin=subprocess.PIPE,
@@ -255,6 +257,7 @@ class RedisServers:
                 cwd=workdir,
                 start_new_session=detach,
                 env=env,
+                umask=0o077,
                 preexec_fn=None if detach else _stop_with_parent,
             )
         assert proc.stdin is not None

@@ -86,6 +86,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from simai.store.private import private_file
 from simai.workflow import _recorder
 from simai.workflow._recorder import EVENT, FLUSH, FRAME, MEMO, METRIC, ROW, TASK
 
@@ -246,6 +247,9 @@ class Records:
             raise FileNotFoundError(f"no records database at {self.path}")
         if not readonly:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            # private from its first byte: memo results are pickles that resume loads
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+            private_file(self.path)
         target = f"{self.path.absolute().as_uri()}?mode=ro" if readonly else str(self.path)
         try:
             self._db = self._connect(target)

@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from simai.store.private import private_dir
+
 CONFIG = "config.json"
 LOCK = "run.lock"
 RECORDS = "records.db"
@@ -98,7 +100,7 @@ class RunDir:
             if self.path.exists() and not self.path.is_dir():
                 raise RunDirError(f"run directory {self.path} exists and is not a directory")
             for sub in (self.path, self.logs_dir, self.store_dir, self.memo_dir):
-                sub.mkdir(parents=True, exist_ok=True)
+                private_dir(sub)
         elif not self.exists(self.path):
             raise FileNotFoundError(
                 f"{self.path} is not a run directory (no {CONFIG} or {RECORDS} in it)"

@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from simai.launch import Command, Executor, Resources, get_executor
 from simai.launch.executor import Task
 from simai.launch.signals import leave_stop_signals_to_main_thread
 from simai.store import ENV_PASSWORD, ENV_URL, Store, open_store
+from simai.store.local import LocalStore, local_root
 from simai.workflow import metrics
 from simai.workflow.component import COMPONENT_ENV, POLICIES, Component
 from simai.workflow.memo import RecordsMemo
@@ -36,6 +37,13 @@ LAYOUTS = ("colocated", "clustered")
 HOLD = 1.0
 _ONE_CORE = json.dumps({"cpus": 1, "gpus": 0, "ranks": 1})  # most tasks' resources
 _log = logging.getLogger(__name__)
+
+
+def local_run_url(run_dir: str | os.PathLike[str]) -> str:
+    """The node-local store of the run in `run_dir`, named after the directory, so that an
+    attempt on the same node finds the store a killed attempt left behind."""
+    tag = hashlib.sha256(str(Path(run_dir).absolute()).encode()).hexdigest()[:12]
+    return f"local://run-{tag}"
 
 
 class WorkflowStopped(KeyboardInterrupt):
@@ -55,6 +63,14 @@ class Workflow:
     finished tasks, for runs that will not be resumed (or tasks that must run again when
     they are): a resume then runs every task again, and no task's result is pickled and
     kept, which makes short tasks and big results cheaper.
+
+    `keep_store` says what of a node-local store outlives the run, in its run directory's
+    `store/local` (a compact copy, loaded back by a resume): None (the default) keeps
+    everything when the run does not complete (an error, Ctrl-C, SIGTERM at a job's time limit)
+    and nothing when it does; True always keeps everything, False nothing; a list of key
+    prefixes always keeps the values and streams under them. After a SIGKILL nothing can be
+    saved, but the store stays in /dev/shm, where a resume on the same node finds it. Tasks
+    need none of this to be recalled: their results are in the run's records.
 
     Placement: with `layout="colocated"` the store shares the node with tasks and
     components, and `store_cores=k` pins the Redis shards to the first k cores while tasks and
@@ -80,6 +96,7 @@ class Workflow:
         store_bind: str = "127.0.0.1",
         heartbeat_interval: float = 1.0,
         heartbeat_timeout: float = 60.0,
+        keep_store: bool | Sequence[str] | None = None,
     ) -> None:
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, not {layout!r}")
@@ -98,8 +115,16 @@ class Workflow:
             raise ValueError(
                 f"store must be 'local', 'file', 'redis' or a store URL, not {store!r}"
             )
+        if keep_store is not None and not isinstance(keep_store, bool):
+            if isinstance(keep_store, str) or not all(isinstance(p, str) for p in keep_store):
+                raise ValueError(
+                    f"keep_store must be None, True, False or a list of key prefixes, "
+                    f"not {keep_store!r}"
+                )
+            keep_store = list(keep_store)
         self.name = name
         self.store_kind = store
+        self.keep_store = keep_store
         self.resume = os.environ.get(ENV_RESUME) == "1" if resume is None else resume
         self.memoize = memoize
         self.layout = layout
@@ -115,7 +140,7 @@ class Workflow:
         self.closing = False
         self._exit = contextlib.ExitStack()
         self._servers: Any = None
-        self._shm_root: str | None = None
+        self._local_url: str | None = None
         self._saved_env: dict[str, str | None] = {}
         self._monitor_stop = threading.Event()
         self._stop_reason: str | None = None
@@ -215,12 +240,12 @@ class Workflow:
             metrics.attach(None)
         if self._monitor_store is not None:
             attempt(self._monitor_store.close)
+        attempt(lambda: self._stop_store(complete=not failed))
         if hasattr(self, "records"):
             attempt(lambda: self._write_live_rows(everything=True))  # tasks cancelled unstarted
             status = "interrupted" if interrupted else ("failed" if failed else "done")
             attempt(lambda: self.records.end_run(status))
             attempt(self.records.close)
-        attempt(self._stop_store)
         for key, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -280,16 +305,13 @@ class Workflow:
                 shutil.rmtree(persist, ignore_errors=True)
             return f"file://{persist}", None
         if kind == "local":
-            tag = hashlib.sha256(str(self.run_dir.path).encode()).hexdigest()[:12]
-            self._shm_root = os.path.join(
-                os.environ.get("SIMAI_SHM_DIR", "/dev/shm"), f"simai-run-{tag}"
-            )
+            url = self._local_url = local_run_url(self.run_dir.path)
             if not self.resume:
-                shutil.rmtree(self._shm_root, ignore_errors=True)
+                LocalStore(url).destroy()
                 shutil.rmtree(persist, ignore_errors=True)
-            elif not os.path.isdir(self._shm_root) and persist.is_dir():
-                shutil.copytree(persist, self._shm_root)
-            return f"local://{self._shm_root}", None
+            elif not os.path.isdir(local_root(url)) and (persist / "data.mdb").is_file():
+                LocalStore.restore(persist, url).close()
+            return url, None
         from simai.store.redis_server import RedisServers
 
         if not self.resume:
@@ -314,17 +336,24 @@ class Workflow:
             self._executor_config.setdefault("cores", cores[self.store_cores :])
         return self._servers.url, self._servers.password
 
-    def _stop_store(self) -> None:
+    def _stop_store(self, complete: bool) -> None:
         if self._servers is not None:
             self._servers.stop()
             self._servers = None
-        if self._shm_root is not None and os.path.isdir(self._shm_root):
-            persist = self.run_dir.store_dir / "local"
-            shutil.rmtree(persist, ignore_errors=True)
-            shutil.copytree(
-                self._shm_root, persist, ignore=shutil.ignore_patterns("pool", "retired", "tmp")
-            )
-            shutil.rmtree(self._shm_root, ignore_errors=True)
+        if self._local_url is not None:
+            store = LocalStore(self._local_url)
+            kept = self.run_dir.store_dir / "local"
+            keep = not complete if self.keep_store is None else self.keep_store
+            if keep is False:
+                shutil.rmtree(kept, ignore_errors=True)
+                detail = "kept nothing"
+            else:
+                size = store.save(kept, None if keep is True else keep)
+                what = "everything" if keep is True else f"the keys and streams under {keep}"
+                detail = f"kept {what}: {size / 2**20:.1f} MiB in {kept}"
+            store.destroy()
+            if hasattr(self, "records"):
+                self.records.event("store", "local", "stopped", detail=detail)
 
     def store(self) -> Store:
         """A client of the run's store (the same one launched processes get)."""
