@@ -47,7 +47,7 @@ def _flip(url: str, key: str, part: str, offset: int, entry: bytes | None = None
         txn = e.env.begin(buffers=True)
         try:
             record = txn.get(k, db=e.values)
-            head = codec.parse_header(record)
+            head, _ = codec.parse_header(record)
             if part == "payload" and len(record) == head.offset:  # the payload lives apart
                 record = txn.get(k, db=e.payloads)
             elif part == "payload":
@@ -59,7 +59,7 @@ def _flip(url: str, key: str, part: str, offset: int, entry: bytes | None = None
     elif url.startswith("file://"):
         path = os.path.join(url[len("file://") :], "values", encode_name(key))
         with open(path, "rb") as f:
-            head = codec.parse_header(f.read(4096))
+            head, _ = codec.parse_header(f.read(4096))
         at = offset + (head.offset if part == "payload" else 0)
     else:
         store = simai.open_store(url)
@@ -68,7 +68,7 @@ def _flip(url: str, key: str, part: str, offset: int, entry: bytes | None = None
         conn = Connection(host, port, os.environ["SIMAI_STORE_PASSWORD"])
         rkey = b"simai:v:" + key.encode()
         raw = bytes(conn.command("GET", rkey))
-        at = offset + (codec.parse_header(raw).offset if part == "payload" else 0)
+        at = offset + (codec.parse_header(raw)[0].offset if part == "payload" else 0)
         conn.command("SETRANGE", rkey, at, bytes([raw[at] ^ 0x10]))
         conn.close()
         store.close()

@@ -71,8 +71,8 @@ class Store(ModelRegistry, ABC):
 
     _closed = False
     _seals = False
-    """Whether the backend fills in each header's checksum itself (`codec.seal`), so that it
-    can hash a large payload while it copies it; else `put` and `append` hand it sealed."""
+    """Whether the backend computes the checksum of a large payload itself, while it copies the
+    payload, and `codec.seal`s its header; else `put` and `append` hand it headers sealed."""
 
     def __init__(self, allow_pickle: bool = False) -> None:
         self.allow_pickle = allow_pickle
@@ -181,7 +181,7 @@ class Store(ModelRegistry, ABC):
         if self._closed:
             self._raise_closed()
         check_key(key)
-        header, payload = codec.encode(value, self.allow_pickle, not self._seals)
+        header, payload = codec.encode(value, self.allow_pickle, self._seals)
         self._write(key, header, payload)
         if counters.enabled:
             counters.add("put", key, len(header) + payload.nbytes)
@@ -253,7 +253,7 @@ class Store(ModelRegistry, ABC):
         entries = []
         for key, value in items.items():
             check_key(key)
-            entries.append((key, *codec.encode(value, self.allow_pickle, not self._seals)))
+            entries.append((key, *codec.encode(value, self.allow_pickle, self._seals)))
         self._write_many(entries)
         if counters.enabled:
             for key, header, payload in entries:
@@ -317,7 +317,7 @@ class Store(ModelRegistry, ABC):
         if self._closed:
             self._raise_closed()
         check_key(stream, "stream name")
-        header, payload = codec.encode(value, self.allow_pickle, not self._seals)
+        header, payload = codec.encode(value, self.allow_pickle, self._seals)
         index = self._append(stream, header, payload, _deadline(timeout))
         if index is None:
             raise TimeoutError(

@@ -44,9 +44,13 @@ MAX_NDIM = 32
 
 BYTES, ARRAY, JSON, PICKLE = 0, 1, 2, 3
 
+PARALLEL_MIN = 4 << 20
+"""Payloads at least this large are hashed on another core while they are copied."""
+
 _FIXED = struct.Struct("<4sBBBB8sQ")
 _SUM = struct.Struct("<Q")
 _NUMERIC_KINDS = frozenset("biufc")
+_CACHED = 4096
 
 
 class CorruptValueError(ValueError):
@@ -54,6 +58,8 @@ class CorruptValueError(ValueError):
 
 
 class Header(NamedTuple):
+    """A header's fields, checked: every header that parses describes a payload it can decode."""
+
     kind: int
     dtype: str
     shape: tuple[int, ...]
@@ -63,7 +69,8 @@ class Header(NamedTuple):
     """The payload's length."""
     seed: int
     """XXH3-64 of the header bytes the checksum covers: the seed of the payload's hash."""
-    checksum: int
+    dt: np.dtype | None
+    """The numpy dtype of an array entry (None for other kinds)."""
 
 
 def header_size(ndim: int) -> int:
@@ -72,6 +79,12 @@ def header_size(ndim: int) -> int:
 
 
 _PADS = [bytes(header_size(n) - _FIXED.size - 8 * n - _SUM.size) for n in range(MAX_NDIM + 1)]
+_bodies: dict[Any, tuple[bytes, int, struct.Struct]] = {}  # what a header says -> its body,
+# seed, and the struct that packs the body, a checksum and the padding into a whole header
+_parsed: dict[bytes, Header] = {}  # header bytes before the checksum -> its fields
+
+
+# --- encoding ---------------------------------------------------------------------------------
 
 
 def _to_array(value: Any) -> np.ndarray | None:
@@ -85,27 +98,37 @@ def _to_array(value: Any) -> np.ndarray | None:
     return None
 
 
-def encode(value: Any, allow_pickle: bool = False, sealed: bool = True) -> tuple[bytes, memoryview]:
+def encode(value: Any, allow_pickle: bool = False, defer: bool = False) -> tuple[bytes, memoryview]:
     """Return (header, payload) for a value; the payload is a view, not a copy, where possible.
 
-    `sealed=False` leaves the header's checksum 0, for a caller that computes it with `seal`
-    (overlapping the hash of a large payload with its copy, see `hash_while`)."""
-    arr = _to_array(value)
+    `defer=True` leaves the checksum of a payload of PARALLEL_MIN bytes or more 0, for a caller
+    that computes it while it copies the payload (`hash_while`) and then `seal`s the header."""
+    arr = value if type(value) is np.ndarray else _to_array(value)
     if arr is not None:
-        if arr.dtype.kind not in _NUMERIC_KINDS or arr.dtype.fields is not None:
-            raise TypeError(
-                f"cannot store an array of dtype {arr.dtype!r}: only numeric and bool dtypes "
-                "travel as raw buffers (object, string and structured arrays do not)"
-            )
-        if arr.ndim > MAX_NDIM:
-            raise TypeError(f"cannot store an array of {arr.ndim} dimensions (at most {MAX_NDIM})")
         if not arr.flags.c_contiguous:
             arr = arr.copy(order="C")
-        payload = memoryview(arr.reshape(-1).view(np.uint8)) if arr.size else memoryview(b"")
-        return _header(ARRAY, arr.dtype.str, arr.shape, payload, sealed), payload
+        if arr.ndim and arr.size:
+            payload = memoryview(arr).cast("B")
+        else:
+            payload = memoryview(arr.reshape(-1).view(np.uint8)) if arr.size else memoryview(b"")
+        ident = (arr.dtype, arr.shape)
+        made = _bodies.get(ident)
+        if made is None:
+            dt = arr.dtype
+            if dt.kind not in _NUMERIC_KINDS or dt.fields is not None:
+                raise TypeError(
+                    f"cannot store an array of dtype {dt!r}: only numeric and bool dtypes "
+                    "travel as raw buffers (object, string and structured arrays do not)"
+                )
+            if arr.ndim > MAX_NDIM:
+                raise TypeError(
+                    f"cannot store an array of {arr.ndim} dimensions (at most {MAX_NDIM})"
+                )
+            made = _body(ident, ARRAY, dt.str, arr.shape, payload.nbytes)
+        return _sealed(made, payload, defer), payload
     if isinstance(value, (bytes, bytearray, memoryview)):
         payload = memoryview(value).cast("B")
-        return _header(BYTES, "", (), payload, sealed), payload
+        return _header(BYTES, payload, defer), payload
     try:
         text = json.dumps(value, allow_nan=False)
     except ValueError as e:
@@ -120,11 +143,11 @@ def encode(value: Any, allow_pickle: bool = False, sealed: bool = True) -> tuple
                 "or JSON-serializable metadata, or open the store with allow_pickle=True"
             ) from None
         payload = memoryview(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
-        return _header(PICKLE, "", (), payload, sealed), payload
+        return _header(PICKLE, payload, defer), payload
     if isinstance(value, (dict, list, tuple)):
         _check_keys(value)
     payload = memoryview(text.encode())
-    return _header(JSON, "", (), payload, sealed), payload
+    return _header(JSON, payload, defer), payload
 
 
 def _short(value: Any) -> str:
@@ -150,13 +173,32 @@ def _check_keys(value: Any) -> None:
                 _check_keys(v)
 
 
-def _header(
-    kind: int, dtype: str, shape: tuple[int, ...], payload: memoryview, sealed: bool
-) -> bytes:
-    fixed = _FIXED.pack(MAGIC, VERSION, kind, len(shape), 0, dtype.encode("ascii"), payload.nbytes)
+def _body(
+    ident: Any, kind: int, dtype: str, shape: tuple[int, ...], nbytes: int
+) -> tuple[bytes, int, struct.Struct]:
+    """The header bytes before the checksum, the seed they give, and a struct that packs them
+    with a checksum and the padding after it."""
+    fixed = _FIXED.pack(MAGIC, VERSION, kind, len(shape), 0, dtype.encode("ascii"), nbytes)
     body = fixed + struct.pack(f"<{len(shape)}Q", *shape) if shape else fixed
-    checksum = xxh3_64_intdigest(payload, xxh3_64_intdigest(body)) if sealed else 0
-    return body + _SUM.pack(checksum) + _PADS[len(shape)]
+    if len(_bodies) >= _CACHED:
+        _bodies.clear()
+    sealed = struct.Struct(f"<{len(body)}sQ{len(_PADS[len(shape)])}x")
+    made = _bodies[ident] = (body, xxh3_64_intdigest(body), sealed)
+    return made
+
+
+def _header(kind: int, payload: memoryview, defer: bool) -> bytes:
+    """The header of a bytes, JSON or pickle payload."""
+    ident = (kind, payload.nbytes)
+    made = _bodies.get(ident) or _body(ident, kind, "", (), payload.nbytes)
+    return _sealed(made, payload, defer)
+
+
+def _sealed(made: tuple[bytes, int, struct.Struct], payload: memoryview, defer: bool) -> bytes:
+    body, seed, sealed = made
+    if defer and payload.nbytes >= PARALLEL_MIN:
+        return sealed.pack(body, 0)
+    return sealed.pack(body, xxh3_64_intdigest(payload, seed))
 
 
 def header_seed(header: bytes) -> int:
@@ -165,13 +207,12 @@ def header_seed(header: bytes) -> int:
 
 
 def seal(header: bytes, checksum: int) -> bytes:
-    """`header` (from `encode(..., sealed=False)`) with its checksum filled in."""
+    """`header` (from `encode(..., defer=True)`) with its checksum filled in."""
     end = _FIXED.size + 8 * header[6]
     return header[:end] + _SUM.pack(checksum) + header[end + _SUM.size :]
 
 
-PARALLEL_MIN = 1 << 20
-"""Payloads at least this large are hashed on another core while they are copied."""
+# --- hashing a large payload beside its copy ------------------------------------------------
 
 _jobs: queue.SimpleQueue | None = None
 
@@ -219,12 +260,33 @@ def hash_while(payload: Any, seed: int, work: Callable[[], T]) -> tuple[int, T]:
     return box[0], result
 
 
-def parse_header(buf: Any) -> Header:
-    """The header at the start of `buf`, or CorruptValueError saying what is wrong with it."""
-    mv = memoryview(buf).cast("B")
-    if mv.nbytes < _FIXED.size:
-        raise CorruptValueError(f"entry is truncated: {mv.nbytes} bytes, shorter than a header")
-    magic, version, kind, ndim, _, dtype, nbytes = _FIXED.unpack_from(mv)
+# --- decoding ---------------------------------------------------------------------------------
+
+
+def parse_header(buf: Any) -> tuple[Header, int]:
+    """The header at the start of `buf` and the checksum it holds, or CorruptValueError saying
+    what is wrong with it."""
+    mv = buf if type(buf) is memoryview and buf.format == "B" else memoryview(buf).cast("B")
+    n = len(mv)
+    if n < _FIXED.size + _SUM.size:
+        raise CorruptValueError(f"entry is truncated: {n} bytes, shorter than a header")
+    end = _FIXED.size + 8 * mv[6]
+    if n < end + _SUM.size:
+        raise CorruptValueError("entry is truncated inside its header")
+    head = _parsed.get(mv[:end]) if mv.readonly else None  # hashable as its bytes are
+    if head is None:
+        body = mv[:end].tobytes()
+        head = _parsed.get(body)
+        if head is None:
+            head = _parse(body)
+            if len(_parsed) >= _CACHED:
+                _parsed.clear()
+            _parsed[body] = head
+    return head, _SUM.unpack_from(mv, end)[0]
+
+
+def _parse(body: bytes) -> Header:
+    magic, version, kind, ndim, _, dtype, nbytes = _FIXED.unpack_from(body)
     if magic != MAGIC:
         raise CorruptValueError("entry does not start with the simai magic bytes")
     if version != VERSION:
@@ -233,50 +295,55 @@ def parse_header(buf: Any) -> Header:
         )
     if ndim > MAX_NDIM or kind > PICKLE:
         raise CorruptValueError("entry header is damaged")
-    end = _FIXED.size + 8 * ndim
-    if mv.nbytes < end + _SUM.size:
-        raise CorruptValueError("entry is truncated inside its header")
-    shape = struct.unpack_from(f"<{ndim}Q", mv, _FIXED.size) if ndim else ()
+    shape = struct.unpack_from(f"<{ndim}Q", body, _FIXED.size) if ndim else ()
     try:
-        dt = dtype.rstrip(b"\0").decode("ascii")
+        typestr = dtype.rstrip(b"\0").decode("ascii")
     except UnicodeDecodeError:
         raise CorruptValueError("entry header is damaged") from None
-    (checksum,) = _SUM.unpack_from(mv, end)
-    seed = xxh3_64_intdigest(mv[:end])
-    return Header(kind, dt, shape, header_size(ndim), nbytes, seed, checksum)
+    dt = None
+    if kind == ARRAY:
+        try:
+            dt = np.dtype(typestr)
+        except TypeError:
+            raise CorruptValueError(f"entry has an unknown dtype {typestr!r}") from None
+        if dt.kind not in _NUMERIC_KINDS or math.prod(shape) * dt.itemsize != nbytes:
+            raise CorruptValueError("entry payload length does not match its dtype and shape")
+    elif typestr or ndim:
+        raise CorruptValueError("entry header is damaged")
+    return Header(kind, typestr, shape, header_size(ndim), nbytes, xxh3_64_intdigest(body), dt)
 
 
-def verify(head: Header, payload: Any) -> None:
-    """CorruptValueError unless `payload` is the payload `head` was written with."""
-    check(head, xxh3_64_intdigest(payload, head.seed))
+def verify(head: Header, checksum: int, payload: Any) -> None:
+    """CorruptValueError unless `payload` is the payload `head` and `checksum` came with."""
+    check(checksum, xxh3_64_intdigest(payload, head.seed))
 
 
-def check(head: Header, digest: int) -> None:
-    """CorruptValueError unless `digest` (of a payload) is the checksum in `head`."""
-    if digest != head.checksum:
+def check(checksum: int, digest: int) -> None:
+    """CorruptValueError unless `digest` (of a payload) is the `checksum` its header holds."""
+    if digest != checksum:
         raise CorruptValueError("entry fails its checksum: it was altered after it was written")
 
 
 def decode(buf: Any, writable: bool = True, allow_pickle: bool = False) -> Any:
     """Decode and verify a whole entry; arrays are views on `buf` (zero-copy)."""
-    head = parse_header(buf)
     mv = memoryview(buf).cast("B")
+    head, checksum = parse_header(mv)
     if mv.nbytes != head.offset + head.nbytes:
         raise CorruptValueError(
             f"entry is truncated or padded: expected {head.offset + head.nbytes} bytes, "
             f"found {mv.nbytes}"
         )
-    return decode_payload(head, mv[head.offset :], writable, allow_pickle)
+    return decode_payload(head, checksum, mv[head.offset :], writable, allow_pickle)
 
 
-def decode_payload(head: Header, payload: Any, writable: bool, allow_pickle: bool) -> Any:
-    """The value of a verified entry's payload (arrays are views on `payload`)."""
-    verify(head, payload)
+def decode_payload(
+    head: Header, checksum: int, payload: Any, writable: bool, allow_pickle: bool
+) -> Any:
+    """The value of an entry's payload, verified first (arrays are views on `payload`)."""
+    verify(head, checksum, payload)
     kind = head.kind
     if kind == ARRAY:
-        dt = _dtype(head)
-        arr = np.frombuffer(payload, dtype=dt, count=head.nbytes // max(dt.itemsize, 1))
-        arr = arr.reshape(head.shape)
+        arr = np.frombuffer(payload, dtype=head.dt).reshape(head.shape)
         if not writable and arr.flags.writeable:
             arr.flags.writeable = False
         return arr
@@ -295,22 +362,9 @@ def decode_payload(head: Header, payload: Any, writable: bool, allow_pickle: boo
     return pickle.loads(payload)
 
 
-def _dtype(head: Header) -> np.dtype:
-    """The dtype of an array entry, checked against its shape and payload length."""
-    try:
-        dt = np.dtype(head.dtype)
-    except TypeError:
-        raise CorruptValueError(f"entry has an unknown dtype {head.dtype!r}") from None
-    if dt.kind not in _NUMERIC_KINDS or math.prod(head.shape) * dt.itemsize != head.nbytes:
-        raise CorruptValueError("entry payload length does not match its dtype and shape")
-    return dt
-
-
 def new_array(head: Header) -> np.ndarray:
     """An empty array with the dtype and shape of an array entry."""
-    if head.kind != ARRAY:
-        raise TypeError("entry is not an array")
-    return np.empty(head.shape, dtype=_dtype(head))
+    return np.empty(head.shape, dtype=head.dt)
 
 
 def check_into(head: Header, size: int, out: np.ndarray) -> None:
@@ -322,19 +376,20 @@ def check_into(head: Header, size: int, out: np.ndarray) -> None:
         )
     if head.kind != ARRAY:
         raise TypeError("out= needs an array entry; this entry holds bytes or metadata")
-    dt = _dtype(head)
-    if dt != out.dtype or tuple(head.shape) != out.shape:
-        raise ValueError(f"out= is {out.dtype} {out.shape}, the stored array is {dt} {head.shape}")
+    if head.dt != out.dtype or tuple(head.shape) != out.shape:
+        raise ValueError(
+            f"out= is {out.dtype} {out.shape}, the stored array is {head.dt} {head.shape}"
+        )
 
 
 def decode_into(buf: Any, out: np.ndarray) -> np.ndarray:
     """Copy an array entry into `out`, which must have the entry's dtype and shape, and verify
     the copy."""
     mv = memoryview(buf).cast("B")
-    head = parse_header(mv)
+    head, checksum = parse_header(mv)
     check_into(head, mv.nbytes, out)
     flat = out.reshape(-1).view(np.uint8)
     if out.nbytes:
         np.copyto(flat, np.frombuffer(mv, np.uint8, out.nbytes, head.offset))
-    verify(head, flat)
+    verify(head, checksum, flat)
     return out

@@ -61,6 +61,8 @@ _HASHED = 0xFF  # never a byte of UTF-8
 _VALUE, _ENTRY, _STATE, _GROUP, _LONG = b"v", b"e", b"s", b"g", b"n"
 _STATE_FMT = struct.Struct("<qqqqBB")  # length, start, dropped, maxlen (0: none), policy, closed
 _POS = struct.Struct("<q")
+_NBYTES = struct.Struct("<Q")
+_MAX_HEADER = codec.header_size(codec.MAX_NDIM)
 _POLICY_CODES = {"block": 1, "drop_oldest": 2}
 _POLICY_NAMES = {code: name for name, code in _POLICY_CODES.items()}
 _NO_STATE = (0, 0, 0, 0, 0, 0)
@@ -137,8 +139,9 @@ def _entry_key(stream: bytes, index: int) -> bytes:
 
 
 def _split(record: Any) -> bool:
-    """Whether an entry's payload lives apart from its header record (in `payloads`)."""
-    return len(record) >= 24 and int.from_bytes(record[16:24], "little") > INLINE_MAX
+    """Whether an entry's payload lives apart from its header record (in `payloads`): such a
+    record is a header alone, at most 320 bytes, announcing over INLINE_MAX bytes."""
+    return 24 <= len(record) <= _MAX_HEADER and _NBYTES.unpack_from(record, 16)[0] > INLINE_MAX
 
 
 # --- one process's handle on a store's files ---------------------------------------------------
@@ -192,6 +195,7 @@ class _Env:
         self.payloads = self.env.open_db(b"payloads")
         self.meta = self.env.open_db(b"meta")
         self.psize = self.env.stat()["psize"]
+        self.txn_bytes = _TXN_PAGES * self.psize  # what a transaction may touch beyond its data
         flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(os.path.join(root, "notify"), flags | os.O_CREAT, 0o600)
         try:
@@ -324,7 +328,7 @@ class LocalStore(Store):
         transaction (called holding the write lock), so a full /dev/shm is ENOSPC here instead
         of SIGBUS when LMDB writes through its mapping."""
         big = e.big
-        need = nbytes + _TXN_PAGES * e.psize
+        need = nbytes + e.txn_bytes
         pending = big[_PENDING] + need
         if big[_END] + pending <= big[_RESERVED]:
             big[_PENDING] = pending
@@ -356,16 +360,21 @@ class LocalStore(Store):
     # --- entries --------------------------------------------------------------------------
 
     def _put_entry(self, txn: Any, e: _Env, k: bytes, header: bytes, payload: memoryview) -> None:
-        """Write an entry whose header is not sealed yet (see Store._seals)."""
-        seed = codec.header_seed(header)
-        if payload.nbytes <= INLINE_MAX:
-            header = codec.seal(header, xxh3_64_intdigest(payload, seed))
-            old = txn.replace(k, header + payload, db=e.values)
+        """Write an entry; the checksum of a large payload is computed here while LMDB copies
+        it (see Store._seals), then sealed into its header."""
+        n = payload.nbytes
+        if n <= INLINE_MAX:
+            old = txn.replace(k, header + payload, e.values)
             if old is not None and _split(old):
                 txn.delete(k, db=e.payloads)
-        else:
+            return
+        if n >= codec.PARALLEL_MIN:
+            seed = codec.header_seed(header)
             digest, _ = codec.hash_while(payload, seed, lambda: txn.put(k, payload, db=e.payloads))
-            txn.put(k, codec.seal(header, digest), db=e.values)
+            header = codec.seal(header, digest)
+        else:
+            txn.put(k, payload, db=e.payloads)
+        txn.put(k, header, db=e.values)
 
     def _pop_entry(self, txn: Any, e: _Env, k: bytes) -> bool:
         old = txn.pop(k, db=e.values)
@@ -375,51 +384,86 @@ class LocalStore(Store):
             txn.delete(k, db=e.payloads)
         return True
 
-    def _payload(self, txn: Any, e: _Env, k: bytes, record: Any) -> tuple[codec.Header, Any]:
-        head = codec.parse_header(record)
+    def _payload(self, txn: Any, e: _Env, k: bytes, record: Any) -> tuple[codec.Header, int, Any]:
+        """The header of the entry `record` at `k`, its checksum, and its payload."""
+        head, checksum = codec.parse_header(record)
         if len(record) == head.offset + head.nbytes:
-            return head, record[head.offset :]
+            return head, checksum, record[head.offset :]
         payload = txn.get(k, db=e.payloads) if len(record) == head.offset else None
         if payload is None or len(payload) != head.nbytes:
             raise _truncated(head, payload)
-        return head, payload
+        return head, checksum, payload
 
     def _value(self, txn: Any, e: _Env, k: bytes, record: Any, view: bool) -> tuple[Any, int, bool]:
         """(value, entry size, whether the value pins `txn`) of the record at `k`."""
-        head, payload = self._payload(txn, e, k, record)
-        size = head.offset + head.nbytes
+        head, checksum, payload = self._payload(txn, e, k, record)
+        n = head.nbytes
         if head.kind != codec.ARRAY:
-            return codec.decode_payload(head, payload, True, self.allow_pickle), size, False
+            value = codec.decode_payload(head, checksum, payload, True, self.allow_pickle)
+            return value, head.offset + n, False
+        if not n:
+            out = codec.new_array(head)
+            out.flags.writeable = not view
+            return out, head.offset, False
         if view:
-            codec.verify(head, payload)
-            if not head.nbytes:
-                out = codec.new_array(head)
-                out.flags.writeable = False
-                return out, size, False
-            codec.new_array(head)  # checks dtype, shape and length agree
-            return np.asarray(_Pinned(txn, head, payload)), size, True
+            codec.verify(head, checksum, payload)
+            return np.asarray(_Pinned(txn, head, payload)), head.offset + n, True
+        if n < codec.PARALLEL_MIN:
+            copy = bytearray(payload)
+            codec.check(checksum, xxh3_64_intdigest(copy, head.seed))
+            out = np.frombuffer(copy, head.dt)
+            return (
+                (out if len(head.shape) == 1 else out.reshape(head.shape)),
+                head.offset + n,
+                False,
+            )
         out = codec.new_array(head)
-        self._copy_out(head, payload, out)
-        return out, size, False
+        self._copy_out(head, checksum, payload, out)
+        return out, head.offset + n, False
 
-    def _copy_out(self, head: codec.Header, payload: Any, out: np.ndarray) -> None:
+    def _copy_out(self, head: codec.Header, checksum: int, payload: Any, out: np.ndarray) -> None:
         """Copy a payload out of the mapping into `out`, verifying it as it goes."""
         flat = out.reshape(-1).view(np.uint8)
         src = np.frombuffer(payload, np.uint8)
         digest, _ = codec.hash_while(payload, head.seed, lambda: np.copyto(flat, src))
-        codec.check(head, digest)
+        codec.check(checksum, digest)
 
     # --- values -----------------------------------------------------------------------------
 
     def _write(self, key: str, header: bytes, payload: memoryview) -> None:
         k = _value_key(key)
-
-        def work(txn: Any, e: _Env) -> None:
-            self._put_entry(txn, e, k, header, payload)
+        e = self._e
+        if e.gen != _generation or e.words[_DESTROYED]:
+            e = self._env()
+        n = payload.nbytes
+        try:
+            txn = e.env.begin(write=True, buffers=True)
+        except lmdb.Error:
+            txn = self._write_txn(e)
+        try:
+            big = e.big  # _reserve's quick path, inlined: this is every put's path
+            pending = big[_PENDING] + n + e.txn_bytes
+            if big[_END] + pending <= big[_RESERVED]:
+                big[_PENDING] = pending
+            else:
+                self._reserve(e, len(header) + n)
+            if n <= INLINE_MAX:
+                old = txn.replace(k, header + payload, e.values)
+                if old is not None and _split(old):
+                    txn.delete(k, db=e.payloads)
+            else:
+                self._put_entry(txn, e, k, header, payload)
             if k[1] == _HASHED:
                 txn.put(_LONG + k[1:], key.encode(), db=e.meta)
-
-        self._transact(work, len(header) + payload.nbytes)
+            if e.words[_WAITERS]:
+                self._commit(e, txn)
+            else:
+                txn.commit()
+        except BaseException as exc:
+            txn.abort()
+            if isinstance(exc, lmdb.MapFullError):
+                raise self._full(e) from None
+            raise
 
     def _write_many(self, entries: list[tuple[str, bytes, memoryview]]) -> None:
         def work(txn: Any, e: _Env) -> None:
@@ -432,14 +476,28 @@ class LocalStore(Store):
         self._transact(work, sum(len(h) + p.nbytes for _, h, p in entries))
 
     def _read(self, key: str, view: bool) -> tuple[Any, int]:
-        e = self._env()
+        e = self._e
+        if e.gen != _generation or e.words[_DESTROYED]:
+            e = self._env()
         k = _value_key(key)
-        txn = self._read_txn(e)
+        try:
+            txn = e.env.begin(buffers=True)
+        except lmdb.Error:
+            txn = self._read_txn(e)
         pinned = False
         try:
-            record = txn.get(k, db=e.values)
+            record = txn.get(k, None, e.values)
             if record is None:
                 raise KeyError(key)
+            if not view and record[5] == codec.ARRAY:  # _value's path for small arrays, inlined
+                head, checksum = codec.parse_header(record)
+                n = head.nbytes
+                if 0 < n < INLINE_MAX and len(record) == head.offset + n:
+                    copy = bytearray(record[head.offset :])
+                    if xxh3_64_intdigest(copy, head.seed) != checksum:
+                        codec.check(checksum, xxh3_64_intdigest(copy, head.seed))
+                    out = np.frombuffer(copy, head.dt)
+                    return (out if len(head.shape) == 1 else out.reshape(head.shape)), len(record)
             value, size, pinned = self._value(txn, e, k, record, view)
             return value, size
         finally:
@@ -473,9 +531,9 @@ class LocalStore(Store):
             record = txn.get(k, db=e.values)
             if record is None:
                 raise KeyError(key)
-            head, payload = self._payload(txn, e, k, record)
+            head, checksum, payload = self._payload(txn, e, k, record)
             codec.check_into(head, head.offset + head.nbytes, out)
-            self._copy_out(head, payload, out)
+            self._copy_out(head, checksum, payload, out)
         finally:
             txn.abort()
 
