@@ -11,6 +11,7 @@ steadier measure of what counting costs is `_profile_store.py --counting`.
     .venv/bin/python benchmarks/store.py --out benchmarks/results/store.md
     .venv/bin/python benchmarks/store.py --quick --backends local,copyto
     .venv/bin/python benchmarks/store.py --backends local,local-uncounted,file,file-uncounted
+    .venv/bin/python benchmarks/store.py --scale --out benchmarks/results/store-scale.md
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _bench_loop  # noqa: E402
+import _store_scale  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 KIB, MIB = 1024, 1024 * 1024
@@ -53,6 +55,7 @@ SIMAI_BACKENDS = (
     "local",
     "local-out",
     "local-view",
+    "local-unverified",
     "file",
     "redis",
     "local-uncounted",
@@ -60,11 +63,24 @@ SIMAI_BACKENDS = (
     "redis-uncounted",
 )
 UNCOUNTED = "; store operation counting off (SIMAI_STORE_COUNTERS=0), to measure its cost"
-LOCAL_STORE_DIR = os.path.join(os.environ.get("SIMAI_SHM_DIR", "/dev/shm"), "simai-bench")
 
 # name -> (label in the table, description for the notes)
 BACKENDS: dict[str, tuple[str, str]] = {
-    "copyto": ("np.copyto", "np.copyto into a preallocated array (in each process; the limit)"),
+    "copyto": (
+        "np.copyto",
+        "np.copyto of each array into its own preallocated array, in each process: the "
+        "memory-bandwidth limit for the bytes a store moves (the targets' baseline)",
+    ),
+    "copyto-cached": (
+        "np.copyto, one cached buffer",
+        "np.copyto into one preallocated array over and over: the limit while everything "
+        "stays in the CPU's cache (the targets' baseline before 2026-12; context)",
+    ),
+    "lmdb": (
+        "LMDB",
+        "py-lmdb on /dev/shm (writemap, no sync): put in a write transaction, get copies the "
+        "value out of a read transaction (the embedded-database anchor)",
+    ),
     "copyto-shm": (
         "np.copyto via shm",
         "producer np.copyto into preallocated /dev/shm slots, consumer np.copyto out of them",
@@ -76,6 +92,11 @@ BACKENDS: dict[str, tuple[str, str]] = {
         "same store; get(key, out=buffer) copies into a preallocated array, as np.copyto does",
     ),
     "local-view": ("simai local view", "same store; get(key, view=True), zero-copy"),
+    "local-unverified": (
+        "simai local unverified",
+        "simai local with its checksums switched off in the benchmark's processes (by patching "
+        "simai.store.codec), to measure what verifying every read costs",
+    ),
     "npy": ("np.save/np.load", "np.save / np.load of .npy files on /dev/shm"),
     "file": ("simai file", f"simai.open_store('file://{FILE_STORE_DIR}')"),
     "file-uncounted": ("simai file uncounted", "simai file" + UNCOUNTED),
@@ -120,33 +141,81 @@ DRAGON_MAX_OPS = 200
 
 
 class CopytoClient:
-    """np.copyto into one preallocated array and back out of another, in each process.
+    """np.copyto of array i into slot i of n preallocated arrays and back out, in each process.
 
-    The memory-bandwidth limit the targets refer to: no allocation, no page faults, no
-    cross-process handoff (the consumer copies its own preallocated buffer, so no check).
+    The memory-bandwidth limit the targets refer to: the same bytes a store holding n arrays
+    moves, but no allocation, no page faults, no cross-process handoff (the consumer copies
+    its own preallocated slots, so no check). `cached=True` copies into one array over and
+    over instead, which stays in the CPU's cache for small sizes.
     """
 
     verify = False
 
-    def __init__(self, cfg: dict[str, Any]) -> None:
-        self.src = self.dst = np.zeros(0, dtype=np.float32)
+    def __init__(self, cfg: dict[str, Any], cached: bool = False) -> None:
+        self.cached = cached
+        self.slots: list[np.ndarray] = []
+        self.dst = np.zeros(0, dtype=np.float32)
 
     def prepare(self, size: int, n: int) -> None:
-        self.src = _bench_loop.payload(size)
+        self.slots = [_bench_loop.payload(size) for _ in range(1 if self.cached else n)]
         self.dst = np.zeros(size // 4, dtype=np.float32)
 
     def put(self, key: str, i: int, arr: np.ndarray) -> None:
-        np.copyto(self.dst, arr)
+        np.copyto(self.slots[0 if self.cached else i], arr)
 
     def get(self, key: str, i: int) -> np.ndarray:
-        np.copyto(self.dst, self.src)
+        np.copyto(self.dst, self.slots[0 if self.cached else i])
         return self.dst
 
     def delete(self, key: str, i: int) -> None:
         pass
 
     def close(self) -> None:
+        self.slots = []
+
+
+class LmdbClient:
+    """py-lmdb used the way its documentation shows, on /dev/shm, with the settings simai's
+    node-local store uses (writemap, no sync): the embedded-database anchor."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        import lmdb
+
+        vfs = os.statvfs(cfg["lmdb_dir"])
+        self.env = lmdb.open(
+            cfg["lmdb_dir"], map_size=vfs.f_blocks * vfs.f_frsize, writemap=True, sync=False,
+            metasync=False, readahead=False, meminit=False, max_readers=1024,
+        )  # fmt: skip
+
+    def prepare(self, size: int, n: int) -> None:
         pass
+
+    def put(self, key: str, i: int, arr: np.ndarray) -> None:
+        with self.env.begin(write=True) as txn:
+            txn.put(key.encode(), arr)
+
+    def get(self, key: str, i: int) -> np.ndarray:
+        with self.env.begin(buffers=True) as txn:
+            return np.frombuffer(txn.get(key.encode()), np.float32).copy()
+
+    def delete(self, key: str, i: int) -> None:
+        with self.env.begin(write=True) as txn:
+            txn.delete(key.encode())
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def _switch_off_verification() -> None:
+    """Make simai's codec skip every checksum in this process (the benchmark's own patch)."""
+    from simai.store import codec
+
+    def hash_while(payload: Any, seed: int, work: Any) -> tuple[int, Any]:
+        return 0, work()
+
+    codec.hash_while = hash_while  # type: ignore[assignment]
+    codec.check = lambda head, digest: None  # type: ignore[assignment]
+    codec.verify = lambda head, payload: None  # type: ignore[assignment]
 
 
 class CopytoShmClient:
@@ -268,8 +337,10 @@ class SimaiClient:
 
 
 def make_client(name: str, cfg: dict[str, Any]) -> _bench_loop.Client:
-    if name == "copyto":
-        return CopytoClient(cfg)
+    if name in ("copyto", "copyto-cached"):
+        return CopytoClient(cfg, cached=name == "copyto-cached")
+    if name == "lmdb":
+        return LmdbClient(cfg)
     if name == "copyto-shm":
         return CopytoShmClient(cfg)
     if name == "npy":
@@ -278,6 +349,9 @@ def make_client(name: str, cfg: dict[str, Any]) -> _bench_loop.Client:
         return RedisPyClient(cfg)
     counted = not name.endswith("-uncounted")
     name = name.removesuffix("-uncounted")
+    if name == "local-unverified":
+        _switch_off_verification()
+        return SimaiClient(cfg, LOCAL_STORE_URL)
     if name in ("local", "local-out", "local-view"):
         view, out = name == "local-view", name == "local-out"
         return SimaiClient(cfg, LOCAL_STORE_URL, view=view, out=out, counted=counted)
@@ -711,6 +785,16 @@ def ratio_lines(outcomes: dict[str, Outcome], sizes: list[int]) -> list[str]:
         add("simai local get(out=) / np.copyto get", size, "local-out", "copyto", "get_gbps", 0.7)
         for op in ("put", "get"):
             add(
+                f"simai local {op} / np.copyto, one cached buffer {op}",
+                size,
+                "local",
+                "copyto-cached",
+                f"{op}_gbps",
+                None,
+            )
+            add(f"simai local {op} / LMDB {op}", size, "local", "lmdb", f"{op}_gbps", None)
+        for op in ("put", "get"):
+            add(
                 f"simai local {op} / np.copyto via shm {op}",
                 size,
                 "local",
@@ -718,13 +802,24 @@ def ratio_lines(outcomes: dict[str, Outcome], sizes: list[int]) -> list[str]:
                 f"{op}_gbps",
                 None,
             )
-    rt = outcomes.get("local").roundtrip_s if "local" in outcomes else None
-    if rt is not None:
-        us = rt * 1e6
+    rt = outcomes["local"].roundtrip_s if "local" in outcomes else None
+    rt_lmdb = outcomes["lmdb"].roundtrip_s if "lmdb" in outcomes else None
+    if rt is not None and rt_lmdb:
+        r = rt / rt_lmdb
         out.append(
-            f"| simai local 8 KiB put+get round trip | 8 KiB | {us:.3g} µs | ≤ 10 µs "
-            f"| {'yes' if us <= 10 else 'NO'} |"
+            f"| simai local 8 KiB put+get round trip / LMDB's ({rt * 1e6:.3g} µs / "
+            f"{rt_lmdb * 1e6:.3g} µs) | 8 KiB | {r:.2f}× | ≤ 2× | {'yes' if r <= 2 else 'NO'} |"
         )
+    for size in sizes:
+        for op in ("put", "get"):
+            add(
+                f"verification: simai local {op} / unverified {op}",
+                size,
+                "local",
+                "local-unverified",
+                f"{op}_gbps",
+                0.95 if size == 16 * MIB else None,
+            )
     for size in sizes:
         goal = 3.0 if size >= 64 * MIB else 10.0
         for op in ("put", "get"):
@@ -815,6 +910,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="fewer arrays and repetitions")
     p.add_argument("--out", type=Path, help="also write the Markdown report to this file")
     p.add_argument("--timeout", type=float, default=120, help="seconds per backend (default 120)")
+    p.add_argument(
+        "--scale",
+        action="store_true",
+        help="instead of the table: how the node-local store's costs grow with its size (1k to "
+        "1M keys), and large reads by a fresh process against np.load and np.copyto",
+    )
+    p.add_argument(
+        "--files-dir",
+        default=os.getcwd(),
+        help="a disk directory for the .npy baseline of --scale (default: the current one)",
+    )
     args = p.parse_args(argv)
     try:
         args.sizes = sorted({parse_size(s) for s in args.sizes.split(",") if s.strip()})
@@ -839,9 +945,42 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)  # unwinds through the finally blocks that stop everything
 
 
+def main_scale(args: argparse.Namespace) -> int:
+    started = datetime.now(UTC)
+    load0 = f"{os.getloadavg()[0]:.2f}"
+    t0 = time.monotonic()
+    print("--- costs as the store grows", flush=True)
+    grown = _store_scale.scale("local://bench-scale")
+    print("--- large reads by a fresh process", flush=True)
+    read = _store_scale.fresh("local://bench-fresh", args.files_dir)
+    info = machine_info()
+    lines = [
+        "# simai store benchmark: scale and fresh-process reads",
+        "",
+        f"- command: `{shlex.join([_shown_python(), *sys.argv])}`",
+        f"- date: {started.strftime('%Y-%m-%d %H:%M UTC')}, total {time.monotonic() - t0:.0f} s",
+        f"- machine: {info['nproc']} CPUs ({info['cpu']}), {info['memory']}, Linux "
+        f"{info['kernel']}; load average {load0} at start, {os.getloadavg()[0]:.2f} at end",
+        f"- disk directory for the .npy files: {args.files_dir}",
+        "",
+        *_store_scale.render_scale(grown),
+        "",
+        *_store_scale.render_fresh(read),
+    ]
+    report = "\n".join(lines) + "\n"
+    print()
+    print(report)
+    if args.out:
+        args.out.write_text(report)
+        print(f"written to {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    if args.scale:
+        return main_scale(args)
     started = datetime.now(UTC)
     counts = op_counts(args.sizes, args.quick)
     cfg: dict[str, Any] = {
@@ -867,6 +1006,9 @@ def main(argv: list[str] | None = None) -> int:
             os.close(fd)
             cfg["shm_path"] = path
             tmp_paths.append(path)
+        if "lmdb" in args.backends:
+            cfg["lmdb_dir"] = tempfile.mkdtemp(prefix="simai-bench-lmdb-", dir="/dev/shm")
+            tmp_paths.append(cfg["lmdb_dir"])
         if "npy" in args.backends:
             cfg["npy_dir"] = tempfile.mkdtemp(prefix="simai-bench-npy-", dir="/dev/shm")
             tmp_paths.append(cfg["npy_dir"])
@@ -901,7 +1043,11 @@ def main(argv: list[str] | None = None) -> int:
             elif os.path.exists(path):
                 os.unlink(path)
         shutil.rmtree(FILE_STORE_DIR, ignore_errors=True)
-        shutil.rmtree(LOCAL_STORE_DIR, ignore_errors=True)
+        if set(SIMAI_BACKENDS) & set(args.backends):
+            with contextlib.suppress(Exception):
+                import simai
+
+                simai.open_store(LOCAL_STORE_URL).destroy()
     info = machine_info()
     load1 = f"{os.getloadavg()[0]:.2f}"
     header = [
