@@ -207,15 +207,17 @@ class LmdbClient:
 
 
 def _switch_off_verification() -> None:
-    """Make simai's codec skip every checksum in this process (the benchmark's own patch)."""
-    from simai.store import codec
+    """Make simai's node-local store skip every checksum in this process (the benchmark's own
+    patch, applied only in its producer and consumer processes)."""
+    from simai.store import codec, local
 
     def hash_while(payload: Any, seed: int, work: Any) -> tuple[int, Any]:
         return 0, work()
 
     codec.hash_while = hash_while  # type: ignore[assignment]
-    codec.check = lambda head, digest: None  # type: ignore[assignment]
-    codec.verify = lambda head, payload: None  # type: ignore[assignment]
+    codec.check = lambda checksum, digest: None  # type: ignore[assignment]
+    codec.verify = lambda head, checksum, payload: None  # type: ignore[assignment]
+    local.xxh3_64_intdigest = lambda data, seed=0: 0  # type: ignore[assignment]
 
 
 class CopytoShmClient:
@@ -350,7 +352,6 @@ def make_client(name: str, cfg: dict[str, Any]) -> _bench_loop.Client:
     counted = not name.endswith("-uncounted")
     name = name.removesuffix("-uncounted")
     if name == "local-unverified":
-        _switch_off_verification()
         return SimaiClient(cfg, LOCAL_STORE_URL)
     if name in ("local", "local-out", "local-view"):
         view, out = name == "local-view", name == "local-out"
@@ -365,6 +366,8 @@ def make_client(name: str, cfg: dict[str, Any]) -> _bench_loop.Client:
 def _role_main(role: str, name: str, cfg: dict[str, Any], peer: Any, results: Any) -> None:
     """Entry point of the producer and consumer processes."""
     try:
+        if name == "local-unverified":
+            _switch_off_verification()
         client = make_client(name, cfg)
         try:
             fn = _bench_loop.producer if role == "producer" else _bench_loop.consumer
@@ -469,6 +472,8 @@ def run_pair(name: str, cfg: dict[str, Any], timeout: float) -> Outcome:
 def probe_simai(name: str, cfg: dict[str, Any]) -> str | None:
     """Why backend `name` cannot run now (not importable or failing a put/get), else None."""
     try:
+        if name == "local-unverified":
+            _switch_off_verification()
         client = make_client(name, cfg)
         try:
             arr = np.arange(4, dtype=np.float32)

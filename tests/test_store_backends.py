@@ -177,3 +177,49 @@ def test_a_deleted_large_value_makes_room_at_once_while_readers_stay_open(local_
         assert sizes[3] == sizes[-1] <= sizes[0] + 2 * big.nbytes
     finally:
         reader.communicate("", timeout=30)
+
+
+FILL = """
+import errno, sys
+import numpy as np
+import simai
+s = simai.open_store(sys.argv[1])
+block = np.ones(1 << 17)  # 1 MiB
+n = 0
+try:
+    while True:
+        s.put(f"k{n}", block * n)
+        n += 1
+except OSError as e:
+    assert e.errno == errno.ENOSPC and "is full" in str(e), e
+assert n > 5, n
+assert s.get("k1")[0] == 1.0 and s.get(f"k{n - 1}")[0] == n - 1  # what went in stays
+for i in range(n):  # a full store can still delete
+    assert s.delete(f"k{i}")
+assert s.keys() == []
+s.destroy()  # gives the memory back
+t = simai.open_store(sys.argv[1])
+t.put_many({f"k{i}": block for i in range(n // 2)})
+print("filled", n)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_a_full_tmpfs_is_an_error_not_a_crash(tmp_path):
+    import subprocess
+    import sys
+
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(small)])
+    if mounted.returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", FILL, f"local://{small}/store"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr  # a SIGBUS would be -7
+        assert out.stdout.startswith("filled")
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)

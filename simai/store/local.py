@@ -19,10 +19,11 @@ header alone when the payload is over INLINE_MAX bytes, which then lives under t
 `payloads`), and b"e" + STREAM + b"\\0" + INDEX (8 bytes, big-endian) to a stream's entries the
 same way. Database `meta` holds each stream's state (b"s" + STREAM), its consumer groups'
 positions (b"g" + STREAM + b"\\0" + GROUP) and the full names of keys longer than 240 bytes,
-which are stored under a hash (b"n" + HASHED). The file `notify` is one page of shared words:
+which are stored under a hash (b"n" + HASHED). The file `notify` holds shared words:
 a sequence number writers bump after a commit that someone waits for (waiters sleep on it with
 futex(2)), the destroyed flag, the waiters, and the bookkeeping that keeps the data file's
 pages allocated ahead of LMDB (fallocate(2)), so a full /dev/shm is an error, never a SIGBUS.
+A stream's state record ends with its full name, which `save` matches prefixes against.
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ _POLICY_NAMES = {code: name for name, code in _POLICY_CODES.items()}
 _NO_STATE = (0, 0, 0, 0, 0, 0)
 _MAX_READERS = 4096
 _SLACK = 64 << 20
+_GRAIN = 2 << 20
+_KEEP = 1 << 20
 _TXN_PAGES = 32
 _WAIT_SLICE = 1.0
 _NOTIFY_BYTES = 8192
@@ -195,7 +198,7 @@ class _Env:
         self.payloads = self.env.open_db(b"payloads")
         self.meta = self.env.open_db(b"meta")
         self.psize = self.env.stat()["psize"]
-        self.txn_bytes = _TXN_PAGES * self.psize  # what a transaction may touch beyond its data
+        self.txn_bytes = _TXN_PAGES * self.psize  # pages a transaction touches beyond its data
         flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(os.path.join(root, "notify"), flags | os.O_CREAT, 0o600)
         try:
@@ -271,6 +274,7 @@ class LocalStore(Store):
         if e.gen != _generation or e.words[_DESTROYED]:
             if e.words[_DESTROYED]:
                 self._closed = True
+                self._e = None  # type: ignore[assignment]
                 raise StoreClosedError(f"store {self.url} was destroyed")
             e = self._e = _open(self.root)  # after a fork
         return e
@@ -308,12 +312,13 @@ class LocalStore(Store):
         else:
             txn.commit()
 
-    def _transact(self, work: Callable[[Any, _Env], T], nbytes: int = 0) -> T:
-        """Run `work(txn, env)` in one write transaction and commit it; abort on any error."""
+    def _transact(self, work: Callable[[Any, _Env], T], nbytes: int = 0, entries: int = 1) -> T:
+        """Run `work(txn, env)`, which writes `entries` entries of `nbytes` bytes in all, in one
+        write transaction and commit it; abort on any error."""
         e = self._env()
         txn = self._write_txn(e)
         try:
-            self._reserve(e, nbytes)
+            self._reserve(e, nbytes, entries)
             result = work(txn, e)
             self._commit(e, txn)
         except BaseException as exc:
@@ -323,12 +328,14 @@ class LocalStore(Store):
             raise
         return result
 
-    def _reserve(self, e: _Env, nbytes: int) -> None:
+    def _reserve(self, e: _Env, nbytes: int, entries: int = 1) -> None:
         """Keep the data file's pages allocated ahead of what LMDB may write in this
-        transaction (called holding the write lock), so a full /dev/shm is ENOSPC here instead
-        of SIGBUS when LMDB writes through its mapping."""
+        transaction of `entries` entries and `nbytes` bytes (called holding the write lock), so
+        a full /dev/shm is ENOSPC here instead of SIGBUS when LMDB writes through its mapping.
+        Allocation runs _SLACK ahead of LMDB's last page; near a full filesystem, just enough,
+        and writes leave _KEEP of it to transactions that only delete."""
         big = e.big
-        need = nbytes + e.txn_bytes
+        need = nbytes + e.txn_bytes + 2 * entries * e.psize
         pending = big[_PENDING] + need
         if big[_END] + pending <= big[_RESERVED]:
             big[_PENDING] = pending
@@ -336,18 +343,24 @@ class LocalStore(Store):
         end = (e.env.info()["last_pgno"] + 1) * e.psize
         if end > big[_END]:
             e.env.reader_check()  # the store grows: let go of dead processes' snapshots
-        target = end + need + _SLACK
-        if target > big[_RESERVED]:
-            target = -(-target // (2 << 20)) * (2 << 20)
+        have = big[_RESERVED]
+        least = end + need + (_KEEP if nbytes else 0)  # a full store can still delete
+        ahead = -(-(least + _SLACK) // _GRAIN) * _GRAIN
+        for target in (ahead, -(-least // e.psize) * e.psize):
+            if target <= have:
+                break
             try:
-                os.posix_fallocate(e.data_fd, 0, target)
+                os.posix_fallocate(e.data_fd, have, target - have)
             except OSError as exc:
-                if exc.errno == errno.ENOSPC:
-                    raise self._full(e) from None
-                raise
+                if exc.errno != errno.ENOSPC:
+                    raise
+                continue
             big[_RESERVED] = target
+            break
+        else:
+            raise self._full(e)
         big[_END] = end
-        big[_PENDING] = 0
+        big[_PENDING] = need  # what this transaction may take of the pages reserved
 
     def _full(self, e: _Env) -> OSError:
         vfs = os.statvfs(e.root)
@@ -442,7 +455,7 @@ class LocalStore(Store):
             txn = self._write_txn(e)
         try:
             big = e.big  # _reserve's quick path, inlined: this is every put's path
-            pending = big[_PENDING] + n + e.txn_bytes
+            pending = big[_PENDING] + n + e.txn_bytes + 2 * e.psize
             if big[_END] + pending <= big[_RESERVED]:
                 big[_PENDING] = pending
             else:
@@ -473,7 +486,8 @@ class LocalStore(Store):
                 if k[1] == _HASHED:
                     txn.put(_LONG + k[1:], key.encode(), db=e.meta)
 
-        self._transact(work, sum(len(h) + p.nbytes for _, h, p in entries))
+        nbytes = sum(len(h) + p.nbytes for _, h, p in entries)
+        self._transact(work, nbytes, len(entries))
 
     def _read(self, key: str, view: bool) -> tuple[Any, int]:
         e = self._e
@@ -494,8 +508,9 @@ class LocalStore(Store):
                 n = head.nbytes
                 if 0 < n < INLINE_MAX and len(record) == head.offset + n:
                     copy = bytearray(record[head.offset :])
-                    if xxh3_64_intdigest(copy, head.seed) != checksum:
-                        codec.check(checksum, xxh3_64_intdigest(copy, head.seed))
+                    digest = xxh3_64_intdigest(copy, head.seed)
+                    if digest != checksum:
+                        codec.check(checksum, digest)
                     out = np.frombuffer(copy, head.dt)
                     return (out if len(head.shape) == 1 else out.reshape(head.shape)), len(record)
             value, size, pinned = self._value(txn, e, k, record, view)
@@ -831,6 +846,8 @@ class LocalStore(Store):
         only live data (a store in /dev/shm kept on disk past the node's or the job's end).
         With `prefixes`, only the values and streams whose names start with one of them.
         Returns the bytes written; `LocalStore.restore(path, url)` brings the copy back."""
+        if self._closed:
+            self._raise_closed()
         if prefixes is not None:
             if isinstance(prefixes, str) or not all(isinstance(p, str) for p in prefixes):
                 raise TypeError(f"prefixes must be a list of str, not {prefixes!r}")
@@ -930,11 +947,19 @@ class LocalStore(Store):
 
     # --- lifetime -----------------------------------------------------------------------------
 
+    def close(self) -> None:
+        """Let go of this client's handle; the mapping goes once no client or view needs it."""
+        super().close()
+        self._e = None  # type: ignore[assignment]
+
     def destroy(self) -> None:
-        """Delete the store and everything in it. Every process that has it open gets
-        StoreClosedError from then on; views already made stay valid while they live."""
+        """Delete the store and everything in it, and give its memory back once no view and no
+        client in any process holds it. Every process that has it open gets StoreClosedError
+        from then on; views already made stay valid while they live."""
         e = self._e
-        if e.gen == _generation and not e.words[_DESTROYED]:
+        if e is None and os.path.isdir(self.root):
+            e = _open(self.root)
+        if e is not None and e.gen == _generation and not e.words[_DESTROYED]:
             e.words[_DESTROYED] = 1
             e.words[_SEQ] = (e.words[_SEQ] + 1) & 0xFFFFFFFF
             _futex_wake(e.addr)
@@ -943,6 +968,7 @@ class LocalStore(Store):
                 if opened is e:
                     del _opened[ident]
         self._closed = True
+        self._e = None  # type: ignore[assignment]
         try:
             check_private(self.root)
         except FileNotFoundError:
