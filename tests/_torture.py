@@ -293,18 +293,27 @@ def main() -> None:
             crash_writer(*args)
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("urls", nargs="+", help="stores to torture (emptied first if local)")
+    parser.add_argument(
+        "urls", nargs="+", help="empty stores to torture (local and file ones are destroyed after)"
+    )
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--kills", type=int, default=20)
     args = parser.parse_args()
     import tempfile
 
+    import simai
+
     for url in args.urls:
         with tempfile.TemporaryDirectory(prefix="simai-torture-") as scratch:
             t = time.monotonic()
-            counts = run(url, args.workers, args.seconds, Path(scratch))
-            counts.update(crash(url, args.kills, Path(scratch)))
+            try:
+                counts = run(url, args.workers, args.seconds, Path(scratch))
+                counts.update(crash(url, args.kills, Path(scratch)))
+            finally:
+                store = simai.open_store(url)
+                if hasattr(store, "destroy"):
+                    store.destroy()
             print(f"{url}: passed {counts} in {time.monotonic() - t:.0f} s", flush=True)
 
 

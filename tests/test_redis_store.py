@@ -124,6 +124,21 @@ def test_data_persists_across_restarts_with_persist_dir(tmp_path):
             assert s.get("kept").tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
 
 
+def test_dumps_and_logs_are_private_to_the_user(tmp_path):
+    """The append-only files and logs hold what the password guards: 0700 folders, 0600 files."""
+    persist, logs = tmp_path / "persist", tmp_path / "logs"
+    with RedisServers(port=0, persist_dir=persist, log_dir=logs) as servers:
+        with RedisStore(servers.url, password=servers.password) as s:
+            s.put("kept", np.arange(5.0))
+    for folder in (persist, logs):
+        assert folder.stat().st_mode & 0o777 == 0o700, folder
+    files = [p for p in (*persist.rglob("*"), *logs.rglob("*")) if p.is_file()]
+    assert files and all(p.stat().st_mode & 0o077 == 0 for p in files), [
+        (str(p), oct(p.stat().st_mode)) for p in files
+    ]
+    assert any("aof" in str(p) for p in files)
+
+
 # --- authentication and reachability ---------------------------------------------------
 
 
