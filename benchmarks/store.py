@@ -469,6 +469,21 @@ def run_pair(name: str, cfg: dict[str, Any], timeout: float) -> Outcome:
     return out
 
 
+def empty_store(name: str, cfg: dict[str, Any]) -> None:
+    """Start backend `name`'s run with an empty store, as every run of every backend does: a
+    store that earlier runs left full of freed pages would send each put to pages the new
+    producer has never touched (a page fault per 4 KiB)."""
+    if name.startswith("local"):
+        import simai
+
+        simai.open_store(LOCAL_STORE_URL).destroy()
+    elif name.startswith("file"):
+        shutil.rmtree(FILE_STORE_DIR, ignore_errors=True)
+    elif name == "lmdb":
+        shutil.rmtree(cfg["lmdb_dir"], ignore_errors=True)
+        os.mkdir(cfg["lmdb_dir"], 0o700)
+
+
 def probe_simai(name: str, cfg: dict[str, Any]) -> str | None:
     """Why backend `name` cannot run now (not importable or failing a put/get), else None."""
     try:
@@ -1027,6 +1042,7 @@ def main(argv: list[str] | None = None) -> int:
                 if name == "dragon":
                     oc = run_dragon(cfg, args.timeout, args.quick)
                 else:
+                    empty_store(name, cfg)
                     why = probe_simai(name, cfg) if name in SIMAI_BACKENDS else None
                     if why:
                         oc = Outcome(name, error=f"not run: {why}")
