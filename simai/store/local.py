@@ -28,6 +28,7 @@ A stream's state record ends with its full name, which `save` matches prefixes a
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import errno
@@ -152,6 +153,11 @@ def _split(record: Any) -> bool:
 _generation = 0
 _opened: weakref.WeakValueDictionary[tuple[int, int], _Env] = weakref.WeakValueDictionary()
 _opening = threading.Lock()
+_KEEP_OPEN = 4
+_recent: collections.deque[_Env] = collections.deque(maxlen=_KEEP_OPEN)
+"""The environments this process used last stay open (mapped, with their page tables) when no
+client holds them, so a process that opens the run's store for every task does not map it
+anew each time."""
 
 
 def _after_fork_in_child() -> None:
@@ -162,6 +168,7 @@ def _after_fork_in_child() -> None:
     for e in list(_opened.values()):
         _keep_forever(e)
     _opened.clear()
+    _recent.clear()
     _opening = threading.Lock()
 
 
@@ -223,9 +230,15 @@ def _open(root: str) -> _Env:
     st = os.lstat(root)
     ident = (st.st_dev, st.st_ino)
     with _opening:
+        for old in [x for x in _recent if x.words[_DESTROYED]]:  # let go of destroyed stores
+            _recent.remove(old)
         e = _opened.get(ident)
         if e is None or e.gen != _generation or e.words[_DESTROYED]:
             e = _opened[ident] = _Env(root)
+        if not _recent or _recent[-1] is not e:
+            if e in _recent:
+                _recent.remove(e)
+            _recent.append(e)
         return e
 
 
@@ -958,6 +971,8 @@ class LocalStore(Store):
             for ident, opened in list(_opened.items()):
                 if opened is e:
                     del _opened[ident]
+            if e in _recent:
+                _recent.remove(e)
         self._closed = True
         self._e = None  # type: ignore[assignment]
         try:
