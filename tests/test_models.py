@@ -136,6 +136,13 @@ def test_loading_never_runs_code_the_reader_did_not_choose(store, tmp_path):
     assert isinstance(reg.load_model(store, "script", trusted=True), torch.jit.ScriptModule)
 
 
+def test_metadata_the_store_refuses_takes_no_version_number(store):
+    reg.publish_model(store, "m", b"onnx 1")
+    with pytest.raises(ValueError, match="metrics hold NaN"):
+        reg.publish_model(store, "m", b"onnx 2", metrics={"loss": float("nan")})
+    assert reg.publish_model(store, "m", b"onnx 2") == 2
+
+
 def test_onnx_bytes_are_stored_and_returned_as_bytes(store):
     blob = bytes(range(256)) * 100
     v = reg.publish_model(store, "onnx-net", blob, step=1)

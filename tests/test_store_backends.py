@@ -148,6 +148,37 @@ def test_readers_never_see_a_mix_of_two_large_values(local_store):
         assert writer.wait(timeout=60) == 0
 
 
+def test_save_and_restore_a_local_store(local_store, tmp_path):
+    local_store.put("a/x", np.arange(5))
+    local_store.put("b/y", b"other")
+    local_store.create_stream("a/s", maxlen=3, policy="drop_oldest")
+    for i in range(5):
+        local_store.append("a/s", i)
+    local_store.close_stream("a/s")
+    saved = local_store.save(tmp_path / "all")
+    assert 0 < saved < 1 << 20  # live data only, not the sparse map
+    local_store.save(tmp_path / "part", ["a/"])
+    with pytest.raises(FileExistsError, match="destroy it first"):
+        LocalStore.restore(tmp_path / "all", local_store.url)
+    with pytest.raises(ValueError, match="local://"):
+        LocalStore.restore(tmp_path / "all", f"file://{tmp_path}/f")
+    url = f"local://{tmp_path}/restored"
+    back = LocalStore.restore(tmp_path / "part", url)
+    assert back.keys() == ["a/x"] and back.stream_info("a/s")["dropped"] == 2
+    assert list(back.stream("a/s")) == [2, 3, 4] and back.get("a/x").sum() == 10
+    back.destroy()
+    back = LocalStore.restore(tmp_path / "all", url)
+    assert back.keys() == ["a/x", "b/y"]
+    back.destroy()
+
+
+def test_a_relative_file_url_names_one_store_for_every_process(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    s = simai.open_store("file://rel/store")
+    assert s.url == f"file://{tmp_path}/rel/store"
+    s.close()
+
+
 def _used(store: LocalStore) -> int:
     """Bytes of the store's data file that LMDB uses (its pages up to the last one)."""
     return (store._e.env.info()["last_pgno"] + 1) * store._e.psize

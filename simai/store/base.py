@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from simai.store import codec, counters
+from simai.store.codec import CorruptValueError
 from simai.store.registry import ModelRegistry
 
 MAX_KEY_BYTES = 1024
@@ -69,7 +70,8 @@ class Store(ModelRegistry, ABC):
 
     url: str
 
-    _closed = False
+    _closed = ""
+    """Why the store cannot be used any more ("is closed", "was destroyed"), or ""."""
     _seals = False
     """Whether the backend computes the checksum of a large payload itself, while it copies the
     payload, and `codec.seal`s its header; else `put` and `append` hand it headers sealed."""
@@ -169,10 +171,10 @@ class Store(ModelRegistry, ABC):
     def close(self) -> None:
         """Release client resources (connections, mappings); later calls raise
         StoreClosedError. Stored data stays."""
-        self._closed = True
+        self._closed = self._closed or "is closed"
 
     def _raise_closed(self) -> NoReturn:
-        raise StoreClosedError(f"store {self.url} is closed")
+        raise StoreClosedError(f"store {self.url} {self._closed}")
 
     # --- public API ---------------------------------------------------------------------
 
@@ -204,11 +206,17 @@ class Store(ModelRegistry, ABC):
                 raise ValueError("out= must be a C-contiguous numpy array")
             if not out.flags.writeable:
                 raise ValueError("out= must be writable")
-            self._read_into(key, out)
+            try:
+                self._read_into(key, out)
+            except CorruptValueError as e:
+                raise CorruptValueError(f"key {key!r} in {self.url}: {e}") from None
             if counters.enabled:
                 counters.add("get", key, codec.header_size(out.ndim) + out.nbytes)
             return out
-        value, size = self._read(key, view)
+        try:
+            value, size = self._read(key, view)
+        except CorruptValueError as e:
+            raise CorruptValueError(f"key {key!r} in {self.url}: {e}") from None
         if counters.enabled:
             counters.add("get", key, size)
         return value
@@ -265,7 +273,12 @@ class Store(ModelRegistry, ABC):
         if self._closed:
             self._raise_closed()
         keys = [check_key(k) for k in keys]
-        read = self._read_many(keys, view)
+        try:
+            read = self._read_many(keys, view)
+        except CorruptValueError:
+            for key in keys:  # which one: get() names it
+                self.get(key, view)
+            raise
         if counters.enabled:
             for key, (_, size) in zip(keys, read, strict=True):
                 counters.add("get_many", key, size)
@@ -471,6 +484,10 @@ class StreamReader(Iterator[Any]):
                     self.skipped += e.start - self.index
                     self.index = e.start
                 continue
+            except CorruptValueError as e:
+                raise CorruptValueError(
+                    f"stream {self.name!r} entry {self.index} in {store.url}: {e}"
+                ) from None
             if got is None:
                 raise TimeoutError(
                     f"stream {self.name!r} had no entry {self.index} within "

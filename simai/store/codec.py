@@ -105,12 +105,6 @@ def encode(value: Any, allow_pickle: bool = False, defer: bool = False) -> tuple
     that computes it while it copies the payload (`hash_while`) and then `seal`s the header."""
     arr = value if type(value) is np.ndarray else _to_array(value)
     if arr is not None:
-        if not arr.flags.c_contiguous:
-            arr = arr.copy(order="C")
-        if arr.ndim and arr.size:
-            payload = memoryview(arr).cast("B")
-        else:
-            payload = memoryview(arr.reshape(-1).view(np.uint8)) if arr.size else memoryview(b"")
         ident = (arr.dtype, arr.shape)
         made = _bodies.get(ident)
         if made is None:
@@ -118,13 +112,20 @@ def encode(value: Any, allow_pickle: bool = False, defer: bool = False) -> tuple
             if dt.kind not in _NUMERIC_KINDS or dt.fields is not None:
                 raise TypeError(
                     f"cannot store an array of dtype {dt!r}: only numeric and bool dtypes "
-                    "travel as raw buffers (object, string and structured arrays do not)"
+                    "travel as raw buffers (object, string, datetime and structured arrays do "
+                    "not; convert them, e.g. datetimes with .astype('int64'))"
                 )
             if arr.ndim > MAX_NDIM:
                 raise TypeError(
                     f"cannot store an array of {arr.ndim} dimensions (at most {MAX_NDIM})"
                 )
-            made = _body(ident, ARRAY, dt.str, arr.shape, payload.nbytes)
+            made = _body(ident, ARRAY, dt.str, arr.shape, arr.nbytes)
+        if not arr.flags.c_contiguous:
+            arr = arr.copy(order="C")
+        if arr.ndim and arr.size:
+            payload = memoryview(arr).cast("B")
+        else:
+            payload = memoryview(arr.reshape(-1).view(np.uint8)) if arr.size else memoryview(b"")
         return _sealed(made, payload, defer), payload
     if isinstance(value, (bytes, bytearray, memoryview)):
         payload = memoryview(value).cast("B")
@@ -136,11 +137,13 @@ def encode(value: Any, allow_pickle: bool = False, defer: bool = False) -> tuple
         if "Out of range float" in why:
             why = "NaN and Infinity have no JSON form (store them in a numpy array)"
         raise ValueError(f"cannot store {_short(value)} as JSON metadata: {why}") from None
-    except TypeError:
+    except TypeError as e:
         if not allow_pickle:
             raise TypeError(
-                f"cannot store a {type(value).__name__}: store numpy arrays, torch tensors, bytes "
-                "or JSON-serializable metadata, or open the store with allow_pickle=True"
+                f"cannot store a value of type {type(value).__name__} ({e}): store numpy "
+                "arrays, torch tensors, bytes or JSON metadata (dicts, lists, str, int, float, "
+                "bool, None; numpy scalars inside metadata need int() or float()), or open the "
+                "store with allow_pickle=True"
             ) from None
         payload = memoryview(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
         return _header(PICKLE, payload, defer), payload

@@ -20,6 +20,7 @@ backoff. `fsync=True` makes each write durable before it is published, at a cost
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import functools
@@ -104,8 +105,8 @@ class FileStore(Store):
         path = url.split("://", 1)[1]
         if not path:
             raise ValueError(f"file store URL {url!r} names no directory: use file:///path")
-        self.url = url
         self.root = os.path.abspath(path)
+        self.url = f"file://{self.root}"  # absolute: a process elsewhere opens the same store
         self.fsync = fsync
         self._fds: list[int] = []
         try:
@@ -145,8 +146,9 @@ class FileStore(Store):
         super().close()
 
     def __del__(self) -> None:
-        if getattr(self, "_fds", None):
-            self._close_fds()
+        with contextlib.suppress(Exception):  # at interpreter exit, modules may be gone
+            if self._fds:
+                self._close_fds()
 
     def _gone(self) -> bool:
         """Whether the store's directory was removed (destroyed) under this client."""
@@ -166,7 +168,7 @@ class FileStore(Store):
             raise
 
     def _destroyed(self) -> NoReturn:
-        self._closed = True
+        self._closed = "was destroyed"
         raise StoreClosedError(f"store {self.url} was destroyed")
 
     # --- files --------------------------------------------------------------------------
@@ -601,4 +603,5 @@ class FileStore(Store):
     def destroy(self) -> None:
         """Delete the whole store directory and everything in it."""
         self.close()
+        self._closed = "was destroyed"
         shutil.rmtree(self.root, ignore_errors=True)

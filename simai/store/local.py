@@ -286,7 +286,7 @@ class LocalStore(Store):
         e = self._e
         if e.gen != _generation or e.words[_DESTROYED]:
             if e.words[_DESTROYED]:
-                self._closed = True
+                self._closed = "was destroyed"
                 self._e = None  # type: ignore[assignment]
                 raise StoreClosedError(f"store {self.url} was destroyed")
             e = self._e = _open(self.root)  # after a fork
@@ -875,14 +875,18 @@ class LocalStore(Store):
 
     @classmethod
     def restore(cls, path: str | os.PathLike[str], url: str = "local://default") -> LocalStore:
-        """The store at `url`, holding what `save` wrote to `path` (whatever `url` held before
-        is destroyed)."""
+        """A new store at `url` (a local:// URL where no store exists), holding what `save`
+        wrote to `path`."""
+        if not isinstance(url, str) or not url.startswith("local://"):
+            raise ValueError(f"restore makes a node-local store: use a local:// URL, not {url!r}")
         source = os.path.join(os.fspath(path), "data.mdb")
         if not os.path.isfile(source):
             raise FileNotFoundError(f"{path} holds no saved store (no data.mdb)")
-        old = cls(url)
-        root = old.root
-        old.destroy()
+        root = local_root(url)
+        if os.path.lexists(root):
+            raise FileExistsError(
+                f"store {url} exists ({root}): destroy it first if its contents may go"
+            )
         private_dir(root)
         shutil.copyfile(source, os.path.join(root, "data.mdb"))
         private_file(os.path.join(root, "data.mdb"))
@@ -973,7 +977,7 @@ class LocalStore(Store):
                     del _opened[ident]
             if e in _recent:
                 _recent.remove(e)
-        self._closed = True
+        self._closed = "was destroyed"
         self._e = None  # type: ignore[assignment]
         try:
             check_private(self.root)

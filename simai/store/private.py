@@ -43,13 +43,14 @@ def check_private(path: str | os.PathLike[str], st: os.stat_result | None = None
 
 def private_dir(path: str | os.PathLike[str]) -> str:
     """`path` as a private directory: made with mode 0700 (and its missing parents) if it does
-    not exist, else checked with `check_private` and, if others may read it, made 0700.
+    not exist, else checked with `check_private` and, if others may read it, made 0700. Its
+    parent must not be writable by every user unless it is sticky (as /tmp and /dev/shm are).
     Returns the path."""
     path = os.fspath(path)
+    parent = os.path.dirname(os.path.abspath(path))
     try:
         st = os.lstat(path)
     except FileNotFoundError:
-        parent = os.path.dirname(os.path.abspath(path))
         os.makedirs(parent, exist_ok=True)
         try:
             os.mkdir(path, 0o700)
@@ -57,6 +58,12 @@ def private_dir(path: str | os.PathLike[str]) -> str:
             pass
         st = os.lstat(path)
     check_private(path, st)
+    up = os.stat(parent)
+    if up.st_mode & 0o002 and not up.st_mode & stat.S_ISVTX:  # anyone could swap `path`
+        raise PermissionError(
+            f"{parent} can be written by every user and is not sticky, so anyone could put "
+            f"another directory in place of {path}; choose a path in a directory of yours"
+        )
     if st.st_mode & 0o077:
         os.chmod(path, 0o700)
     return path

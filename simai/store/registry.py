@@ -118,9 +118,12 @@ def _serialize(model: Any, example: Any) -> tuple[bytes, dict[str, Any]]:
 
 
 def _check_json(value: Any, what: str) -> None:
+    """Refuse, before a version number is taken, what the store will not keep as JSON."""
     try:
-        json.dumps(value, allow_nan=True)
-    except (TypeError, ValueError) as e:
+        json.dumps(value, allow_nan=False)
+    except ValueError:
+        raise ValueError(f"{what} hold NaN or Infinity, which JSON cannot: {value!r}") from None
+    except TypeError as e:
         raise TypeError(f"{what} must be JSON-serializable: {e}") from None
 
 
