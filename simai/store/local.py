@@ -434,6 +434,15 @@ class LocalStore(Store):
         if view:
             codec.verify(head, checksum, payload)
             return np.asarray(_Pinned(txn, head, payload)), head.offset + n, True
+        if n <= INLINE_MAX:  # one copy, into memory the array then owns
+            copy = bytearray(payload)
+            codec.check(checksum, xxh3_64_intdigest(copy, head.seed))
+            out = np.frombuffer(copy, head.dt)
+            return (
+                (out if len(head.shape) == 1 else out.reshape(head.shape)),
+                head.offset + n,
+                False,
+            )
         out = codec.new_array(head)  # numpy's allocator: huge pages for large arrays
         self._copy_out(head, checksum, payload, out)
         return out, head.offset + n, False
@@ -448,34 +457,16 @@ class LocalStore(Store):
     # --- values -----------------------------------------------------------------------------
 
     def _write(self, key: str, header: bytes, payload: memoryview) -> None:
+        # _transact's steps without its closure: this is every put's path
         k = _value_key(key)
-        e = self._e
-        if e.gen != _generation or e.words[_DESTROYED]:
-            e = self._env()
-        n = payload.nbytes
+        e = self._env()
+        txn = self._write_txn(e)
         try:
-            txn = e.env.begin(write=True, buffers=True)
-        except lmdb.Error:
-            txn = self._write_txn(e)
-        try:
-            big = e.big  # _reserve's quick path, inlined: this is every put's path
-            pending = big[_PENDING] + n + e.txn_bytes + 2 * e.psize
-            if big[_END] + pending <= big[_RESERVED]:
-                big[_PENDING] = pending
-            else:
-                self._reserve(e, len(header) + n)
-            if n <= INLINE_MAX:
-                old = txn.replace(k, header + payload, e.values)
-                if old is not None and _split(old):
-                    txn.delete(k, db=e.payloads)
-            else:
-                self._put_entry(txn, e, k, header, payload)
+            self._reserve(e, len(header) + payload.nbytes)
+            self._put_entry(txn, e, k, header, payload)
             if k[1] == _HASHED:
                 txn.put(_LONG + k[1:], key.encode(), db=e.meta)
-            if e.words[_WAITERS]:
-                self._commit(e, txn)
-            else:
-                txn.commit()
+            self._commit(e, txn)
         except BaseException as exc:
             txn.abort()
             if isinstance(exc, lmdb.MapFullError):
@@ -498,25 +489,12 @@ class LocalStore(Store):
         if e.gen != _generation or e.words[_DESTROYED]:
             e = self._env()
         k = _value_key(key)
-        try:
-            txn = e.env.begin(buffers=True)
-        except lmdb.Error:
-            txn = self._read_txn(e)
+        txn = self._read_txn(e)
         pinned = False
         try:
             record = txn.get(k, None, e.values)
             if record is None:
                 raise KeyError(key)
-            if not view and record[5] == codec.ARRAY:  # _value's path for small arrays, inlined
-                head, checksum = codec.parse_header(record)
-                n = head.nbytes
-                if 0 < n < INLINE_MAX and len(record) == head.offset + n:
-                    copy = bytearray(record[head.offset :])
-                    digest = xxh3_64_intdigest(copy, head.seed)
-                    if digest != checksum:
-                        codec.check(checksum, digest)
-                    out = np.frombuffer(copy, head.dt)
-                    return (out if len(head.shape) == 1 else out.reshape(head.shape)), len(record)
             value, size, pinned = self._value(txn, e, k, record, view)
             return value, size
         finally:
