@@ -14,7 +14,7 @@ import simai
 
 
 def simulation(steps: int) -> None:
-    store = simai.store()
+    store = simai.open_store()
     rng = np.random.default_rng(0)
     for _ in range(steps):
         x = rng.uniform(-3, 3, 64).astype(np.float32)
@@ -23,7 +23,7 @@ def simulation(steps: int) -> None:
 
 
 def trainer() -> None:
-    store = simai.store()
+    store = simai.open_store()
     count, error = 0, 0.0
     for batch in store.stream("samples", timeout=60):
         count += batch.shape[1]

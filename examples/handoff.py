@@ -27,7 +27,7 @@ import simai
 
 
 def produce(count: int, side: int) -> None:
-    store = simai.store()
+    store = simai.open_store()
     in_store = 0.0
     for step in range(count):
         snapshot = np.full((side, side), step, dtype=np.float32)
@@ -40,7 +40,7 @@ def produce(count: int, side: int) -> None:
 
 
 def consume(timeout: float) -> None:
-    store = simai.store()
+    store = simai.open_store()
     moved = 0
     for step, snapshot in enumerate(store.stream("snapshots", timeout=timeout)):
         if snapshot[0, 0] != -step or snapshot[-1, -1] != step:

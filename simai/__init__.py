@@ -23,7 +23,6 @@ from simai.store import (
     Store,
     StoreClosedError,
     open_store,
-    store,
 )
 from simai.workflow import Component, ComponentFailed, Workflow
 from simai.workflow.metrics import log_metric
@@ -56,7 +55,6 @@ __all__ = [
     "log_metric",
     "observe",
     "open_store",
-    "store",
     "task",
     "wait",
 ]

@@ -267,7 +267,7 @@ def crash(url: str, kills: int, scratch: Path) -> dict[str, Any]:
         if s.exists(CRASH_KEY):
             assert slot_of(whole_tag(s.get(CRASH_KEY))) == 1
         probe = subprocess.run(
-            [sys.executable, "-c", "import simai; s = simai.store(); s.put('crash/p', b'1');"
+            [sys.executable, "-c", "import simai; s = simai.open_store(); s.put('crash/p', b'1');"
              "assert s.get('crash/p') == b'1'"],
             env=dict(os.environ, SIMAI_STORE=url, PYTHONPATH=os.pathsep.join(sys.path)),
             timeout=60,

@@ -223,7 +223,7 @@ PUBLISHER = """
     import json, sys
     import simai
     from simai.store import registry
-    store = simai.store()
+    store = simai.open_store()
     store.wait("go", timeout=30)
     tag = sys.argv[1]
     versions = [registry.publish_model(store, "shared", f"{tag} {i}".encode(), keep=1000)
@@ -256,7 +256,7 @@ SWAPPER = """
     import simai
     from simai.store import registry
     torch.set_num_threads(1)
-    store = simai.store()
+    store = simai.open_store()
     for v in range(1, {versions} + 1):
         m = torch.nn.Linear(1, 1)
         with torch.no_grad():

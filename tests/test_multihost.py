@@ -33,7 +33,7 @@ from simai.store import AuthenticationError
 
 mode, data = sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else ""
 try:
-    s = simai.store()
+    s = simai.open_store()
 except AuthenticationError as e:
     print(json.dumps({"error": "AuthenticationError", "message": str(e)}))
     sys.exit(3)

@@ -27,7 +27,7 @@ DEMO = textwrap.dedent(
     import simai
 
     def simulation(n):
-        store = simai.store()
+        store = simai.open_store()
         for i in range(n):
             store.append("samples", np.zeros(4))
             simai.log_metric("sim_step", i, step=i)
@@ -113,7 +113,7 @@ def test_live_display_on_a_terminal(demo: list[str]) -> None:
 
 
 def sim(n: int) -> None:
-    store = simai.store()
+    store = simai.open_store()
     for _ in range(n):
         store.append("s", np.zeros(2))
 

@@ -140,11 +140,11 @@ def test_bad_metrics_are_refused_by_name() -> None:
 
 
 def writer() -> None:
-    simai.store().put("data/x", np.zeros(1000))
+    simai.open_store().put("data/x", np.zeros(1000))
 
 
 def reader() -> int:
-    simai.store().get("data/x")
+    simai.open_store().get("data/x")
     return os.getpid()
 
 

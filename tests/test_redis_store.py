@@ -359,7 +359,7 @@ def test_wait_blocks_on_a_subscription_and_wakes_on_a_put_from_another_process(
         while b"cmd=subscribe" not in conn.command("CLIENT", "LIST") and t.is_alive():
             time.sleep(0.01)
         assert b"sub=1" in conn.command("CLIENT", "LIST")
-        code = "import simai; simai.store().put('later', b'x')"
+        code = "import simai; simai.open_store().put('later', b'x')"
         env = dict(os.environ, **{ENV_URL: redis_store_url})
         subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60)
         t.join(30)

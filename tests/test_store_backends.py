@@ -90,7 +90,7 @@ def test_file_names_round_trip(key):
 def test_default_store_is_node_local(monkeypatch, tmp_path):
     monkeypatch.delenv("SIMAI_STORE", raising=False)
     monkeypatch.setenv("SIMAI_SHM_DIR", str(tmp_path))
-    s = simai.store()
+    s = simai.open_store()
     assert isinstance(s, LocalStore) and s.url == "local://default"
 
 

@@ -231,7 +231,7 @@ def test_wait_wakes_when_another_process_puts(store, store_url):
         [
             sys.executable,
             "-c",
-            "import time, simai; time.sleep(0.5); simai.store().put('ready', b'go')",
+            "import time, simai; time.sleep(0.5); simai.open_store().put('ready', b'go')",
         ],
         env=dict(os.environ, **{ENV_URL: store_url}),
     )
@@ -246,7 +246,7 @@ def test_handoff_through_the_environment(store, store_url):
     run_python(
         """
         import numpy as np, simai
-        s = simai.store()
+        s = simai.open_store()
         s.put("from/child", np.arange(10, dtype=np.float32) * 2)
         """,
         store_url,
@@ -285,7 +285,7 @@ def test_closed_stream_refuses_appends(store):
 def test_stream_from_concurrent_producer_processes_loses_nothing(store, store_url):
     code = """
         import sys, numpy as np, simai
-        s = simai.store()
+        s = simai.open_store()
         pid = int(sys.argv[1])
         for i in range(50):
             s.append("mixed", np.array([pid, i]))
@@ -401,7 +401,7 @@ def test_block_producer_is_released_by_a_consumer_group_in_another_process(store
             textwrap.dedent(
                 """
                 import simai
-                s = simai.store()
+                s = simai.open_store()
                 s.create_stream("samples", maxlen=3, policy="block")
                 got = [int(v) for v in s.stream("samples", group="trainer", timeout=60)]
                 s.put("got", got)
@@ -431,7 +431,7 @@ def test_bounded_stream_from_concurrent_producer_processes(store, store_url, pol
     store.create_stream("mixed", maxlen=4, policy=policy)
     code = """
         import sys, numpy as np, simai
-        s = simai.store()
+        s = simai.open_store()
         pid = int(sys.argv[1])
         for i in range(30):
             s.append("mixed", np.array([pid, i]), timeout=60)
@@ -514,7 +514,7 @@ def test_closing_a_full_stream_releases_its_blocked_producer(store, store_url):
         [
             sys.executable,
             "-c",
-            "import time, simai; time.sleep(0.3); simai.store().close_stream('s')",
+            "import time, simai; time.sleep(0.3); simai.open_store().close_stream('s')",
         ],
         env=dict(os.environ, **{ENV_URL: store_url}),
     )

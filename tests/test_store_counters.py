@@ -144,7 +144,7 @@ COUNT_AND_REPORT = """
     import numpy as np
     import simai
     from simai.store import counters
-    s = simai.store()
+    s = simai.open_store()
     for i in range(3):
         s.put(f"wave/{i}", np.zeros(10, np.float64))
     print(json.dumps(counters.snapshot()))

@@ -290,7 +290,7 @@ def test_a_destroyed_store_says_so_in_every_process(kind, request):
         [sys.executable, "-c", textwrap.dedent("""
             import simai
             from simai.store import StoreClosedError
-            s = simai.store()
+            s = simai.open_store()
             print(s.get("k").sum(), flush=True)
             try:
                 s.wait("never", timeout=60)

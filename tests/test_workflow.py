@@ -40,14 +40,14 @@ def clean():
 
 
 def simulation(n: int) -> None:
-    store = simai.store()
+    store = simai.open_store()
     for i in range(n):
         store.append("samples", np.full(8, i, np.float32))
     store.close_stream("samples")
 
 
 def trainer() -> None:
-    store = simai.store()
+    store = simai.open_store()
     seen = [int(x[0]) for x in store.stream("samples", timeout=60)]
     store.put("seen", np.array(seen))
     print("trainer saw", len(seen), "samples", flush=True)
@@ -152,7 +152,7 @@ RESUMABLE = textwrap.dedent(
     @simai.task
     def step(i):
         (MARKS / f"{i}-{os.getpid()}-{time.time_ns()}").touch()
-        simai.store().put(f"result/{i}", np.full(1000, i))
+        simai.open_store().put(f"result/{i}", np.full(1000, i))
         if i == 5 and not (MARKS / "second-run").exists():
             time.sleep(600)  # the first run is killed here
         return i * 10

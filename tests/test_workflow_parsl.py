@@ -16,7 +16,7 @@ parsl = pytest.importorskip("parsl")
 
 
 def producer(n: int) -> None:
-    store = simai.store()
+    store = simai.open_store()
     store.put("where/producer", os.environ.get("SLURM_JOB_ID", "not in slurm"))
     print("producer on stdout", flush=True)
     print("producer on stderr", file=sys.stderr, flush=True)
@@ -26,7 +26,7 @@ def producer(n: int) -> None:
 
 
 def consumer() -> None:
-    store = simai.store()
+    store = simai.open_store()
     store.put("where/consumer", os.environ.get("SLURM_JOB_ID", "not in slurm"))
     total = sum(float(x[0]) for x in store.stream("samples", timeout=60))
     store.put("total", total)

@@ -30,7 +30,7 @@ MODEL = "sine"
 
 def simulation(seed: int, batch: int = 64, pause: float = 0.02) -> None:
     """A stand-in simulation: each step yields `batch` samples (x, sin x), x in [-pi, pi]."""
-    store = simai.store()
+    store = simai.open_store()
     rng = np.random.default_rng(seed)
     while not store.exists(STOP):
         x = rng.uniform(-np.pi, np.pi, batch).astype(np.float32)
@@ -46,7 +46,7 @@ def trainer(
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    store = simai.store()
+    store = simai.open_store()
     model = torch.nn.Sequential(
         torch.nn.Linear(1, 64),
         torch.nn.Tanh(),
@@ -93,7 +93,7 @@ def evaluator(points: int = 1001, poll: float = 0.05) -> None:
     import torch
 
     torch.set_num_threads(1)
-    store = simai.store()
+    store = simai.open_store()
     grid = np.linspace(-np.pi, np.pi, points, dtype=np.float32)[:, None]
     truth = np.sin(grid)
     # trusted: the TorchScript was published by this run's own trainer, in a store only we open

@@ -28,7 +28,7 @@ def step(i: int, seconds: float, marks: str | None) -> int:
     if marks:
         Path(marks, f"{i}-{os.getpid()}-{time.time_ns()}").touch()
     time.sleep(seconds)
-    simai.store().put(f"result/{i}", np.full(1000, i, dtype=np.int64))
+    simai.open_store().put(f"result/{i}", np.full(1000, i, dtype=np.int64))
     return i * 10
 
 

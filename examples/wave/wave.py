@@ -100,7 +100,7 @@ def trainer(
     import torch  # noqa: F401 - the slow import happens before the trainer says it is ready
 
     startup_s = time.perf_counter() - t0
-    simai.store().put(f"ready/trainer-k{kernel}", b"1")
+    simai.open_store().put(f"ready/trainer-k{kernel}", b"1")
     if online:
         source: Any = wavelib.StoreStreamSource(PREFIX, num_sims)
     else:
@@ -108,7 +108,7 @@ def trainer(
     published: list[int] = []
     publish = None
     if publish_every:
-        store = simai.store()
+        store = simai.open_store()
 
         def publish(model: Any, epoch: int, step: int, loss: float) -> None:
             metrics = {"loss": loss, "epoch": epoch}
@@ -127,7 +127,7 @@ def trainer(
     )
     report["published"] = published
     report["startup_s"] += startup_s
-    simai.store().put(f"report/trainer-k{kernel}", report)
+    simai.open_store().put(f"report/trainer-k{kernel}", report)
     print(f"trainer k={kernel}: loss {report['loss']:.3g}", flush=True)
 
 

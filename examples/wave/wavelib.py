@@ -186,7 +186,7 @@ class StoreSink:
     def open(self, sim: int) -> Callable[[int, np.ndarray], Any]:
         import simai
 
-        store = simai.store()
+        store = simai.open_store()
         if self.stream:
             name = stream_name(self.prefix, sim)
             return lambda step, pair: store.append(name, pair)
@@ -196,7 +196,7 @@ class StoreSink:
         if self.stream:
             import simai
 
-            simai.store().close_stream(stream_name(self.prefix, sim))
+            simai.open_store().close_stream(stream_name(self.prefix, sim))
 
 
 class NpySink:
@@ -303,7 +303,7 @@ class StoreKeysSource:
     def epoch(self, epoch: int, rng: random.Random, reads: Reads) -> Iterator[np.ndarray]:
         import simai
 
-        store = simai.store()
+        store = simai.open_store()
         keys = [
             pair_key(self.prefix, s, t) for s in range(self.num_sims) for t in range(self.steps)
         ]
@@ -331,7 +331,7 @@ class StoreStreamSource:
     def epoch(self, epoch: int, rng: random.Random, reads: Reads) -> Iterator[np.ndarray]:
         import simai
 
-        store = simai.store()
+        store = simai.open_store()
         names = [stream_name(self.prefix, s) for s in range(self.num_sims)]
         if epoch > 0:
             rng.shuffle(names)

@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 
 from simai.store import Store, open_store
-from simai.store import store as default_store
 from simai.store.registry import check_loadable, check_model_name, load_data, load_meta, model_key
 
 Runner = Callable[[Any], Any]
@@ -26,9 +25,7 @@ Runner = Callable[[Any], Any]
 
 def open_store_arg(store: Store | str | None) -> Store:
     """A Store from a Store, a URL, or None (the run's store, from $SIMAI_STORE)."""
-    if store is None:
-        return default_store()
-    if isinstance(store, str):
+    if store is None or isinstance(store, str):
         return open_store(store)
     if isinstance(store, Store):
         return store

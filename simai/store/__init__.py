@@ -4,8 +4,8 @@
     file:///path/to/dir                     a shared or parallel filesystem directory
     redis://host:port[,host:port...]        one or several redis-server shards
 
-`open_store(url)` opens one; `store()` opens the one named by $SIMAI_STORE, which is how a
-process launched by a workflow finds its run's store.
+`open_store(url)` opens one; `open_store()` opens the one named by $SIMAI_STORE, which is how
+a process launched by a workflow finds its run's store.
 """
 
 from __future__ import annotations
@@ -29,12 +29,16 @@ __all__ = [
     "StoreClosedError",
     "check_key",
     "open_store",
-    "store",
 ]
 
 
-def open_store(url: str = DEFAULT_URL, **options: Any) -> Store:
-    """Open the store at `url`; options go to the backend (e.g. allow_pickle=True)."""
+def open_store(url: str | None = None, **options: Any) -> Store:
+    """Open the store at `url`, else $SIMAI_STORE (the run's store), else the node-local default.
+
+    Options go to the backend (e.g. allow_pickle=True).
+    """
+    if url is None:
+        url = os.environ.get(ENV_URL) or DEFAULT_URL
     if not isinstance(url, str) or "://" not in url:
         raise ValueError(
             f"store URL {url!r} is not of the form scheme://...; "
@@ -54,8 +58,3 @@ def open_store(url: str = DEFAULT_URL, **options: Any) -> Store:
 
         return RedisStore(url, **options)
     raise ValueError(f"unknown store scheme {scheme!r} in {url!r}: use local, file or redis")
-
-
-def store(url: str | None = None, **options: Any) -> Store:
-    """The store of this process's run: `url`, else $SIMAI_STORE, else the node-local default."""
-    return open_store(url or os.environ.get(ENV_URL) or DEFAULT_URL, **options)
