@@ -62,7 +62,7 @@ def test_bad_commands_are_refused_early(ex, tmp_path):
         Command([])
     with pytest.raises(NotADirectoryError):
         Command(["echo"], cwd=tmp_path / "missing")
-    with pytest.raises(ValueError, match="cpus must be >= 1"):
+    with pytest.raises(ValueError, match="cpus must be an int >= 1"):
         Command(["echo"], cpus_per_rank=-1)
     with pytest.raises(FileNotFoundError, match="'no-such-program-xyz' not found on PATH"):
         ex.submit_command(Command(["no-such-program-xyz"]))

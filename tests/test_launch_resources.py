@@ -19,11 +19,11 @@ def test_defaults_and_derived_nodes():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"cpus": -1}, "cpus must be >= 1"),
-        ({"cpus": 0}, "cpus must be >= 1"),
-        ({"gpus": -2}, "gpus must be >= 0"),
-        ({"ranks": 0}, "ranks must be >= 1"),
-        ({"ranks_per_node": 0}, "ranks_per_node must be >= 1"),
+        ({"cpus": -1}, "cpus must be an int >= 1"),
+        ({"cpus": 0}, "cpus must be an int >= 1"),
+        ({"gpus": -2}, "gpus must be an int >= 0"),
+        ({"ranks": 0}, "ranks must be an int >= 1"),
+        ({"ranks_per_node": 0}, "ranks_per_node must be an int >= 1"),
         ({"nodes": 3, "ranks": 2}, "every node needs at least one rank"),
         ({"nodes": 1, "ranks": 8, "ranks_per_node": 4}, "cannot place 8 ranks"),
     ],
@@ -102,7 +102,7 @@ def test_srun_lines():
 
 
 def test_launch_argv_rejects_bad_input():
-    with pytest.raises(ValueError, match="ranks must be >= 1"):
+    with pytest.raises(ValueError, match="ranks must be an int >= 1"):
         launch_argv(OMPI, ["prog"], 0)
     with pytest.raises(ValueError, match="argv is empty"):
         launch_argv(OMPI, [], 2)

@@ -16,10 +16,8 @@ from _procs import children, no_new_children
 
 import simai
 from simai.models import Surrogate, SurrogateClient, serve
+from simai.models import registry as reg
 from simai.store import ENV_URL
-from simai.store import registry as reg
-from simai.store.local import LocalStore
-from simai.store.registry import ModelRegistry
 
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
@@ -196,33 +194,19 @@ def test_bad_input_is_refused_naming_the_problem(store):
     assert store.keys("models/") == [] and reg.model_versions(store, "n") == []
 
 
-def test_registry_methods_mix_into_a_store(tmp_path):
-    class RegistryStore(LocalStore, ModelRegistry):
-        pass
-
-    s = RegistryStore(f"local://{tmp_path}/s")
-    assert s.publish_model("m", b"onnx", metrics={"mse": 1e-4}) == 1
-    assert s.latest_model("m")[1]["metrics"] == {"mse": 1e-4}
-    assert [m["version"] for m in s.model_versions("m")] == [1]
-    assert s.load_model("m") == b"onnx"
-
-
-@pytest.mark.skipif(
-    not hasattr(simai.Store, "publish_model"), reason="ModelRegistry not yet mixed into Store"
-)
-def test_every_store_has_the_registry_methods(store):
+def test_the_registry_works_on_every_backend(store):
     model = mlp()
-    assert store.publish_model("net", model, step=1) == 1
-    assert store.latest_model("net")[0] == 1
-    assert [m["step"] for m in store.model_versions("net")] == [1]
+    assert reg.publish_model(store, "net", model, step=1) == 1
+    assert reg.latest_model(store, "net")[0] == 1
+    assert [m["step"] for m in reg.model_versions(store, "net")] == [1]
     x = torch.ones(2, 1)
-    torch.testing.assert_close(store.load_model("net", trusted=True)(x), model(x))
+    torch.testing.assert_close(reg.load_model(store, "net", trusted=True)(x), model(x))
 
 
 PUBLISHER = """
     import json, sys
     import simai
-    from simai.store import registry
+    from simai.models import registry
     store = simai.open_store()
     store.wait("go", timeout=30)
     tag = sys.argv[1]
@@ -254,7 +238,7 @@ SWAPPER = """
     import time
     import torch
     import simai
-    from simai.store import registry
+    from simai.models import registry
     torch.set_num_threads(1)
     store = simai.open_store()
     for v in range(1, {versions} + 1):

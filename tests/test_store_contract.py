@@ -536,8 +536,11 @@ def test_stream_bounds_are_checked(store):
         store.create_stream("s")
     with pytest.raises(ValueError, match="policy"):
         store.create_stream("t", maxlen=3, policy="drop_newest")
-    for bad in (0, -1, 2.5, "3", True):
-        with pytest.raises(ValueError, match="maxlen"):
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match="maxlen must be an int >= 1 or None"):
+            store.create_stream("t", maxlen=bad)
+    for bad in (2.5, "3", True):
+        with pytest.raises(TypeError, match="maxlen must be an int >= 1 or None"):
             store.create_stream("t", maxlen=bad)
     store.append("u", 1)
     store.create_stream("u")  # unbounded, as it is

@@ -125,7 +125,7 @@ def test_prefix_depth_and_the_bound_on_prefixes(store, monkeypatch):
         ("put", "p1"): (1, size(b"")),
         ("put", counters.OTHER): (3, 3 * size(b"")),
     }
-    with pytest.raises(ValueError, match="depth must be a positive int"):
+    with pytest.raises(ValueError, match="depth must be an int >= 1"):
         counters.configure(depth=0)
 
 

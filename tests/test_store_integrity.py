@@ -339,9 +339,11 @@ def test_bad_metadata_and_timeouts_are_clear_errors(store_url):
         lambda t: next(s.stream("st", timeout=t)),
         lambda t: s.append("st", 1, timeout=t),
     ):
-        with pytest.raises(TypeError, match="timeout must be a number of seconds or None, not '5'"):
+        with pytest.raises(
+            TypeError, match="timeout must be a number of seconds >= 0 or None, not '5'"
+        ):
             op("5")
-        with pytest.raises(ValueError, match="timeout must be >= 0"):
+        with pytest.raises(ValueError, match="timeout must be a number of seconds >= 0"):
             op(-1)
     with pytest.raises(TimeoutError, match=r"within 0\.1 s"):
         s.wait("nope", timeout=0.1)

@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 import simai
+from simai.models import publish_model
 
 SAMPLES = "sine/samples"
 EVALS = "sine/evals"
@@ -83,7 +84,7 @@ def trainer(
         step += 1
         if step % publish_every == 0:
             metrics = {"loss": loss_sum / publish_every, "samples": seen}
-            store.publish_model(MODEL, model, step=step, metrics=metrics)
+            publish_model(store, MODEL, model, step=step, metrics=metrics)
             simai.log_metric("train_loss", metrics["loss"], step=step)
             loss_sum = 0.0
 

@@ -40,6 +40,7 @@ from typing import Any
 import wavelib
 
 import simai
+from simai.models import publish_model
 
 PREFIX = "wave"
 
@@ -114,7 +115,7 @@ def trainer(
             metrics = {"loss": loss, "epoch": epoch}
             name, producer = wavelib.model_name(kernel), f"trainer-k{kernel}"
             published.append(
-                store.publish_model(name, model, step=step, metrics=metrics, producer=producer)
+                publish_model(store, name, model, step=step, metrics=metrics, producer=producer)
             )
 
     report = wavelib.train(

@@ -91,13 +91,37 @@ class CommandResult:
 class Command:
     """An executable to run as a task, optionally as ``ranks`` MPI ranks.
 
-    ``argv`` is a list (``["prog", "--flag", "value"]``); a string is refused so nothing
-    ever goes through a shell. ``env`` adds to (or, with ``None`` values, removes from) the
-    inherited environment. ``stdout``/``stderr`` are file paths; by default the executor
-    writes ``<name>-<id>.out``/``.err`` into its log directory. ``ranks > 1`` (or
-    ``mpi=True``) launches through the MPI launcher (``launcher``, or the one
-    :func:`~simai.launch.mpi.detect_launcher` finds), placing ranks on ``hosts`` at
-    ``ranks_per_node``.
+    Parameters
+    ----------
+    argv : list of str or paths
+        The program and its arguments (``["prog", "--flag", "value"]``); a string is refused
+        so nothing ever goes through a shell.
+    ranks : int
+        MPI ranks; ``ranks > 1`` launches through the MPI launcher.
+    ranks_per_node : int or None
+        Ranks placed on each node (default: as many as fit).
+    cpus_per_rank : int
+        Cores each rank needs.
+    gpus_per_rank : int
+        GPUs each rank needs.
+    env : mapping or None
+        Added to the inherited environment; a ``None`` value removes that variable.
+    cwd : path or None
+        Working directory (default: the executor's).
+    stdout : path or None
+        Where stdout goes (default: ``<name>-<id>.out`` in the executor's log directory).
+    stderr : path or None
+        Where stderr goes (default: ``<name>-<id>.err`` in the executor's log directory).
+    hosts : list of str or None
+        Hosts to place the ranks on (default: the executor's).
+    name : str or None
+        Name in logs and records (default: the executable's base name).
+    mpi : bool or None
+        Launch through MPI even for one rank (default: when ``ranks > 1``).
+    launcher : MpiLauncher or None
+        The MPI launcher (default: the one :func:`~simai.launch.mpi.detect_launcher` finds).
+    walltime : float or None
+        Seconds before the command is killed (default: the task's walltime, if any).
     """
 
     def __init__(

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from simai.checks import check_int, check_seconds
 from simai.launch.resources import Resources, as_resources
 
 if TYPE_CHECKING:
@@ -71,7 +72,51 @@ class WorkerLostError(RuntimeError):
 
 @dataclass(eq=False)
 class Task:
-    """One submitted task or command as backends see it."""
+    """One submitted task or command as backends see it.
+
+    Attributes
+    ----------
+    id : int
+        Executor-wide task number.
+    name : str
+        The function's or command's name.
+    future : Future
+        Resolved with the result or the error.
+    resources : Resources
+        What one attempt needs.
+    retries : int
+        Further attempts after a failed one.
+    walltime : float or None
+        Seconds one attempt may run.
+    fn : callable or None
+        The function (None for a command).
+    args : tuple
+        Its positional arguments.
+    kwargs : dict
+        Its keyword arguments.
+    command : Command or None
+        The command (None for a function).
+    attempt : int
+        The attempt running now, from 0.
+    has_dependencies : bool
+        Whether arguments were futures when it was submitted.
+    started : bool
+        Whether an attempt has started.
+    backend_data : Any
+        Whatever the backend keeps with the task.
+    observer : Observer or None
+        Told when the task starts, ends and fails.
+    memo_key : str or None
+        Its memo key, set by the memo (see :meth:`Memo.recall`).
+    memo_kept : bool
+        Set by a backend whose workers keep memos (:attr:`Memo.journal`) when the worker did.
+    result_bytes : bytes or None
+        The result's pickle, set by such a backend when the worker did not keep it.
+    submitted_at : float
+        When it was submitted (``time.time()``).
+    started_at : float or None
+        When its first attempt started.
+    """
 
     id: int
     name: str
@@ -88,13 +133,9 @@ class Task:
     started: bool = False
     backend_data: Any = None
     observer: Observer | None = None
-    #: set by the memo (see :meth:`Memo.recall`); for a backend whose workers keep memos
-    #: themselves (:attr:`Memo.journal`), the backend sets ``memo_kept`` when the worker
-    #: did, or ``result_bytes`` (the result's pickle) when it did not
     memo_key: str | None = None
     memo_kept: bool = False
     result_bytes: bytes | None = None
-    #: when it was submitted and when its first attempt started (``time.time()``)
     submitted_at: float = 0.0
     started_at: float | None = None
 
@@ -130,14 +171,9 @@ class Task:
 Observer = Callable[[list[tuple[Task, str, BaseException | None]]], None]
 
 
-def _check_retries_walltime(retries: Any, walltime: Any) -> tuple[int, float | None]:
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise ValueError(f"retries must be an int >= 0, got {retries!r}")
-    if walltime is not None:
-        if isinstance(walltime, bool) or not isinstance(walltime, int | float) or walltime <= 0:
-            raise ValueError(f"walltime must be a number of seconds > 0, got {walltime!r}")
-        walltime = float(walltime)
-    return retries, walltime
+def check_retries_walltime(retries: Any, walltime: Any) -> tuple[int, float | None]:
+    """`retries` (an int >= 0) and `walltime` (seconds > 0 or None), checked."""
+    return check_int("retries", retries, 0), check_seconds("walltime", walltime, positive=True)
 
 
 def _find_futures(args: tuple, kwargs: dict[str, Any]) -> list[Future]:
@@ -286,7 +322,7 @@ class Executor(abc.ABC):
                 raise TypeError("a Command takes no arguments or resources: it holds its own")
             return self.submit_command(fn, retries=retries, walltime=walltime)
         res = as_resources(resources)
-        retries, walltime = _check_retries_walltime(retries, walltime)
+        retries, walltime = check_retries_walltime(retries, walltime)
         name = getattr(fn, "__name__", None) or getattr(
             getattr(fn, "func", None), "__name__", type(fn).__name__
         )
@@ -315,7 +351,7 @@ class Executor(abc.ABC):
 
         if not isinstance(command, Command):
             raise TypeError(f"submit_command() needs a Command, got {type(command).__name__}")
-        retries, walltime = _check_retries_walltime(retries, walltime)
+        retries, walltime = check_retries_walltime(retries, walltime)
         task = Task(
             id=next(_ids),
             name=command.name,

@@ -31,10 +31,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from simai.launch.command import CommandError, CommandResult, open_logs
+from simai.checks import check_int
 from simai.launch.executor import Executor, Task, TaskTimeoutError, WorkerLostError
 from simai.launch.payload import checked_payload, dumps_payload
-from simai.launch.processes import kill_tree
+from simai.launch.processes import kill_tree, run_command
 from simai.launch.signals import leave_stop_signals_to_main_thread, unblock_stop_signals
 
 __all__ = ["LocalExecutor", "node_gpus"]
@@ -216,19 +216,15 @@ class LocalExecutor(Executor):
         if gpus is None:
             gpu_list = node_gpus()
         elif isinstance(gpus, int) and not isinstance(gpus, bool):
-            if gpus < 0:
-                raise ValueError(f"gpus must be >= 0, got {gpus}")
-            gpu_list = [str(i) for i in range(gpus)]
+            gpu_list = [str(i) for i in range(check_int("gpus", gpus, 0))]
         else:
             gpu_list = [str(g) for g in gpus]
         if oversubscribe is True:
             share = 4
         elif oversubscribe is False:
             share = 1
-        elif isinstance(oversubscribe, int) and oversubscribe >= 1:
-            share = oversubscribe
         else:
-            raise ValueError(f"oversubscribe must be a bool or an int >= 1, got {oversubscribe!r}")
+            share = check_int("oversubscribe", oversubscribe, 1)
         self.cores: tuple[int, ...] = tuple(core_list)
         self.gpus: tuple[str, ...] = tuple(gpu_list)
         self.oversubscribe = share
@@ -239,8 +235,8 @@ class LocalExecutor(Executor):
         self._max_workers = len(self.cores) * share
         if prestart is None:
             prestart = min(len(self.cores), 4)
-        elif isinstance(prestart, bool) or not isinstance(prestart, int) or prestart < 0:
-            raise ValueError(f"prestart must be an int >= 0, got {prestart!r}")
+        else:
+            check_int("prestart", prestart, 0)
         self._prestart = prestart
 
         self._incoming: collections.deque[tuple] = collections.deque()
@@ -724,57 +720,31 @@ class LocalExecutor(Executor):
         assert cmd is not None
         result: Any = None
         error: BaseException | None = None
+        core_set = set(cores)
+        started: list[subprocess.Popen] = []
+
+        def popen(argv: list[str], **options: Any) -> subprocess.Popen:
+            with self._command_lock:
+                if self._terminated:
+                    raise RuntimeError("the executor was terminated")
+                proc = subprocess.Popen(argv, preexec_fn=lambda: _child_setup(core_set), **options)
+                self._commands[proc.pid] = proc
+            started.append(proc)
+            return proc
+
         try:
             stdout, stderr = self._log_paths(task)
             env = cmd.environment()
-            gpu_env = self._gpu_env(gpus)
-            if gpu_env:
-                env.update(gpu_env)
-            argv = task.backend_data
-            core_set = set(cores)
-            start = time.monotonic()
-            with open_logs(stdout, stderr) as (out, err):
-                with self._command_lock:
-                    if self._terminated:
-                        raise RuntimeError("the executor was terminated")
-                    proc = subprocess.Popen(
-                        argv,
-                        stdin=subprocess.DEVNULL,
-                        stdout=out,
-                        stderr=err,
-                        cwd=cmd.cwd,
-                        env=env,
-                        start_new_session=True,
-                        close_fds=True,
-                        preexec_fn=lambda: _child_setup(core_set),
-                    )
-                    self._commands[proc.pid] = proc
-            try:
-                returncode = proc.wait(timeout=task.walltime)
-            except subprocess.TimeoutExpired:
-                kill_tree(proc.pid)
-                proc.wait()
-                error = TaskTimeoutError(
-                    f"{task.label} ran past its walltime of {task.walltime:g} s; "
-                    f"its process tree was killed (command {argv!r})"
-                )
-            else:
-                kill_tree(proc.pid)  # leftovers in its session
-                if returncode != 0:
-                    error = CommandError(argv, returncode, stdout, stderr, name=cmd.name)
-                else:
-                    result = CommandResult(
-                        argv=list(argv),
-                        returncode=returncode,
-                        stdout=Path(stdout),
-                        stderr=Path(stderr),
-                        duration=time.monotonic() - start,
-                    )
-            finally:
-                with self._command_lock:
-                    self._commands.pop(proc.pid, None)
+            env.update(self._gpu_env(gpus) or {})
+            result = run_command(
+                cmd, task.backend_data, env, stdout, stderr, task.walltime, task.label, popen
+            )
         except BaseException as exc:  # noqa: BLE001 - reported through the future
             error = exc
+        finally:
+            with self._command_lock:
+                for proc in started:
+                    self._commands.pop(proc.pid, None)
         with self._command_lock:
             mine = self._command_tasks.pop(task.id, None) is not None
             if mine and not self._loop_exited:

@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from simai.checks import check_int
+
 __all__ = ["MpiLauncher", "detect_launcher", "launch_argv", "mpiexec_flavour"]
 
 Flavour = Literal["openmpi", "mpich", "srun"]
@@ -95,8 +97,7 @@ def launch_argv(
     hosts: Sequence[str] | None = None,
 ) -> list[str]:
     """The full command line that starts ``argv`` as ``ranks`` MPI ranks."""
-    if ranks < 1:
-        raise ValueError(f"ranks must be >= 1, got {ranks}")
+    check_int("ranks", ranks, 1)
     if not argv:
         raise ValueError("argv is empty")
     hosts = list(hosts) if hosts else []

@@ -19,7 +19,6 @@ import pickle
 import select
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -30,10 +29,10 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from simai.launch.command import Command, CommandError, CommandResult, open_logs
+from simai.checks import check_int
 from simai.launch.executor import Executor, Task, TaskTimeoutError, WorkerLostError
 from simai.launch.payload import checked_payload, dumps_payload
-from simai.launch.processes import kill_tree
+from simai.launch.processes import kill_tree, run_command
 
 if TYPE_CHECKING:
     from parsl.config import Config
@@ -107,8 +106,7 @@ def default_config(
     cores = len(os.sched_getaffinity(0))
     if workers is None:
         workers = max(1, cores // cores_per_worker)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+    check_int("workers", workers, 1)
     provider = LocalProvider(init_blocks=1, min_blocks=0, max_blocks=1)
     if workers * cores_per_worker > cores:
         provider.worker_init = f"export PARSL_CORES={workers * cores_per_worker}"
@@ -483,7 +481,8 @@ def _execute(buffer: bytes, kind: str, walltime: float | None, label: str, sys_p
         _paths_added = sys_path
     if kind == "command":
         cmd, stdout, stderr = pickle.loads(buffer)
-        return _run_command(cmd, stdout, stderr, walltime, label)
+        env = cmd.environment()
+        return run_command(cmd, cmd.full_argv(env), env, stdout, stderr, walltime, label)
     if walltime is not None:
         return _run_forked(buffer, walltime, label)
     return _call(buffer)
@@ -550,45 +549,3 @@ def _run_forked(buffer: bytes, walltime: float, label: str) -> Any:
     if ok:
         return value
     raise value
-
-
-def _run_command(
-    cmd: Command, stdout: Path, stderr: Path, walltime: float | None, label: str
-) -> CommandResult:
-    env = cmd.environment()
-    argv = cmd.full_argv(env)
-    start = time.monotonic()
-    with open_logs(stdout, stderr) as (out, err):
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-            cwd=cmd.cwd,
-            env=env,
-            start_new_session=True,
-            close_fds=True,
-        )
-    try:
-        returncode = proc.wait(timeout=walltime)
-    except subprocess.TimeoutExpired:
-        kill_tree(proc.pid)
-        proc.wait()
-        raise TaskTimeoutError(
-            f"{label} ran past its walltime of {walltime:g} s; its process tree was killed "
-            f"(command {argv!r})"
-        ) from None
-    except BaseException:
-        kill_tree(proc.pid)
-        proc.wait()
-        raise
-    kill_tree(proc.pid)
-    if returncode != 0:
-        raise CommandError(argv, returncode, Path(stdout), Path(stderr), name=cmd.name)
-    return CommandResult(
-        argv=list(argv),
-        returncode=returncode,
-        stdout=Path(stdout),
-        stderr=Path(stderr),
-        duration=time.monotonic() - start,
-    )

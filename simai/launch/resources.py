@@ -7,15 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from simai.checks import check_int
+
 __all__ = ["Resources", "as_resources"]
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"Resources.{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"Resources.{name} must be >= {minimum}, got {value}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -35,15 +29,15 @@ class Resources:
     nodes: int = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
-        _check_int("cpus", self.cpus, 1)
-        _check_int("gpus", self.gpus, 0)
-        _check_int("ranks", self.ranks, 1)
+        check_int("Resources.cpus", self.cpus, 1)
+        check_int("Resources.gpus", self.gpus, 0)
+        check_int("Resources.ranks", self.ranks, 1)
         if self.ranks_per_node is not None:
-            _check_int("ranks_per_node", self.ranks_per_node, 1)
+            check_int("Resources.ranks_per_node", self.ranks_per_node, 1)
         if self.nodes is None:
             per_node = self.ranks_per_node or self.ranks
             object.__setattr__(self, "nodes", math.ceil(self.ranks / per_node))
-        _check_int("nodes", self.nodes, 1)
+        check_int("Resources.nodes", self.nodes, 1)
         if self.nodes > self.ranks:
             raise ValueError(
                 f"Resources asks for {self.nodes} nodes but only {self.ranks} ranks: "

@@ -11,7 +11,7 @@ from concurrent.futures import Future
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from simai.launch.command import Command
-from simai.launch.executor import Executor, _check_retries_walltime, get_executor
+from simai.launch.executor import Executor, check_retries_walltime, get_executor
 from simai.launch.resources import Resources, as_resources
 
 __all__ = ["TaskFunction", "current_executor", "submit", "task", "use"]
@@ -158,7 +158,7 @@ def task(
     ``executor`` if given, else to :func:`current_executor`. Bad values raise here.
     """
     res = as_resources(resources, cpus=cpus, gpus=gpus)
-    retries, walltime = _check_retries_walltime(retries, walltime)
+    retries, walltime = check_retries_walltime(retries, walltime)
     if executor is not None and not isinstance(executor, Executor):
         raise TypeError(f"executor must be an Executor, got {type(executor).__name__}")
 

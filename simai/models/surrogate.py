@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from simai.checks import check_int, check_seconds
+from simai.models.registry import check_loadable, check_model_name, load_data, load_meta, model_key
 from simai.store import Store, open_store
-from simai.store.registry import check_loadable, check_model_name, load_data, load_meta, model_key
 
 Runner = Callable[[Any], Any]
 
@@ -40,8 +41,23 @@ class Surrogate:
     batches into pieces. `s.version` is the version that answered the last call (before any
     call: the one loaded). `s.call(x)` returns `(y, version)` together, for threaded callers.
 
-    TorchScript versions run code stored with them when they load: `trusted=True` says you
-    trust whoever can write the store. State_dict versions are built as `model_class(**kwargs)`.
+    Parameters
+    ----------
+    name : str
+        The model's name in the registry.
+    store : Store, str or None
+        The store, its URL, or None for the run's store ($SIMAI_STORE).
+    device : str
+        Where the model runs (``"cpu"``, ``"cuda:0"``).
+    poll : float
+        Seconds between checks for a newer version (0: check on every call).
+    max_batch : int or None
+        Largest batch run at once; larger ones are split.
+    trusted : bool
+        Load TorchScript versions, which run code stored with them: say so only if you trust
+        whoever can write the store.
+    model_class : class or None
+        Builds state_dict versions as ``model_class(**kwargs)``.
     """
 
     def __init__(
@@ -56,10 +72,8 @@ class Surrogate:
         model_class: Any = None,
     ) -> None:
         self.name = check_model_name(name)
-        if not isinstance(poll, int | float) or poll < 0:
-            raise ValueError(f"poll must be a number of seconds >= 0, not {poll!r}")
-        if max_batch is not None and (not isinstance(max_batch, int) or max_batch < 1):
-            raise ValueError(f"max_batch must be an int >= 1 or None, not {max_batch!r}")
+        check_seconds("poll", poll, optional=False)
+        check_int("max_batch", max_batch, 1, optional=True)
         self.store = open_store_arg(store)
         self.device = device
         self.poll = float(poll)

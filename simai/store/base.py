@@ -13,9 +13,9 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from simai.checks import check_int, check_seconds
 from simai.store import codec, counters
 from simai.store.codec import CorruptValueError
-from simai.store.registry import ModelRegistry
 
 MAX_KEY_BYTES = 1024
 
@@ -60,7 +60,7 @@ class StreamTrimmed(Exception):
         self.start = start
 
 
-class Store(ModelRegistry, ABC):
+class Store(ABC):
     """Key-value and stream store for tensors, bytes and JSON metadata.
 
     Values: numpy arrays (any numeric or bool dtype, any shape), torch tensors (stored as
@@ -316,8 +316,7 @@ class Store(ModelRegistry, ABC):
                     "it cannot be declared unbounded"
                 )
             return
-        if type(maxlen) is not int or maxlen < 1:
-            raise ValueError(f"maxlen must be a positive int or None, not {maxlen!r}")
+        check_int("maxlen", maxlen, 1, optional=True)
         self._create_stream(name, maxlen, policy)
 
     def append(self, stream: str, value: Any, timeout: float | None = None) -> int:
@@ -375,10 +374,8 @@ class Store(ModelRegistry, ABC):
             check_key(group, "group name")
         if start is not None and last is not None:
             raise ValueError("stream() takes start= or last=, not both")
-        if start is not None and (type(start) is not int or start < 0):
-            raise ValueError(f"start must be a non-negative int, not {start!r}")
-        if last is not None and (type(last) is not int or last < 0):
-            raise ValueError(f"last must be a non-negative int, not {last!r}")
+        check_int("start", start, 0, optional=True)
+        check_int("last", last, 0, optional=True)
         if last is not None:
             info = self._stream_info(name)
             start = max(info["start"], info["length"] - last)
@@ -456,7 +453,7 @@ class StreamReader(Iterator[Any]):
         self.store, self.name, self.index, self.skipped = store, name, start, 0
         self.group, self.timeout, self.view = group, timeout, view
         self._acked = -1
-        check_timeout(timeout)
+        check_seconds("timeout", timeout)
         if group is not None:
             self._ack()
 
@@ -502,22 +499,9 @@ class StreamReader(Iterator[Any]):
         return None if self.timeout is None else time.monotonic() + self.timeout
 
 
-def check_timeout(timeout: Any, what: str = "timeout") -> float | None:
-    """`timeout` if it is None or a number of seconds >= 0, else a TypeError or ValueError
-    that names it."""
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-        raise TypeError(f"{what} must be a number of seconds or None, not {timeout!r}")
-    if not timeout >= 0:  # also NaN
-        raise ValueError(f"{what} must be >= 0 seconds, not {timeout}")
-    return timeout
-
-
 def _deadline(timeout: Any) -> float | None:
-    if check_timeout(timeout) is None:
-        return None
-    return time.monotonic() + timeout
+    seconds = check_seconds("timeout", timeout)
+    return None if seconds is None else time.monotonic() + seconds
 
 
 def _seconds(timeout: float | None) -> str:

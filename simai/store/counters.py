@@ -34,6 +34,8 @@ import os
 import threading
 from typing import Any
 
+from simai.checks import check_int
+
 COMPONENT_ENV = "SIMAI_COMPONENT"
 """The variable naming a process's component (simai.workflow.component.COMPONENT_ENV)."""
 
@@ -58,8 +60,7 @@ def configure(enabled: bool | None = None, depth: int | None = None) -> None:
     """Turn counting on or off, or set how many "/"-separated key parts make a prefix."""
     global _depth
     if depth is not None:
-        if type(depth) is not int or depth < 1:
-            raise ValueError(f"depth must be a positive int, not {depth!r}")
+        check_int("depth", depth, 1)
         with _lock:
             _depth = depth
             for cache in _by_key.values():

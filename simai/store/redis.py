@@ -50,6 +50,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from simai.checks import check_int
 from simai.store import codec
 from simai.store.base import Store, StreamEnded, StreamTrimmed
 from simai.store.resp import AuthenticationError, Connection, ReplyError
@@ -152,9 +153,25 @@ def _chunks(header: bytes, payload: memoryview, size: int) -> Iterator[tuple[mem
 class RedisStore(Store):
     """Store on redis-server shards; see the module docstring for the layout.
 
-    `chunk_size` caps the bytes sent in one Redis value (Redis's limit is 512 MB); larger
-    entries are split. `timeout` bounds each socket operation, so a hung server raises
-    ConnectionError instead of blocking forever; `wait` and `stream` use their own timeouts.
+    Parameters
+    ----------
+    url : str
+        ``redis://host:port[,host:port...]``, one address per shard.
+    password : str or None
+        The servers' password (default: $SIMAI_STORE_PASSWORD).
+    username : str or None
+        An ACL user name (default: the one in the URL, if any).
+    chunk_size : int
+        Most bytes sent in one Redis value (Redis's limit is 512 MB); larger entries are split.
+    timeout : float or None
+        Seconds each socket operation may take, so a hung server raises ConnectionError
+        instead of blocking forever; `wait` and `stream` use their own timeouts.
+    connect_timeout : float
+        Seconds a connection may take.
+    namespace : str
+        Prefix of every Redis key, so several stores can share servers.
+    allow_pickle : bool
+        Store and return arbitrary Python objects by pickling them (unpickling runs code).
     """
 
     def __init__(
@@ -171,8 +188,7 @@ class RedisStore(Store):
     ) -> None:
         super().__init__(allow_pickle=allow_pickle)
         addrs, url_user, url_password = parse_url(url)
-        if not isinstance(chunk_size, int) or not 0 < chunk_size <= MAX_BULK:
-            raise ValueError(f"chunk_size must be an int in 1..{MAX_BULK}, not {chunk_size!r}")
+        check_int("chunk_size", chunk_size, 1, maximum=MAX_BULK)
         if not namespace or not isinstance(namespace, str) or "\0" in namespace:
             raise ValueError(f"namespace must be a non-empty str without NUL, not {namespace!r}")
         if url_password is not None:

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from simai.checks import check_int
 from simai.store.private import private_dir
 from simai.store.resp import Connection, ReplyError
 
@@ -76,8 +77,7 @@ class RedisServers:
         detach: bool = False,
         malloc_conf: str | None = MALLOC_CONF,
     ) -> None:
-        if not isinstance(shards, int) or shards < 1:
-            raise ValueError(f"shards must be a positive int, not {shards!r}")
+        check_int("shards", shards, 1)
         if not isinstance(port, int) or not (port == 0 or 1 <= port <= 65535 - shards + 1):
             raise ValueError(f"port must be 0 (any free port) or 1..65535, not {port!r}")
         exe = shutil.which(executable)

@@ -1,4 +1,4 @@
-"""The model registry: versioned models kept in the store itself, with metadata.
+"""The model registry: versioned models kept in a store, with metadata.
 
 A model version is two entries written in order, then a pointer:
 
@@ -34,14 +34,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from simai.checks import check_int
+from simai.store import Store, check_key
+
 FORMATS = ("torchscript", "onnx", "state_dict")
 PREFIX = "models"
 
 
 def check_model_name(name: Any) -> str:
     """Return `name` if it can name a model, else raise ValueError saying why."""
-    from simai.store.base import check_key  # base mixes this module in: import it late
-
     if not isinstance(name, str) or not name:
         raise ValueError(f"model name must be a non-empty str, not {name!r}")
     if "/" in name:
@@ -128,7 +129,7 @@ def _check_json(value: Any, what: str) -> None:
 
 
 def publish_model(
-    store: Any,
+    store: Store,
     name: str,
     model: Any,
     *,
@@ -145,10 +146,8 @@ def publish_model(
     the newest `keep` versions are kept.
     """
     check_model_name(name)
-    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
-        raise ValueError(f"keep must be an int >= 1, not {keep!r}")
-    if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
-        raise ValueError(f"step must be an int or None, not {step!r}")
+    check_int("keep", keep, 1)
+    check_int("step", step, optional=True)
     metrics = dict(metrics or {})
     _check_json(metrics, "metrics")
     data, fields = _serialize(model, example)
@@ -172,7 +171,7 @@ def publish_model(
     return version
 
 
-def _advance_latest(store: Any, name: str, meta: dict[str, Any]) -> None:
+def _advance_latest(store: Store, name: str, meta: dict[str, Any]) -> None:
     """Point `latest` at the newest version, re-checking after each write (racing publishers)."""
     pointer = model_key(name, "latest")
     candidate: dict[str, Any] | None = meta
@@ -187,25 +186,25 @@ def _advance_latest(store: Any, name: str, meta: dict[str, Any]) -> None:
         candidate = _get_or_none(store, model_key(name, "meta", newest[-1]))
 
 
-def _get_or_none(store: Any, key: str) -> Any:
+def _get_or_none(store: Store, key: str) -> Any:
     try:
         return store.get(key)
     except KeyError:
         return None
 
 
-def _versions(store: Any, name: str) -> list[int]:
+def _versions(store: Store, name: str) -> list[int]:
     prefix = model_key(name, "meta") + "/"
     return sorted(int(k[len(prefix) :]) for k in store.keys(prefix) if k[len(prefix) :].isdigit())
 
 
-def _prune(store: Any, name: str, keep: int) -> None:
+def _prune(store: Store, name: str, keep: int) -> None:
     for v in _versions(store, name)[:-keep]:
         store.delete(model_key(name, "meta", v))
         store.delete(model_key(name, "data", v))
 
 
-def latest_model(store: Any, name: str) -> tuple[int, dict[str, Any]]:
+def latest_model(store: Store, name: str) -> tuple[int, dict[str, Any]]:
     """(version, metadata) of the newest version of `name`; KeyError if none was published."""
     meta = _get_or_none(store, model_key(check_model_name(name), "latest"))
     if meta is None:
@@ -213,7 +212,7 @@ def latest_model(store: Any, name: str) -> tuple[int, dict[str, Any]]:
     return meta["version"], meta
 
 
-def model_versions(store: Any, name: str) -> list[dict[str, Any]]:
+def model_versions(store: Store, name: str) -> list[dict[str, Any]]:
     """Metadata of every kept version of `name`, oldest first."""
     out = []
     for v in _versions(store, check_model_name(name)):
@@ -224,7 +223,7 @@ def model_versions(store: Any, name: str) -> list[dict[str, Any]]:
 
 
 def load_model(
-    store: Any,
+    store: Store,
     name: str,
     version: int | None = None,
     *,
@@ -250,12 +249,11 @@ def load_model(
     return load_data(meta, data, device, model_class)
 
 
-def load_meta(store: Any, name: str, version: int | None = None) -> dict[str, Any]:
+def load_meta(store: Store, name: str, version: int | None = None) -> dict[str, Any]:
     """Metadata of one version (default: the latest); KeyError if it does not exist."""
     if version is None:
         return latest_model(store, name)[1]
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ValueError(f"version must be an int >= 1, not {version!r}")
+    check_int("version", version, 1)
     meta = _get_or_none(store, model_key(check_model_name(name), "meta", version))
     if meta is None:
         raise KeyError(f"model {name!r} has no version {version} in {store.url} (pruned?)")
@@ -305,60 +303,3 @@ def load_data(
         module.load_state_dict(state)
         module.to(device)
     return module.eval()
-
-
-class ModelRegistry:
-    """Store methods for versioned models (mixed into Store; see simai.store.registry)."""
-
-    def publish_model(
-        self,
-        name: str,
-        model: Any,
-        *,
-        step: int | None = None,
-        metrics: dict[str, Any] | None = None,
-        producer: str | None = None,
-        keep: int = 5,
-        example: Any = None,
-    ) -> int:
-        """Save `model` as the next version of `name`; return its version number (from 1).
-
-        `model` is a torch.nn.Module (saved as TorchScript; traced on `example` when it
-        cannot be scripted), ONNX `bytes`, or `(state_dict, "module:Class"[, kwargs])`.
-        Metadata records version, time, producer (host:pid), step, metrics and format. Only
-        the newest `keep` versions are kept.
-        """
-        return publish_model(
-            self,
-            name,
-            model,
-            step=step,
-            metrics=metrics,
-            producer=producer,
-            keep=keep,
-            example=example,
-        )
-
-    def latest_model(self, name: str) -> tuple[int, dict[str, Any]]:
-        """(version, metadata) of the newest version of `name`; KeyError if none."""
-        return latest_model(self, name)
-
-    def model_versions(self, name: str) -> list[dict[str, Any]]:
-        """Metadata of every kept version of `name`, oldest first."""
-        return model_versions(self, name)
-
-    def load_model(
-        self,
-        name: str,
-        version: int | None = None,
-        *,
-        device: str = "cpu",
-        model_class: Any = None,
-        trusted: bool = False,
-    ) -> Any:
-        """A version of `name` (default the latest): a torch module, or ONNX bytes. A
-        state_dict version is built as `model_class(**kwargs)`; TorchScript runs code stored
-        with it, so it needs `trusted=True` (see simai.store.registry)."""
-        return load_model(
-            self, name, version, device=device, model_class=model_class, trusted=trusted
-        )
