@@ -6,6 +6,7 @@ something. The model is a quadratic fit, so a trained model points straight at 0
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -18,7 +19,16 @@ import numpy as np
 import pytest
 
 import simai
-from simai.steer import UCB, Greedy, Random, Result, Steering, SteeringError, get_policy
+from simai.steer import (
+    UCB,
+    Greedy,
+    Random,
+    Result,
+    Steering,
+    SteeringError,
+    SteeringOptions,
+    get_policy,
+)
 
 GRID = [round(float(x), 4) for x in np.linspace(0.0, 1.0, 1001)]
 OPTIMUM = 0.7
@@ -196,16 +206,19 @@ def test_policies_parse_from_strings_and_rank():
         get_policy("best")
     with pytest.raises(ValueError, match="greedy takes no parameter"):
         get_policy("greedy:3")
-    with pytest.raises(ValueError, match="beta"):
+    with pytest.raises(ValueError, match=r"^UCB beta must be a number >= 0, not -1$"):
         UCB(beta=-1)
+    with pytest.raises(TypeError, match="UCB beta must be a number"):
+        UCB(beta="2")
+    with pytest.raises(TypeError, match=r"^Random seed must be an int >= 0 or None, not 1.5$"):
+        Random(seed=1.5)
 
 
 def test_bad_input_is_refused_up_front(ex):
-    kw = dict(budget=10, initial=5, executor=ex)
+    options = SteeringOptions(budget=10, initial=5)
+    kw = dict(options=options, executor=ex)
     with pytest.raises(ValueError, match="candidate set is empty"):
         Steering([], simulate, fit, predict_mean, **kw)
-    with pytest.raises(ValueError, match=r"budget \(4\) is below the initial batch \(5\)"):
-        Steering(GRID, simulate, fit, predict_mean, budget=4, initial=5, executor=ex)
     with pytest.raises(ValueError, match="exceeds the 3 candidates"):
         Steering([1, 2, 3], simulate, fit, predict_mean, **kw)
     with pytest.raises(TypeError, match="candidates must be a sequence"):
@@ -214,12 +227,43 @@ def test_bad_input_is_refused_up_front(ex):
         Steering(GRID, simulate, None, predict_mean, **kw)
     with pytest.raises(ValueError, match="unknown policy"):
         Steering(GRID, simulate, fit, predict_mean, "best", **kw)
-    with pytest.raises(ValueError, match="sim_walltime"):
-        Steering(GRID, simulate, fit, predict_mean, sim_walltime=0, **kw)
-    with pytest.raises(ValueError, match="name"):
-        Steering(GRID, simulate, fit, predict_mean, name="a/b", **kw)
+    with pytest.raises(TypeError, match="options must be SteeringOptions"):
+        Steering(GRID, simulate, fit, predict_mean, options={"budget": 10}, executor=ex)
+    with pytest.raises(TypeError, match="give workflow= or executor="):
+        Steering(GRID, simulate, fit, predict_mean, workflow=object(), **kw)
     # the random baseline needs no model
     Steering(GRID, simulate, None, None, "random", **kw).close()
+
+
+def test_options_are_checked_when_made():
+    with pytest.raises(ValueError, match=r"budget \(4\) is below the initial batch \(5\)"):
+        SteeringOptions(budget=4, initial=5)
+    with pytest.raises(ValueError, match=r"ai_cores \(1\) is below train_cpus \(2\)"):
+        SteeringOptions(train_cpus=2, ai_cores=1)
+    with pytest.raises(TypeError, match=r"^budget must be an int >= 1, not 2.5$"):
+        SteeringOptions(budget=2.5)
+    with pytest.raises(ValueError, match=r"^batch_size must be an int >= 1, not 0$"):
+        SteeringOptions(batch_size=0)
+    with pytest.raises(TypeError, match=r"^seed must be an int >= 0, not True$"):
+        SteeringOptions(seed=True)
+    with pytest.raises(ValueError, match=r"^max_failures must be an int >= 0 or None, not -1$"):
+        SteeringOptions(max_failures=-1)
+    with pytest.raises(ValueError, match=r"^sim_walltime must be a number of seconds > 0"):
+        SteeringOptions(sim_walltime=0)
+    with pytest.raises(TypeError, match=r"^sim_walltime must be a number of seconds"):
+        SteeringOptions(sim_walltime="1h")
+    with pytest.raises(ValueError, match=r"^name must be letters, digits"):
+        SteeringOptions(name="a/b")
+    with pytest.raises(TypeError, match=r"^name must be a str"):
+        SteeringOptions(name=None)
+    options = SteeringOptions(budget=np.int64(30), sim_walltime=5)
+    assert type(options.budget) is int and options.sim_walltime == 5.0
+    assert options.max_failures is None and options.in_flight is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.budget = 3  # type: ignore[misc]
+    assert dataclasses.replace(options, budget=40).budget == 40
+    with pytest.raises(ValueError, match="below the initial batch"):
+        dataclasses.replace(options, budget=10)
 
 
 # -- behaviour -------------------------------------------------------------------------
@@ -235,13 +279,10 @@ def test_results_stream_as_they_end_and_greedy_beats_random(wf):
             fit,
             predict_mean,
             policy,
-            budget=40,
-            initial=10,
-            batch_size=5,
-            seed=0,
+            options=SteeringOptions(
+                budget=40, initial=10, batch_size=5, seed=0, name=policy, chunk_size=300
+            ),
             workflow=wf,
-            name=policy,
-            chunk_size=300,
         )
         handed: list[tuple[Result, int]] = []
         for result in steering:
@@ -278,9 +319,7 @@ def test_in_flight_stays_full_while_a_slow_training_runs(wf, monkeypatch):
         fit_when_20_more,
         predict_mean,
         Greedy(),
-        budget=70,
-        initial=6,
-        batch_size=20,
+        options=SteeringOptions(budget=70, initial=6, batch_size=20),
         workflow=wf,
     )
     target = steering.in_flight_target
@@ -327,11 +366,7 @@ def test_inference_runs_as_parallel_tasks_over_chunks(wf, tmp_path, monkeypatch)
         fit,
         predict_logged,
         "greedy",
-        budget=20,
-        initial=8,
-        batch_size=8,
-        chunk_size=250,
-        ai_cores=2,
+        options=SteeringOptions(budget=20, initial=8, batch_size=8, chunk_size=250, ai_cores=2),
         workflow=wf,
     )
     results = steering.run()
@@ -361,12 +396,8 @@ def test_failures_are_recorded_with_their_reason_and_replaced(wf):
         fit,
         predict_mean,
         "greedy",
-        budget=29,
-        initial=5,
-        batch_size=5,
-        sim_walltime=4.0,
+        options=SteeringOptions(budget=29, initial=5, batch_size=5, sim_walltime=4.0, seed=1),
         workflow=wf,
-        seed=1,
     )
     results = steering.run()
     ok = [r for r in results if r.ok]
@@ -397,9 +428,7 @@ def test_a_training_that_raises_is_recorded_and_the_old_model_kept(wf):
         fit_failing_second,
         predict_mean,
         "greedy",
-        budget=30,
-        initial=5,
-        batch_size=5,
+        options=SteeringOptions(budget=30, initial=5, batch_size=5),
         workflow=wf,
     )
     results = steering.run()
@@ -419,11 +448,8 @@ def test_too_many_failures_stop_the_loop_with_the_reason(wf):
         fit,
         predict_mean,
         "random",
-        budget=30,
-        initial=5,
-        max_failures=3,
+        options=SteeringOptions(budget=30, initial=5, max_failures=3, seed=2),
         workflow=wf,
-        seed=2,
     )
     with pytest.raises(SteeringError, match=r"\d+ simulations failed \(max_failures=3\)"):
         for _ in steering:
@@ -439,9 +465,7 @@ def test_commands_as_simulations(wf):
         None,
         None,
         "random",
-        budget=8,
-        initial=4,
-        max_failures=8,
+        options=SteeringOptions(budget=8, initial=4, max_failures=8),
         workflow=wf,
     )
     results = steering.run()
@@ -462,10 +486,8 @@ def test_commands_as_simulations(wf):
         None,
         None,
         "random",
-        budget=4,
-        initial=2,
+        options=SteeringOptions(budget=4, initial=2, name="plain"),
         workflow=wf,
-        name="plain",
     )
     results = steering.run()
     assert len(results) == 4 and all(r.ok for r in results)
@@ -479,9 +501,7 @@ def test_state_is_kept_in_the_run_dir_store_and_records(wf):
         fit,
         predict_mean_std,
         UCB(beta=0.1),
-        budget=16,
-        initial=6,
-        batch_size=5,
+        options=SteeringOptions(budget=16, initial=6, batch_size=5),
         workflow=wf,
     )
     results = steering.run()
@@ -503,7 +523,13 @@ def test_state_is_kept_in_the_run_dir_store_and_records(wf):
 
 def test_ucb_without_uncertainty_stops_with_a_clear_error(wf):
     steering = Steering(
-        GRID, gated(wf), fit, predict_mean, "ucb", budget=20, initial=4, workflow=wf
+        GRID,
+        gated(wf),
+        fit,
+        predict_mean,
+        "ucb",
+        options=SteeringOptions(budget=20, initial=4),
+        workflow=wf,
     )
     with pytest.raises(SteeringError, match="needs uncertainty"):
         steering.run()
@@ -515,9 +541,7 @@ def test_without_a_workflow_on_a_plain_executor(ex, tmp_path):
         simulate,
         fit,
         predict_mean,
-        budget=12,
-        initial=4,
-        batch_size=4,
+        options=SteeringOptions(budget=12, initial=4, batch_size=4),
         executor=ex,
         state_dir=tmp_path / "state",
     )
@@ -535,9 +559,7 @@ def test_breaking_out_keeps_the_state_and_a_resumed_run_finishes_it(tmp_path):
             simulate,
             fit,
             predict_mean,
-            budget=12,
-            initial=4,
-            batch_size=4,
+            options=SteeringOptions(budget=12, initial=4, batch_size=4),
             workflow=wf,
         )
 
@@ -567,7 +589,13 @@ def test_an_executor_shut_down_under_the_loop_is_an_error(tmp_path):
     before = children()
     executor = simai.LocalExecutor(log_dir=tmp_path / "logs")
     steering = Steering(
-        GRID, simulate, None, None, "random", budget=50, initial=5, executor=executor
+        GRID,
+        simulate,
+        None,
+        None,
+        "random",
+        options=SteeringOptions(budget=50, initial=5),
+        executor=executor,
     )
     try:
         with pytest.raises(SteeringError, match="executor was shut down"):

@@ -46,14 +46,14 @@ SCRIPT = textwrap.dedent(
     import functools, json, sys
     sys.path.insert(0, sys.argv[1])
     import simai
-    from simai.steer import Steering
+    from simai.steer import Steering, SteeringOptions
     from test_steer_resume import BUDGET, GRID, fit, predict, simulate_marked
 
     run, marks, resume = sys.argv[2], sys.argv[3], sys.argv[4] == "1"
     with simai.Workflow("steer-resume", run_dir=run, resume=resume) as wf:
         steering = Steering(
             GRID, functools.partial(simulate_marked, marks), fit, predict, "greedy",
-            budget=BUDGET, initial=6, batch_size=4, workflow=wf,
+            SteeringOptions(budget=BUDGET, initial=6, batch_size=4), workflow=wf,
         )
         for r in steering:
             print("result", r.index, r.ok, flush=True)

@@ -33,7 +33,7 @@ from chem import KNN, Fingerprints, ionization_potential, warm_up  # noqa: E402
 from qm9 import search_space  # noqa: E402
 
 import simai  # noqa: E402
-from simai.steer import Result, Steering  # noqa: E402
+from simai.steer import Result, Steering, SteeringOptions  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 GROUND_TRUTH = HERE / "data" / "ground_truth.csv"
@@ -192,13 +192,15 @@ def steer(
         knn.train,
         knn.predict,
         policy=policy,
-        budget=args.budget,
-        initial=args.initial,
-        batch_size=args.batch_size,
-        seed=args.seed,
+        options=SteeringOptions(
+            budget=args.budget,
+            initial=args.initial,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            name=policy,
+            sim_walltime=args.sim_walltime,
+        ),
         workflow=wf,
-        name=policy,
-        sim_walltime=args.sim_walltime,
         ai_executor=ai,
     )
     t0 = time.time()

@@ -2,11 +2,14 @@
 
 :class:`Steering` keeps simulations in flight, hands each result to user code as it ends,
 retrains in the background, re-scores the candidates left, and picks the next ones by a
-:class:`Policy` (:class:`Greedy`, :class:`UCB`, :class:`Random`). Its state lives in the run
-directory, so a stopped run resumes where it left off.
+:class:`Policy` (:class:`Greedy`, :class:`UCB`, :class:`Random`); :class:`SteeringOptions`
+holds its tuning knobs. Its state lives in the run directory, so a stopped run resumes
+where it left off.
 """
 
-from simai.steer.loop import Steering, SteeringError
+from simai.steer.errors import SteeringError
+from simai.steer.loop import Steering
+from simai.steer.options import SteeringOptions
 from simai.steer.policies import UCB, Greedy, Policy, Random, get_policy
 from simai.steer.result import Result
 from simai.steer.state import SteeringState
@@ -19,6 +22,7 @@ __all__ = [
     "Result",
     "Steering",
     "SteeringError",
+    "SteeringOptions",
     "SteeringState",
     "get_policy",
 ]

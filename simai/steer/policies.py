@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import abc
-import math
 from typing import Any
 
 import numpy as np
+
+from simai.checks import check_int, check_number
 
 __all__ = ["Greedy", "Policy", "Random", "UCB", "get_policy"]
 
@@ -42,11 +43,7 @@ class UCB(Policy):
     needs_std = True
 
     def __init__(self, beta: float = 1.0) -> None:
-        if isinstance(beta, bool) or not isinstance(beta, int | float) or not beta >= 0:
-            raise ValueError(f"UCB beta must be a number >= 0, got {beta!r}")
-        if not math.isfinite(beta):
-            raise ValueError(f"UCB beta must be finite, got {beta!r}")
-        self.beta = float(beta)
+        self.beta = check_number("UCB beta", beta, 0)
 
     def priority(self, mean: np.ndarray, std: np.ndarray | None) -> np.ndarray:
         if std is None:
@@ -69,9 +66,7 @@ class Random(Policy):
     needs_model = False
 
     def __init__(self, seed: int | None = None) -> None:
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ValueError(f"Random seed must be an int or None, got {seed!r}")
-        self.seed = seed
+        self.seed = check_int("Random seed", seed, 0, optional=True)
 
     def priority(self, mean: np.ndarray, std: np.ndarray | None) -> np.ndarray:
         raise TypeError("the Random policy does not rank by model scores")

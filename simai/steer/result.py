@@ -13,12 +13,32 @@ __all__ = ["Result"]
 class Result:
     """A simulation that ended: ``ok`` with a float ``value``, or failed with ``error``.
 
-    ``index`` is the candidate's position in the candidate list. ``batch`` is the training
-    batch the result belongs to (0: the initial batch, k: the k-th batch of ``batch_size``
-    results after it). ``model_version`` is the model whose scores picked the candidate
-    (0: picked at random, before any model). ``started``/``ended`` are epoch seconds of the
-    simulation itself (for a failure, ``started`` is when it was submitted); ``worker`` (pid)
-    and ``host`` say where it ran, when known.
+    Attributes
+    ----------
+    candidate : Any
+        The candidate simulated.
+    index : int
+        The candidate's position in the candidate list.
+    value : float or None
+        The simulation's value; None if it failed.
+    ok : bool
+        Whether the simulation succeeded.
+    error : str or None
+        Why it failed, as ``"Type: message"``; None if it succeeded.
+    batch : int
+        The training batch the result belongs to: 0 for the initial batch, k for the k-th
+        batch of ``batch_size`` results after it.
+    model_version : int
+        The model whose scores picked the candidate (0: picked at random, before any model).
+    started : float or None
+        Epoch seconds the simulation started (for a failure without timings, when it was
+        submitted).
+    ended : float or None
+        Epoch seconds the simulation ended.
+    worker : int or None
+        The pid of the process it ran in, when known.
+    host : str or None
+        The host it ran on, when known.
     """
 
     candidate: Any

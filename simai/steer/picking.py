@@ -1,0 +1,73 @@
+"""Which candidate a steering loop runs next."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+
+from simai.steer.policies import Policy
+
+__all__ = ["CandidateOrder"]
+
+
+class CandidateOrder:
+    """Hands out each candidate once: those requeued first (in flight when a run stopped),
+    then the newest model's ranking, then the rest in a seeded random order.
+
+    Each pick comes with the version of the model that chose it (0: the random order).
+    """
+
+    def __init__(self, n: int, policy: Policy, seed: int) -> None:
+        self.policy = policy
+        self.taken = np.zeros(n, dtype=bool)
+        self.requeued: collections.deque[tuple[int, int]] = collections.deque()
+        policy_seed = getattr(policy, "seed", None)
+        rng = np.random.default_rng(seed if policy_seed is None else policy_seed)
+        self._order = rng.permutation(n)
+        self._order_pos = 0
+        self._ranking: np.ndarray | None = None
+        self._rank_pos = 0
+        self.scored_version = 0
+
+    def left(self) -> np.ndarray:
+        """Indices of the candidates not taken yet."""
+        return np.flatnonzero(~self.taken)
+
+    def requeue(self, index: int, version: int) -> None:
+        """Hand ``index`` out first, unless it was taken since."""
+        if not self.taken[index]:
+            self.requeued.append((index, version))
+
+    def pick(self) -> tuple[int, int] | None:
+        """The next candidate not taken and the model version that chose it; None when no
+        candidate is left. The caller marks it taken."""
+        while self.requeued:
+            i, version = self.requeued.popleft()
+            if not self.taken[i]:
+                return i, version
+        if self._ranking is not None:
+            while self._rank_pos < len(self._ranking):
+                i = int(self._ranking[self._rank_pos])
+                self._rank_pos += 1
+                if not self.taken[i]:
+                    return i, self.scored_version
+        while self._order_pos < len(self._order):
+            i = int(self._order[self._order_pos])
+            self._order_pos += 1
+            if not self.taken[i]:
+                return i, 0
+        return None
+
+    def rank(self, version: int, mean: np.ndarray, std: np.ndarray | None) -> None:
+        """Order the scored candidates by the policy's priority, unscored (NaN) ones after
+        them; scores of a model older than the current ranking's are ignored."""
+        if version < self.scored_version:
+            return
+        priority = self.policy.priority(mean, std)
+        priority = np.where(np.isnan(priority), -np.inf, priority)
+        order = np.argsort(-priority, kind="stable")
+        scored = np.isfinite(mean[order])
+        self._ranking = order[scored]
+        self._rank_pos = 0
+        self.scored_version = version

@@ -1,0 +1,185 @@
+"""Saving a steering loop's progress and reading it back for a resumed run.
+
+The files (:class:`~simai.steer.state.SteeringState`) are the record; the run's store gets a
+copy (a progress summary, the newest scores) for whoever watches the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import pickle
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from simai.steer.options import SteeringOptions
+from simai.steer.outputs import error_text
+from simai.steer.policies import Policy
+from simai.steer.result import Result
+from simai.steer.state import SteeringState
+
+if TYPE_CHECKING:
+    from simai.workflow import Workflow
+
+__all__ = ["Saved", "Saver"]
+
+STATE_FORMAT = 1
+
+
+def _fingerprint(candidates: Sequence[Any]) -> str:
+    h = hashlib.sha256()
+    for c in candidates:
+        h.update(pickle.dumps(c, protocol=4))
+    return h.hexdigest()
+
+
+@dataclass
+class Saved:
+    """What a stopped run left: its results, its model's history, and the simulations that
+    were in flight as ``(index, model_version)``."""
+
+    results: list[Result]
+    model_version: int = 0
+    trainings: list[dict[str, Any]] = field(default_factory=list)
+    predict_failures: list[str] = field(default_factory=list)
+    in_flight: list[tuple[int, int]] = field(default_factory=list)
+
+
+class Saver:
+    """Keeps one loop's state in ``path`` and, once :meth:`open_store` is called, in the
+    run's store under ``steer/<name>/``.
+
+    A store that fails is noted in ``store_error``, never fatal: the files hold the state.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        candidates: Sequence[Any],
+        options: SteeringOptions,
+        policy: Policy,
+    ) -> None:
+        self.files = SteeringState(path)
+        self._candidates = candidates
+        self._fingerprint = _fingerprint(candidates)
+        self._options = options
+        self._policy = policy
+        self._store: Any = None
+        self.store_error: str | None = None
+
+    def reset(self) -> None:
+        """Forget what an earlier run saved (a run that starts over)."""
+        self.files.reset()
+
+    def load(self) -> Saved | None:
+        """What an earlier run saved, or None; ValueError if it was made for other
+        candidates."""
+        state, rows = self.files.load()
+        if state is None and not rows:
+            return None
+        if state is not None and (
+            state.get("candidates_sha256") != self._fingerprint
+            or state.get("n_candidates") != len(self._candidates)
+        ):
+            raise ValueError(
+                f"steering state in {self.files.path} was made for another candidate set "
+                f"({state.get('n_candidates')} candidates); resume with the same "
+                "candidates, or use another name= or a fresh run"
+            )
+        state = state or {}
+        return Saved(
+            results=[Result.from_dict(r, self._candidates[int(r["index"])]) for r in rows],
+            model_version=int(state.get("model_version", 0)),
+            trainings=list(state.get("trainings", [])),
+            predict_failures=list(state.get("predict_failures", [])),
+            in_flight=[
+                (int(f["index"]), int(f.get("model_version", 0)))
+                for f in state.get("in_flight", [])
+            ],
+        )
+
+    def load_scores(self) -> tuple[int, np.ndarray, np.ndarray | None] | None:
+        """The newest saved scores ``(version, mean, std)``, if they fit the candidates."""
+        scores = self.files.load_scores()
+        if scores is None or scores[1].shape != (len(self._candidates),):
+            return None
+        return scores
+
+    def open_store(self, workflow: Workflow) -> None:
+        try:
+            self._store = workflow.store()
+        except Exception as e:  # noqa: BLE001 - the run dir keeps the state anyway
+            self.store_error = error_text(e)
+
+    def append(self, result: Result) -> None:
+        """Add a finished simulation, durably, before user code sees it."""
+        self.files.append(result)
+
+    def save(
+        self,
+        *,
+        done: int,
+        failed: int,
+        model_version: int,
+        scored_version: int,
+        flights: Iterable[tuple[int, int, float]],
+        requeued: Iterable[tuple[int, int]],
+        trainings: list[dict[str, Any]],
+        predict_failures: list[str],
+        error: BaseException | None,
+    ) -> None:
+        """Replace the saved progress. ``flights`` are the simulations in flight as
+        ``(index, model_version, submitted)``; ``requeued`` those still to resubmit."""
+        o = self._options
+        snapshot = {
+            "format": STATE_FORMAT,
+            "name": o.name,
+            "n_candidates": len(self._candidates),
+            "candidates_sha256": self._fingerprint,
+            "policy": repr(self._policy),
+            "budget": o.budget,
+            "initial": o.initial,
+            "batch_size": o.batch_size,
+            "seed": o.seed,
+            "simulations_done": done,
+            "simulations_failed": failed,
+            "model_version": model_version,
+            "scored_version": scored_version,
+            "in_flight": [{"index": i, "model_version": v, "submitted": t} for i, v, t in flights]
+            + [{"index": i, "model_version": v} for i, v in requeued],
+            "trainings": trainings,
+            "predict_failures": predict_failures,
+            "error": None if error is None else error_text(error),
+            "updated": time.time(),
+        }
+        self.files.save(snapshot)
+        summary = {k: v for k, v in snapshot.items() if k not in ("in_flight", "trainings")}
+        self._put({"state": summary})
+
+    def save_scores(self, version: int, mean: np.ndarray, std: np.ndarray | None) -> None:
+        """Keep a model's scores, NaN where a candidate was not scored."""
+        self.files.save_scores(version, mean, std)
+        self._put(
+            {"scores/mean": mean} if std is None else {"scores/mean": mean, "scores/std": std}
+        )
+
+    def _put(self, values: dict[str, Any]) -> None:
+        if self._store is None:
+            return
+        try:
+            for key, value in values.items():
+                self._store.put(f"steer/{self._options.name}/{key}", value)
+        except Exception as e:  # noqa: BLE001 - the run directory holds the state regardless
+            self.store_error = error_text(e)
+
+    def close(self) -> None:
+        self.files.close()
+        if self._store is not None:
+            with contextlib.suppress(Exception):
+                self._store.close()
+            self._store = None

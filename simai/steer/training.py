@@ -1,0 +1,258 @@
+"""Training a steering loop's model and scoring the candidates with it, as tasks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simai.launch import Executor, LocalExecutor
+from simai.steer.errors import SteeringError
+from simai.steer.options import SteeringOptions
+from simai.steer.outputs import error_text, split_predictions
+from simai.steer.policies import Policy
+from simai.steer.saving import Saved
+from simai.steer.tasks import predict_chunk, train_model
+
+__all__ = ["Round", "Trainer"]
+
+
+@dataclass
+class Round:
+    """One model's inference over the candidates left, in chunks scored in parallel.
+
+    Attributes
+    ----------
+    version : int
+        The model's version.
+    chunks : list of ndarray
+        The candidates' indices, one array per inference task.
+    means : dict
+        Chunk number to its predicted means, for the chunks scored so far.
+    stds : dict
+        Chunk number to its predicted stds (None when predict gave means only).
+    errors : list of str
+        Why each chunk that raised failed.
+    futures : list of Future
+        The inference tasks, cancelled when a newer model's round starts.
+    pending : int
+        Chunks not ended yet.
+    """
+
+    version: int
+    chunks: list[np.ndarray]
+    means: dict[int, np.ndarray] = field(default_factory=dict)
+    stds: dict[int, np.ndarray | None] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    futures: list[Future] = field(default_factory=list)
+    pending: int = 0
+
+    def scores(self, n: int, with_std: bool) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """``(mean, std)`` over all ``n`` candidates, NaN where not scored (std None unless
+        ``with_std``); None if no chunk was scored."""
+        if not self.means:
+            return None
+        mean = np.full(n, np.nan)
+        std = np.full(n, np.nan) if with_std else None
+        for k, m in self.means.items():
+            mean[self.chunks[k]] = m
+            s = self.stds.get(k)
+            if std is not None and s is not None:
+                std[self.chunks[k]] = s
+        return mean, std
+
+
+class Trainer:
+    """Trains the model and scores the candidates left with each new one, on the AI executor.
+
+    One training runs at a time: the first once ``initial`` simulations succeeded, the next
+    after every ``batch_size`` new successes. A training that raises is recorded in
+    ``trainings`` and the previous model stays. Each new model scores the candidates left
+    in chunks of ``chunk_size``, in parallel; it cancels an older model's round still going.
+
+    Parameters
+    ----------
+    candidates : Sequence
+        The loop's candidates.
+    policy : Policy
+        The loop's policy: no training without ``needs_model``; ``needs_std`` makes a
+        prediction without std an error.
+    options : SteeringOptions
+        ``initial``, ``batch_size``, ``budget``, ``chunk_size``, ``train_cpus`` and
+        ``ai_cores`` apply here.
+    train : callable
+        The user's ``train(data)``, run as a task.
+    predict : callable
+        The user's ``predict(model, candidates)``, run as tasks over chunks.
+    executor : Executor
+        The simulations' executor: a private AI executor shares its observer (the
+        workflow's records).
+    ai_executor : Executor or None
+        Runs training and inference; None: a private LocalExecutor, made on first use.
+    log_dir : Path or None
+        The private executor's log directory.
+    watch : callable
+        ``watch(future, kind, *args)`` posts a task's end to the loop thread, which hands
+        it to :meth:`on_training` or :meth:`on_prediction`.
+    """
+
+    def __init__(
+        self,
+        candidates: Sequence[Any],
+        policy: Policy,
+        options: SteeringOptions,
+        train: Callable[..., Any],
+        predict: Callable[..., Any],
+        *,
+        executor: Executor,
+        ai_executor: Executor | None,
+        log_dir: Path | None,
+        watch: Callable[..., None],
+    ) -> None:
+        self.candidates = candidates
+        self.policy = policy
+        self.options = options
+        self._train = train
+        self._predict = predict
+        self._executor = executor
+        self._ai_executor = ai_executor
+        self._own_ai = False
+        self._log_dir = log_dir
+        self._watch = watch
+        self._model: Any = None
+        self.model_version = 0
+        self.trainings: list[dict[str, Any]] = []
+        self.predict_failures: list[str] = []
+        self._training: Future | None = None
+        self._trained_on: int | None = None
+        self._round: Round | None = None
+
+    @property
+    def training(self) -> bool:
+        """Whether a training task is running."""
+        return self._training is not None
+
+    def restore(self, saved: Saved) -> None:
+        """Go on from the model history of a stopped run."""
+        self.model_version = saved.model_version
+        self.trainings = saved.trainings
+        self.predict_failures = saved.predict_failures
+
+    def start(self) -> None:
+        """Start the AI executor now, so its worker is up before the first training."""
+        if self.policy.needs_model:
+            self._ai()
+
+    def _ai(self) -> Executor:
+        if self._ai_executor is None:
+            o = self.options
+            self._ai_executor = LocalExecutor(
+                cores=o.ai_cores or o.train_cpus, log_dir=self._log_dir
+            )
+            self._ai_executor.observer = self._executor.observer  # the workflow's records
+            self._own_ai = True
+        return self._ai_executor
+
+    def maybe_train(self, ok: list[tuple[int, float]]) -> None:
+        """Start a training on the successful ``(index, value)`` pairs when one is due."""
+        n = len(ok)
+        o = self.options
+        if (
+            not self.policy.needs_model
+            or self._training is not None
+            or n < o.initial
+            or n >= o.budget
+            or (self._trained_on is not None and n - self._trained_on < o.batch_size)
+        ):
+            return
+        self._trained_on = n
+        data = [(self.candidates[i], v) for i, v in ok]
+        attempt = {
+            "version": self.model_version + 1,
+            "n": n,
+            "started": time.time(),
+            "ended": None,
+            "ok": None,
+            "error": None,
+        }
+        self.trainings.append(attempt)
+        self._training = self._ai().submit(
+            train_model, self._train, data, resources={"cpus": o.train_cpus}
+        )
+        self._watch(self._training, "train", attempt)
+
+    def on_training(self, attempt: dict[str, Any], future: Future) -> bool:
+        """Record a training that ended; whether it gave a new model."""
+        self._training = None
+        attempt["ended"] = time.time()
+        try:
+            self._model = future.result()
+        except BaseException as e:  # noqa: BLE001 - recorded; the previous model stays
+            attempt.update(ok=False, error=error_text(e))
+            return False
+        attempt["ok"] = True
+        self.model_version = attempt["version"]
+        return True
+
+    def score(self, left: np.ndarray) -> None:
+        """Start a round of inference tasks scoring the candidates ``left`` with the newest
+        model."""
+        if len(left) == 0:
+            return
+        if self._round is not None:
+            for f in self._round.futures:
+                f.cancel()
+        size = self.options.chunk_size
+        chunks = [left[i : i + size] for i in range(0, len(left), size)]
+        rnd = Round(self.model_version, chunks, pending=len(chunks))
+        self._round = rnd
+        ai = self._ai()
+        for k, chunk in enumerate(chunks):
+            fut = ai.submit(
+                predict_chunk, self._predict, self._model, [self.candidates[i] for i in chunk]
+            )
+            rnd.futures.append(fut)
+            self._watch(fut, "predict", rnd, k)
+
+    def on_prediction(self, rnd: Round, k: int, future: Future) -> Round | None:
+        """Record chunk ``k`` of a round; the round once all its chunks ended, else None.
+
+        A chunk that raised stays unscored and is recorded in ``predict_failures``; scores
+        without the std the policy needs raise :class:`SteeringError`.
+        """
+        if rnd is not self._round:
+            return None
+        rnd.pending -= 1
+        try:
+            mean, std = split_predictions(future.result(), len(rnd.chunks[k]))
+        except BaseException as e:  # noqa: BLE001 - recorded; the chunk stays unscored
+            rnd.errors.append(f"model {rnd.version}, chunk {k}: {error_text(e)}")
+        else:
+            if self.policy.needs_std and std is None:
+                raise SteeringError(
+                    f"policy {self.policy!r} needs uncertainty: predict must return (mean, std)"
+                )
+            rnd.means[k], rnd.stds[k] = mean, std
+        if rnd.pending:
+            return None
+        self._round = None
+        self.predict_failures.extend(rnd.errors)
+        return rnd
+
+    def pending(self) -> list[Future]:
+        """The training and inference tasks not ended yet."""
+        futures = [] if self._training is None else [self._training]
+        if self._round is not None:
+            futures.extend(self._round.futures)
+        return futures
+
+    def close(self) -> None:
+        """Stop the AI executor if this trainer started it."""
+        if self._own_ai and self._ai_executor is not None:
+            self._ai_executor.terminate()
+            self._own_ai = False
