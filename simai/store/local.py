@@ -457,21 +457,14 @@ class LocalStore(Store):
     # --- values -----------------------------------------------------------------------------
 
     def _write(self, key: str, header: bytes, payload: memoryview) -> None:
-        # _transact's steps without its closure: this is every put's path
         k = _value_key(key)
-        e = self._env()
-        txn = self._write_txn(e)
-        try:
-            self._reserve(e, len(header) + payload.nbytes)
+
+        def work(txn: Any, e: _Env) -> None:
             self._put_entry(txn, e, k, header, payload)
             if k[1] == _HASHED:
                 txn.put(_LONG + k[1:], key.encode(), db=e.meta)
-            self._commit(e, txn)
-        except BaseException as exc:
-            txn.abort()
-            if isinstance(exc, lmdb.MapFullError):
-                raise self._full(e) from None
-            raise
+
+        self._transact(work, len(header) + payload.nbytes)
 
     def _write_many(self, entries: list[tuple[str, bytes, memoryview]]) -> None:
         def work(txn: Any, e: _Env) -> None:
