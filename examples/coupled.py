@@ -43,7 +43,8 @@ def main() -> None:
     parser.add_argument("--store-cores", type=int, default=0)
     parser.add_argument("--steps", type=int, default=500)
     args = parser.parse_args()
-    with simai.Workflow("coupled", store=args.store, store_cores=args.store_cores) as wf:
+    options = simai.WorkflowOptions(store_cores=args.store_cores)
+    with simai.Workflow("coupled", store=args.store, options=options) as wf:
         sim = wf.start(simulation, args.steps, restart="on-failure", max_restarts=2)
         train = wf.start(trainer, resources=simai.Resources(cpus=1))
         scores = [evaluate(s) for s in range(8)]

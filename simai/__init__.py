@@ -24,7 +24,7 @@ from simai.store import (
     StoreClosedError,
     open_store,
 )
-from simai.workflow import Component, ComponentFailed, Workflow
+from simai.workflow import Component, ComponentFailed, Workflow, WorkflowOptions
 from simai.workflow.metrics import log_metric
 
 __version__ = "0.1.0"
@@ -48,6 +48,7 @@ __all__ = [
     "TaskTimeoutError",
     "WorkerLostError",
     "Workflow",
+    "WorkflowOptions",
     "__version__",
     "as_completed",
     "get_executor",

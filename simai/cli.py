@@ -24,10 +24,11 @@ import os
 import shlex
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from simai.checks import check_int
 from simai.store import ENV_PASSWORD, ENV_URL
 from simai.store.redis_server import DEFAULT_PORT, RedisServers
 
@@ -197,20 +198,14 @@ def _first_line(text: str | None, width: int = 100) -> str:
     return line if len(line) <= width else line[: width - 3] + "..."
 
 
-def _duration(seconds: float | None) -> str:
-    from simai.observe._report_svg import fmt_dur
-
-    return fmt_dur(seconds)
-
-
 def _status_lines(run_dir: Any, data: dict[str, Any], names: int) -> list[str]:
     """The one-screen text summary of a run."""
-    from simai.observe._report_svg import fmt_bytes, fmt_num
+    from simai.observe.formatting import fmt_bytes, fmt_dur, fmt_num
 
     config, live = data["config"], data["live"]
     runs = data["runs"]
     state = "running" if live else (runs[-1]["status"] if runs else "no records yet")
-    elapsed = f", {_duration(data['elapsed'])} elapsed" if data["elapsed"] is not None else ""
+    elapsed = f", {fmt_dur(data['elapsed'])} elapsed" if data["elapsed"] is not None else ""
     out = [f"run {run_dir.path}: {state}{elapsed}"]
     described = [f"{k} {config[k]}" for k in ("workflow", "store", "executor") if k in config]
     if described:
@@ -243,7 +238,7 @@ def _status_lines(run_dir: Any, data: dict[str, Any], names: int) -> list[str]:
                     c["last_event"],
                     _when(c["time"]),
                     c["host"],
-                    _duration(c.get("uptime")),
+                    fmt_dur(c.get("uptime")),
                     _first_line(c["detail"], 50),
                 )
                 for c in data["components"]
@@ -273,9 +268,9 @@ def _status_lines(run_dir: Any, data: dict[str, Any], names: int) -> list[str]:
                     (
                         name,
                         d["count"],
-                        _duration(d["mean"]),
-                        _duration(d["min"]),
-                        _duration(d["max"]),
+                        fmt_dur(d["mean"]),
+                        fmt_dur(d["min"]),
+                        fmt_dur(d["max"]),
                     )
                     for name, d in sorted(durations.items(), key=lambda kv: -kv[1]["count"])[:names]
                 ],
@@ -373,20 +368,9 @@ def _tail(f: Any, n: int) -> list[bytes]:
 
 def run(args: argparse.Namespace) -> int:
     """Run a workflow script in this process, as `python SCRIPT ARGS...` would."""
-    import runpy
+    from simai.workflow import run_script
 
-    script = Path(args.script)
-    if not script.is_file():
-        raise CLIError(f"no workflow script {str(script)!r}")
-    if args.resume:
-        os.environ["SIMAI_RESUME"] = "1"
-    sys.argv = [str(script), *args.args]
-    sys.path.insert(0, str(script.resolve().parent))
-    try:
-        runpy.run_path(str(script), run_name="__main__")
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    return 0
+    return run_script(args.script, args.args, resume=args.resume)
 
 
 def stop(args: argparse.Namespace) -> int:
@@ -467,24 +451,24 @@ def _add_submit_parser(commands: Any) -> argparse.ArgumentParser:
     return p
 
 
-def _positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {n}")
-    return n
+def _int_arg(name: str, minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an int in minimum..maximum, refused in :mod:`simai.checks`' words."""
+
+    def parse(text: str) -> int:
+        try:
+            number = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        try:
+            return check_int(name, number, minimum, maximum=maximum)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return parse
 
 
-def _port(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= n <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 0..65535, not {n}")
-    return n
+_positive = _int_arg("the value", 1)
+_port = _int_arg("port", 0, maximum=65535)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -97,14 +97,14 @@ def test_the_layer_check_catches_an_upward_import(tmp_path):
 
 
 def public_classes() -> list[type]:
+    """Every class a public module of simai defines under a public name."""
     classes = {}
     for info in pkgutil.walk_packages(simai.__path__, "simai."):
         if info.name.rpartition(".")[2].startswith("_"):
             continue
         mod = importlib.import_module(info.name)
-        for name in getattr(mod, "__all__", []):
-            obj = getattr(mod, name)
-            if inspect.isclass(obj) and obj.__module__.startswith("simai."):
+        for name, obj in vars(mod).items():
+            if inspect.isclass(obj) and obj.__module__ == mod.__name__ and name[0] != "_":
                 classes[f"{obj.__module__}.{obj.__qualname__}"] = obj
     return [classes[k] for k in sorted(classes)]
 

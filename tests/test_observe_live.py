@@ -134,10 +134,9 @@ def test_snapshot_of_a_running_workflow(tmp_path: Path) -> None:
     assert snap.metrics == {"loss": (0.5, 1)}
     assert (snap.streams["s"]["length"], snap.streams["s"]["backlog"]) == (5, 3)
     assert "tasks 3 done" in view.line(snap) and "loss=0.5@1" in view.line(snap)
-    samples = Records(tmp_path / "run" / "records.db", readonly=True)._db.execute(
-        "SELECT stream, length, backlog FROM stream_backlog"
-    )
-    assert [tuple(r) for r in samples] == [("s", 5, 3)]  # recorded once: it did not change
+    with Records(tmp_path / "run" / "records.db", readonly=True) as ro:
+        samples = ro.query("SELECT stream, length, backlog FROM stream_backlog")
+    assert samples == [("s", 5, 3)]  # recorded once: it did not change
 
 
 def test_a_bad_mode_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -154,12 +154,12 @@ def test_store_counters_of_every_process_reach_the_records(tmp_path: Path, no_or
         assert wf.start(writer, name="writer").wait(60) == "done"
         task_pid = wf.submit(reader).result()
         wf.store().get("data/x")
-    db = Records(run / "records.db", readonly=True)._db
-    rows = db.execute(
-        "SELECT pid, component, op, prefix, ops, bytes FROM store_counters "
-        "WHERE prefix = 'data' ORDER BY time"
-    ).fetchall()
-    latest = {(r["pid"], r["component"], r["op"]): (r["ops"], r["bytes"]) for r in rows}
+    with Records(run / "records.db", readonly=True) as ro:
+        rows = ro.query(
+            "SELECT pid, component, op, ops, bytes FROM store_counters "
+            "WHERE prefix = 'data' ORDER BY time"
+        )
+    latest = {(pid, component, op): (ops, size) for pid, component, op, ops, size in rows}
     nbytes = 8000 + 64  # the array and its header
     assert latest[(task_pid, "", "get")] == (1, nbytes)
     assert latest[(os.getpid(), "", "get")][1] >= nbytes

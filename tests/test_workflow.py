@@ -16,7 +16,14 @@ import psutil
 import pytest
 
 import simai
-from simai.workflow import ComponentFailed, Records, RunDirLocked, RunDirMismatch, Workflow
+from simai.workflow import (
+    ComponentFailed,
+    Records,
+    RunDirLocked,
+    RunDirMismatch,
+    Workflow,
+    WorkflowOptions,
+)
 
 
 def shm_runs() -> set[str]:
@@ -138,6 +145,52 @@ def test_run_dir_of_another_workflow_is_refused(tmp_path, clean):
     with pytest.raises(RunDirMismatch, match="belongs to workflow 'one'"):
         with Workflow("two", run_dir=tmp_path / "run", resume=True):
             pass
+
+
+def test_options_are_checked_when_made_and_against_the_store():
+    with pytest.raises(ValueError, match=r"store_cores must be an int >= 0, not -1"):
+        WorkflowOptions(store_cores=-1)
+    with pytest.raises(TypeError, match=r"store_shards must be an int >= 1, not '2'"):
+        WorkflowOptions(store_shards="2")
+    with pytest.raises(ValueError, match=r"heartbeat_timeout must be a number of seconds > 0"):
+        WorkflowOptions(heartbeat_timeout=0)
+    with pytest.raises(ValueError, match="layout must be one of"):
+        WorkflowOptions(layout="spread")
+    with pytest.raises(ValueError, match="needs layout='colocated'"):
+        WorkflowOptions(layout="clustered", store_cores=1)
+    options = WorkflowOptions(store_shards=np.int64(2), heartbeat_interval=1)
+    assert type(options.store_shards) is int and options.heartbeat_interval == 1.0
+    with pytest.raises(AttributeError):
+        options.layout = "clustered"  # type: ignore[misc]
+    with pytest.raises(ValueError, match="needs store='redis'"):
+        Workflow("placed", options=WorkflowOptions(store_cores=1))
+    with pytest.raises(ValueError, match="an address they reach"):
+        Workflow("spread", store="redis", options=WorkflowOptions(layout="clustered"))
+    with pytest.raises(TypeError, match="options must be a WorkflowOptions"):
+        Workflow("loose", options={"store_cores": 1})  # type: ignore[arg-type]
+
+
+def test_run_script_runs_a_script_as_python_would(tmp_path, monkeypatch, capsys):
+    from simai.workflow import run_script
+
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delenv("SIMAI_RESUME", raising=False)
+    (tmp_path / "run_script_helper.py").write_text("WHO = 'helper'\n")
+    script = tmp_path / "wf.py"
+    script.write_text(
+        "import os, sys\nfrom run_script_helper import WHO\n"
+        "print(__name__, WHO, sys.argv[1:], os.environ.get('SIMAI_RESUME'))\n"
+        "sys.exit(int(sys.argv[1]))\n"
+    )
+    assert run_script(script, ["0"]) == 0
+    assert run_script(str(script), ["3"], resume=True) == 3
+    assert capsys.readouterr().out.splitlines() == [
+        "__main__ helper ['0'] None",
+        "__main__ helper ['3'] 1",
+    ]
+    with pytest.raises(FileNotFoundError, match="no workflow script"):
+        run_script(tmp_path / "missing.py")
 
 
 RESUMABLE = textwrap.dedent(
@@ -336,7 +389,8 @@ def test_colocated_layout_splits_cores_between_store_and_tasks(tmp_path, clean):
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) < 2:
         pytest.skip("needs two cores")
-    with Workflow("placed", run_dir=tmp_path / "run", store="redis", store_cores=1) as wf:
+    placed = WorkflowOptions(store_cores=1)
+    with Workflow("placed", run_dir=tmp_path / "run", store="redis", options=placed) as wf:
         shard_pid = wf._servers.pids[0]
         assert sorted(os.sched_getaffinity(shard_pid)) == cores[:1]
         seen = {c for f in [wf.submit(where_am_i) for _ in range(4)] for c in f.result(60)}
@@ -370,7 +424,9 @@ def stalls_once(marker: str) -> None:
 def test_a_component_whose_heartbeat_stops_is_killed_and_restarted(tmp_path, clean):
     marker = tmp_path / "stalled"
     with Workflow(
-        "hb", run_dir=tmp_path / "run", heartbeat_interval=0.2, heartbeat_timeout=2.0
+        "hb",
+        run_dir=tmp_path / "run",
+        options=WorkflowOptions(heartbeat_interval=0.2, heartbeat_timeout=2.0),
     ) as wf:
         comp = wf.start(stalls_once, str(marker), restart="on-failure", max_restarts=1)
         assert comp.wait(60) == "done"

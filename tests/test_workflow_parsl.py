@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import simai
-from simai.workflow import Records, Workflow
+from simai.workflow import Records, Workflow, WorkflowOptions
 
 parsl = pytest.importorskip("parsl")
 
@@ -65,7 +65,7 @@ def test_components_in_a_slurm_block_stream_through_the_workflows_store(slurm_cl
         run_dir=tmp_path / "run",
         store="redis",
         executor="parsl",
-        executor_config={"config": config, "log_dir": tmp_path / "logs"},
+        options=WorkflowOptions(executor_config={"config": config, "log_dir": tmp_path / "logs"}),
     ) as wf:
         prod = wf.start(producer, 100)
         cons = wf.start(consumer)

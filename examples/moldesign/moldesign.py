@@ -298,7 +298,7 @@ def run(args: argparse.Namespace, log=print) -> dict[str, Any]:
                 "moldesign",
                 store=args.store,
                 executor=args.executor,
-                executor_config=executor_config(args, run_dir),
+                options=simai.WorkflowOptions(executor_config=executor_config(args, run_dir)),
                 run_dir=run_dir,
                 resume=args.resume or None,
             ) as wf,

@@ -151,7 +151,7 @@ def main() -> None:
             "sine",
             store=args.store,
             executor=args.executor,
-            executor_config=config,
+            options=simai.WorkflowOptions(executor_config=config),
             run_dir=args.run_dir,
         ) as wf,
         simai.observe.progress(wf, quiet=args.quiet, streams=[SAMPLES]),

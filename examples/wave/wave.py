@@ -243,7 +243,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         executor=args.executor,
         run_dir=args.run_dir,
         resume=False,
-        executor_config=config,
+        options=simai.WorkflowOptions(executor_config=config),
     ) as wf:
         store = wf.store()
         t0 = time.perf_counter()

@@ -1,4 +1,5 @@
-"""Warm worker process of the local executor; run as a script, imports nothing of simai.
+"""Warm worker process of the local executor; run as a script, imports nothing of simai but
+``memokey.py`` beside it, loaded by its path.
 
 Protocol over one socket (fd in argv[1]), each frame an 8-byte little-endian length and a
 pickle. Parent to worker: ``("init", sys_path)``, then ``("run", [(task_id, payload, cores,
@@ -11,17 +12,17 @@ of tiny tasks then costs one send, not one per task.
 
 ``memo`` is None, or ``(name, memo_key)`` for a task whose result the workflow memoizes:
 this process keeps the memo itself, off the executor's busy process. It takes the key as
-given or computes it (sha256 of the pickled function identity and arguments, taken before
-the call, as ``simai.workflow.memo.memo_key`` does; not for arguments that are not plain
-data). For the results it sends together it appends one record, ``marshal.dumps((finished,
-[(key, name, result_pickle), ...]))`` (body length and CRC-32 as ``<II``, then the body), to
-its own journal file in ``journal_dir``, *before* it sends them, so that no result seen is
-lost by a kill; the records writer folds the journals into the memo table
-(``simai/workflow/_recorder.py``). ``kept`` is False when there was no key or the journal
-could not be written, and the workflow keeps the memo itself.
+given or computes it before the call (``simai.launch.memokey.function_key``; not for
+arguments that are not plain data). For the results it sends together it appends one
+record, ``marshal.dumps((finished, [(key, name, result_pickle), ...]))`` (body length and
+CRC-32 as ``<II``, then the body), to its own journal file in ``journal_dir``, *before*
+it sends them, so that no result seen is lost by a kill; the records writer folds the
+journals into the memo table (``simai/workflow/_recorder.py``). ``kept`` is False when
+there was no key or the journal could not be written, and the workflow keeps the memo
+itself.
 """
 
-import hashlib
+import importlib.util
 import marshal
 import os
 import pickle
@@ -38,6 +39,19 @@ _JOURNAL_RECORD = struct.Struct("<II")  # as _recorder.JOURNAL_RECORD reads it
 QUICK = 50e-6
 #: ... for this long at most (unless the next task runs longer: it is not known in advance)
 HOLD = 200e-6
+
+
+def _load_memokey():
+    """``simai/launch/memokey.py``, by its path: importing it as part of simai would import
+    all of simai into every worker."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "memokey.py")
+    spec = importlib.util.spec_from_file_location("simai_memokey", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_memokey = _load_memokey()
 
 
 def _set_parent_death_signal() -> None:
@@ -95,38 +109,11 @@ def _plain(values):
     return True
 
 
-def _ident(fn, idents):
-    """A function's identity in memo keys, as ``simai.workflow.memo._ident`` has it (kept
-    in ``idents``)."""
-    try:
-        ident = idents.get(fn)
-    except TypeError:  # not hashable: not kept
-        ident, idents = None, None
-    if ident is None:
-        ident = f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
-        if idents is not None:
-            if len(idents) >= 256:
-                idents.clear()
-            idents[fn] = ident
-    return ident
-
-
-def _memo_key(ident, args, kwargs):
-    """Must match ``simai.workflow.memo.memo_key`` byte for byte; None when unhashable or
-    not :func:`_plain`."""
+def _memo_key(fn, args, kwargs):
+    """The memo key of the call, or None when its arguments are not :func:`_plain`."""
     if not (_plain(args) and (not kwargs or _plain(kwargs))):
         return None
-    what = ("function", ident, args, sorted(kwargs.items()) if kwargs else [])
-    try:
-        blob = pickle.dumps(what, protocol=5)
-    except Exception:  # noqa: BLE001
-        try:
-            import cloudpickle
-
-            blob = cloudpickle.dumps(what)
-        except Exception:  # noqa: BLE001
-            return None
-    return hashlib.sha256(blob).hexdigest()
+    return _memokey.function_key(fn, args, kwargs)
 
 
 def _encode_error(task_id, exc, seconds):
@@ -236,7 +223,6 @@ def main() -> None:
     cur_env = None
     send = sock.sendall
     functions = {}
-    idents = {}  # function -> its identity in memo keys
     results = _Results(send)
     pack = _HEADER.pack
     ready = pickle.dumps(("ready",), protocol=5)
@@ -275,7 +261,7 @@ def main() -> None:
                 if memo is not None:  # the key before the call: a task can change its
                     name, key = memo  # arguments in place
                     if key is None:
-                        key = _memo_key(_ident(fn, idents), args, kwargs)
+                        key = _memo_key(fn, args, kwargs)
                 result = fn(*args, **kwargs)
                 seconds = time.perf_counter() - start
                 try:

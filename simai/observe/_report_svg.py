@@ -14,6 +14,8 @@ from html import escape
 
 import numpy as np
 
+from simai.observe.formatting import fmt_bytes, fmt_num
+
 #: colour-blind-friendly categorical palette (Tableau 10)
 PALETTE = (
     "#4e79a7",
@@ -36,41 +38,6 @@ WIDTH = 1100
 
 def color(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
-
-
-def fmt_num(v: float) -> str:
-    """A short human form of a number: 0.00123 → 1.23e-3, 12345 → 12.3k."""
-    if v is None or not math.isfinite(v):
-        return "-"
-    a = abs(v)
-    if a == 0:
-        return "0"
-    if a >= 1e15 or a < 1e-3:
-        return f"{v:.3g}"
-    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if a >= scale:
-            return f"{v / scale:.3g}{unit}"
-    return f"{v:.4g}"
-
-
-def fmt_bytes(v: float) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if abs(v) >= scale:
-            return f"{v / scale:.3g} {unit}"
-    return f"{v:.3g} B"
-
-
-def fmt_dur(s: float | None) -> str:
-    """Seconds as ``850 ms``, ``12.3 s``, ``4 min 05 s``, ``2 h 03 min``."""
-    if s is None or not math.isfinite(s):
-        return "-"
-    if s < 1:
-        return f"{s * 1000:.0f} ms"
-    if s < 60:
-        return f"{s:.1f} s"
-    if s < 3600:
-        return f"{int(s // 60)} min {int(s % 60):02d} s"
-    return f"{int(s // 3600)} h {int(s % 3600 // 60):02d} min"
 
 
 def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:

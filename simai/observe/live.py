@@ -12,9 +12,9 @@ otherwise (CI, batch jobs, a pipe) it prints one plain line every ``interval`` s
 (default 5) and a last one at the end. ``quiet=True`` turns it off, and so does
 ``$SIMAI_PROGRESS=off`` (``live`` or ``plain`` force a mode).
 
-It only reads: the workflow's in-memory task counts and component states, a read-only
-connection to its records, and ``stream_info`` of the streams named. Nothing it does can
-stop or slow the run beyond a few milliseconds of one thread every refresh.
+It only reads: the workflow's in-memory task counts and component states, its records
+(:meth:`simai.workflow.Records.query`), and ``stream_info`` of the streams named. Nothing
+it does can stop or slow the run beyond a few milliseconds of one thread every refresh.
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ import contextlib
 import logging
 import math
 import os
-import sqlite3
 import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
+
+from simai.checks import check_seconds
 
 if TYPE_CHECKING:
     from simai.workflow import Workflow
@@ -68,13 +69,11 @@ class Progress:
         self.mode = resolve_mode(mode, self.file)
         self.streams = list(streams)
         workflow.watch_streams(*self.streams)  # recorded over time even when not shown
+        interval = check_seconds("interval", interval, positive=True)
         self.interval = interval if interval is not None else (0.5 if self.mode == "live" else 5.0)
-        if self.interval <= 0:
-            raise ValueError(f"interval must be > 0 seconds, not {interval!r}")
         self._start = time.monotonic()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._db: sqlite3.Connection | None = None
         self._store: Any = None
         self._metric_row = 0
         self._metrics: dict[str, tuple[float | None, int | None]] = {}
@@ -100,40 +99,21 @@ class Progress:
             store=self._read_store(),
         )
 
-    def _connect(self) -> sqlite3.Connection | None:
-        if self._db is None:
-            path = self.workflow.records.path
-            if not path.is_file():
-                return None
-            self._db = sqlite3.connect(
-                f"{path.absolute().as_uri()}?mode=ro", uri=True, check_same_thread=False
-            )
-        return self._db
-
     def _read_metrics(self) -> dict[str, tuple[float | None, int | None]]:
-        db = self._connect()
-        if db is not None:
-            rows = db.execute(
-                "SELECT rowid, name, value, step FROM metrics WHERE rowid > ? ORDER BY rowid",
-                (self._metric_row,),
-            ).fetchall()
-            for rowid, name, value, step in rows:
-                self._metric_row = rowid
-                self._metrics[name] = (value, step)
+        for rowid, name, value, step in self.workflow.records.query(
+            "SELECT rowid, name, value, step FROM metrics WHERE rowid > ? ORDER BY rowid",
+            (self._metric_row,),
+        ):
+            self._metric_row = rowid
+            self._metrics[name] = (value, step)
         return dict(self._metrics)
 
     def _read_store(self) -> dict[str, float] | None:
-        db = self._connect()
-        if db is None:
-            return None
-        try:
-            rows = db.execute(
-                "SELECT rowid, host, pid, op, prefix, ops, bytes FROM store_counters "
-                "WHERE rowid > ? ORDER BY rowid",
-                (self._counter_row,),
-            ).fetchall()
-        except sqlite3.OperationalError:  # records of an older simai: no such table
-            return None
+        rows = self.workflow.records.query(
+            "SELECT rowid, host, pid, op, prefix, ops, bytes FROM store_counters "
+            "WHERE rowid > ? ORDER BY rowid",
+            (self._counter_row,),
+        )
         for rowid, host, pid, op, prefix, ops, nbytes in rows:
             self._counter_row = rowid
             self._counters[(host, pid, op, prefix)] = (ops, nbytes)
@@ -332,8 +312,6 @@ class Progress:
             self._live.stop()
         elif snap is not None:
             print(self.line(snap), file=self.file, flush=True)
-        if self._db is not None:
-            self._db.close()
         if self._store is not None:
             with contextlib.suppress(Exception):
                 self._store.close()

@@ -1,15 +1,14 @@
-"""Read-only queries on a run's records database, shaped for the report and ``simai status``.
+"""A run's records, shaped for the report and ``simai status``.
 
-Opens ``records.db`` with ``mode=ro``, so a run still writing it (WAL) is read safely and
-never blocked. Task columns come back as numpy arrays rather than one dict per row: a
-100,000-task run loads in a fraction of a second. Store counters (``store_counters``) are
-read when the run has them; stream backlog is the metrics named ``...backlog...``.
+Reads through :class:`simai.workflow.Records`, read-only and in one snapshot, so a run
+still writing its records is read safely and never blocked. Task columns come back as
+numpy arrays rather than one dict per row: a 100,000-task run loads in a fraction of a
+second.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from simai.workflow.records import STATE_OF
+from simai.workflow.records import Records
 from simai.workflow.rundir import RunDir
 
 #: component events that end an interval in the component's timeline
@@ -25,34 +24,40 @@ _COMPONENT_ENDS = {"restarting", "finished", "failed", "stopped", "cancelled"}
 _COMPONENT_STARTS = {"started", "restarted"}
 
 
-def connect(path: str | Path) -> sqlite3.Connection:
-    """A read-only connection to the records database at ``path``."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"no records database at {p}")
-    db = sqlite3.connect(f"{p.absolute().as_uri()}?mode=ro", uri=True, timeout=30.0)
-    try:
-        db.execute("SELECT 1 FROM runs, events, tasks, metrics LIMIT 0")
-    except sqlite3.DatabaseError as e:
-        db.close()
-        raise ValueError(f"{p} is not a simai records database: {e}") from None
-    return db
-
-
-def columns(db: sqlite3.Connection) -> dict[str, list[str]]:
-    """Every table of the database with its column names."""
-    names = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-    return {n: [c[1] for c in db.execute(f'PRAGMA table_info("{n}")')] for n in names}
-
-
 @dataclass
 class Tasks:
-    """One entry per task, as parallel arrays (``nan`` where a time is not recorded)."""
+    """One entry per task, as parallel arrays (``nan`` where a time is not recorded).
 
-    names: list[str]  # distinct task names; ``name`` indexes it
-    name: np.ndarray  # int32
+    Parameters
+    ----------
+    names : list of str
+        The distinct task names, which ``name`` indexes.
+    name : numpy.ndarray
+        Each task's name, as an int32 index into ``names``.
+    item : list of str
+        Each task's item id.
+    state : numpy.ndarray
+        Each task's state (str objects, see :data:`simai.workflow.STATE_OF`).
+    submitted : numpy.ndarray
+        When each task was submitted (epoch seconds).
+    started : numpy.ndarray
+        When each task started.
+    ended : numpy.ndarray
+        When each task ended.
+    host : list of str
+        Where each task ran ("" when not recorded).
+    worker : list of str or None
+        The worker slot or pid that ran each task.
+    cpus : numpy.ndarray
+        Each task's cores (cpus × ranks).
+    retries : numpy.ndarray
+        Each task's retries (int32).
+    """
+
+    names: list[str]
+    name: np.ndarray
     item: list[str]
-    state: np.ndarray  # str objects
+    state: np.ndarray
     submitted: np.ndarray
     started: np.ndarray
     ended: np.ndarray
@@ -79,20 +84,68 @@ class Component:
 
 @dataclass
 class Series:
-    """A time series of one name (a metric, a counter): times, steps and values."""
+    """A time series of one name (a metric, a counter): times, steps and values.
+
+    Parameters
+    ----------
+    name : str
+        What it measures.
+    source : str or None
+        Who logged it (a component's name, ``workflow``, ``host:pid``).
+    time : numpy.ndarray
+        When each value was taken (epoch seconds).
+    value : numpy.ndarray
+        The values.
+    step : numpy.ndarray or None
+        Each value's step, when it was logged with one.
+    since : numpy.ndarray or None
+        For amounts: the start of the interval each covers (``nan``: since the process
+        started).
+    """
 
     name: str
     source: str | None
     time: np.ndarray
     value: np.ndarray
     step: np.ndarray | None = None
-    since: np.ndarray | None = None  # for amounts: the start of the interval each covers
-    # (nan: since the process started)
+    since: np.ndarray | None = None
 
 
 @dataclass
 class RunData:
-    """What the report draws, loaded from one run directory."""
+    """What the report draws, loaded from one run directory.
+
+    Parameters
+    ----------
+    path : Path
+        The run directory.
+    config : dict
+        Its ``config.json``.
+    live : dict or None
+        The process running it (pid, host), or None when none does.
+    runs : list of dict
+        Its attempts (:meth:`simai.workflow.Records.runs`), a killed one ``interrupted``.
+    t0 : float
+        Where the time axes start: the first start of the run (epoch seconds).
+    t1 : float
+        Where they end: the last record, or now while the run is live.
+    tasks : Tasks
+        Every task.
+    components : list of Component
+        Every component, with its intervals of running.
+    failures : list of dict
+        The newest failures, with their detail.
+    failures_total : int
+        How many failures there are in all.
+    metrics : list of Series
+        Every user metric, per name and source.
+    store : StoreTraffic or None
+        Store bytes moved, when the run recorded store counters.
+    backlog : list of Series or None
+        Stream backlogs over time, when there are any.
+    loaded_at : float
+        When it was loaded (epoch seconds).
+    """
 
     path: Path
     config: dict[str, Any]
@@ -122,12 +175,12 @@ def _resources_cpus(text: str | None, cache: dict[str | None, float]) -> float:
     return cpus
 
 
-def load_tasks(db: sqlite3.Connection) -> Tasks:
+def load_tasks(records: Records) -> Tasks:
     """All task rows, in submission order."""
-    rows = db.execute(
+    rows = records.query(
         "SELECT name, item_id, state, submitted, started, ended, host, worker, resources, "
         "retries FROM tasks ORDER BY submitted"
-    ).fetchall()
+    )
     if not rows:
         empty = np.empty(0)
         return Tasks(
@@ -165,75 +218,54 @@ def load_tasks(db: sqlite3.Connection) -> Tasks:
     )
 
 
-def load_components(db: sqlite3.Connection) -> list[Component]:
-    """Each component's intervals of running, from its events."""
-    comps: dict[str, Component] = {}
+def load_components(records: Records) -> list[Component]:
+    """Each component's state (:meth:`Records.components`) and intervals of running, from
+    its events."""
+    comps = {
+        c["name"]: Component(c["name"], c["state"], c["restarts"], c["host"], 1.0)
+        for c in records.components()
+    }
     cache: dict[str | None, float] = {}
-    for name, event, t, host, resources in db.execute(
-        "SELECT name, event, time, host, resources FROM events WHERE kind='component' ORDER BY id"
-    ):
-        c = comps.get(name)
-        if c is None:
-            c = comps[name] = Component(name, "submitted", 0, host, 1.0)
-        c.state = STATE_OF.get(event, event)
-        c.host = host or c.host
-        if resources is not None:
-            c.cpus = _resources_cpus(resources, cache)
+    for e in records.events(kind="component"):
+        c, event, t = comps[e["name"]], e["event"], e["time"]
+        if e["resources"] is not None:
+            c.cpus = _resources_cpus(e["resources"], cache)
         open_ = bool(c.intervals) and c.intervals[-1][1] is None
         if event in _COMPONENT_STARTS:
             if open_ and event == "started":
                 c.intervals[-1] = (c.intervals[-1][0], t, "restarting")
             if not open_ or event == "started":
                 c.intervals.append((t, None, None))
-        elif event in _COMPONENT_ENDS:
-            if event == "restarting":
-                c.restarts += 1
-            if open_:
-                c.intervals[-1] = (c.intervals[-1][0], t, event)
-    return sorted(comps.values(), key=lambda c: c.name)
+        elif event in _COMPONENT_ENDS and open_:
+            c.intervals[-1] = (c.intervals[-1][0], t, event)
+    return list(comps.values())
 
 
-def failures(db: sqlite3.Connection, limit: int) -> tuple[list[dict[str, Any]], int]:
+def failures(records: Records, limit: int, tasks: Tasks) -> tuple[list[dict[str, Any]], int]:
     """The newest ``limit`` failures (tasks whose state is failed, component failures and
-    restarts) with their detail, and how many there are in all."""
-    out = [
-        {
-            "kind": "task",
-            **dict(zip(("name", "item_id", "time", "host", "worker", "detail"), r, strict=True)),
-        }
-        for r in db.execute(
-            "SELECT name, item_id, ended, host, worker, detail FROM tasks "
-            "WHERE state='failed' ORDER BY ended DESC LIMIT ?",
-            (int(limit),),
-        )
-    ]
-    (total,) = db.execute("SELECT count(*) FROM tasks WHERE state='failed'").fetchone()
-    for kind, name, event, t, host, worker, detail in db.execute(
-        "SELECT kind, name, event, time, host, worker, detail FROM events "
-        "WHERE kind IN ('component', 'store') AND event IN ('failed', 'restarting') "
-        "ORDER BY id DESC"
-    ):
-        total += 1
-        out.append(
-            {
-                "kind": kind if event == "failed" else "restart",
-                "name": name,
-                "item_id": None,
-                "time": t,
-                "host": host,
-                "worker": worker,
-                "detail": detail,
-            }
-        )
+    restarts, store failures) with their detail, and how many there are in all."""
+    out = records.failed_tasks(limit)
+    total = int((tasks.state == "failed").sum())
+    for kind in ("component", "store"):
+        for e in records.events(kind=kind):
+            if e["event"] in ("failed", "restarting"):
+                total += 1
+                out.append(
+                    {
+                        "kind": kind if e["event"] == "failed" else "restart",
+                        "item_id": None,
+                        **{k: e[k] for k in ("name", "time", "host", "worker", "detail")},
+                    }
+                )
     out.sort(key=lambda f: f["time"] or 0, reverse=True)
     return out[:limit], total
 
 
-def load_metrics(db: sqlite3.Connection) -> list[Series]:
+def load_metrics(records: Records) -> list[Series]:
     """Every user metric, one series per (name, source), in time order."""
-    rows = db.execute(
+    rows = records.query(
         "SELECT name, coalesce(source, ''), time, value, step FROM metrics ORDER BY name, time"
-    ).fetchall()
+    )
     if not rows:
         return []
     name, source, t, value, step = zip(*rows, strict=True)
@@ -269,13 +301,11 @@ class StoreTraffic:
 NO_COMPONENT = "tasks and workflow"
 
 
-def load_store(db: sqlite3.Connection, tables: dict[str, list[str]]) -> StoreTraffic | None:
+def load_store(records: Records) -> StoreTraffic | None:
     """Store traffic from the ``store_counters`` snapshots (running totals per process, op
     and key prefix, turned here into what moved between snapshots); ``None`` when the run
     recorded none."""
-    if "store_counters" not in tables:
-        return None
-    rows = db.execute(
+    rows = records.query(
         f"""SELECT time, lag(time, 1, NULL) OVER w,
             coalesce(nullif(component, ''), '{NO_COMPONENT}'), op, prefix,
             CASE WHEN bytes >= lag(bytes, 1, 0) OVER w THEN bytes - lag(bytes, 1, 0) OVER w
@@ -284,7 +314,7 @@ def load_store(db: sqlite3.Connection, tables: dict[str, list[str]]) -> StoreTra
                  ELSE ops END
         FROM store_counters
         WINDOW w AS (PARTITION BY host, pid, component, op, prefix ORDER BY time)"""
-    ).fetchall()
+    )
     if not rows:
         return None
     per: dict[str, list[tuple[float, float, float]]] = {}
@@ -313,55 +343,55 @@ def is_backlog(name: str) -> bool:
     return "backlog" in name
 
 
-def load_backlog(
-    db: sqlite3.Connection, tables: dict[str, list[str]], metrics: list[Series]
-) -> list[Series] | None:
+def load_backlog(records: Records, metrics: list[Series]) -> list[Series] | None:
     """Stream backlog over time: the samples of the streams the workflow watched
     (``stream_backlog``: entries not yet read by the slowest consumer group, or the stream's
     length when it has no groups), then the metrics whose name contains ``backlog`` (e.g.
     ``backlog:sine/samples``); ``None`` when there are none."""
     found = []
-    if "stream_backlog" in tables:
-        per: dict[str, list[tuple[float, float]]] = {}
-        for t, stream, length, backlog in db.execute(
-            "SELECT time, stream, length, backlog FROM stream_backlog ORDER BY time"
-        ):
-            per.setdefault(stream, []).append((t, length if backlog is None else backlog))
-        for stream, pts in per.items():
-            a = np.array(pts, dtype=float)
-            found.append(Series(f"backlog:{stream}", None, a[:, 0], a[:, 1]))
+    per: dict[str, list[tuple[float, float]]] = {}
+    for t, stream, length, backlog in records.query(
+        "SELECT time, stream, length, backlog FROM stream_backlog ORDER BY time"
+    ):
+        per.setdefault(stream, []).append((t, length if backlog is None else backlog))
+    for stream, pts in per.items():
+        a = np.array(pts, dtype=float)
+        found.append(Series(f"backlog:{stream}", None, a[:, 0], a[:, 1]))
     found += [m for m in metrics if is_backlog(m.name)]
     return found or None
+
+
+def _read(run_dir: RunDir) -> Records:
+    """The run's records, opened for reading."""
+    return Records(run_dir.records_path, readonly=True)
+
+
+def _mark_interrupted(runs: list[dict[str, Any]], live: dict[str, Any] | None) -> None:
+    """With no live process, an attempt still marked running was killed."""
+    if live is None:
+        for r in runs:
+            if r["status"] == "running":
+                r["status"] = "interrupted"
+
+
+def _last_event(records: Records) -> float | None:
+    return records.query("SELECT max(time) FROM events")[0][0]
 
 
 def load(run_dir: RunDir, failure_limit: int = 200) -> RunData:
     """Everything the report draws for the run in ``run_dir`` (finished or in progress)."""
     now = time.time()
     live = run_dir.holder()
-    db = connect(run_dir.records_path)
-    try:
-        tables = columns(db)
-        db.execute("BEGIN")  # one snapshot for every query below, even while the run writes
-        runs = [
-            dict(zip(("attempt", "started", "ended", "status", "host", "pid"), r, strict=True))
-            for r in db.execute(
-                "SELECT attempt, started, ended, status, host, pid FROM runs ORDER BY attempt"
-            )
-        ]
-        if live is None:
-            for r in runs:
-                if r["status"] == "running":
-                    r["status"] = "interrupted"
-        tasks = load_tasks(db)
-        components = load_components(db)
-        fails, total = failures(db, failure_limit)
-        metrics = load_metrics(db)
-        store = load_store(db, tables)
-        backlog = load_backlog(db, tables, metrics)
-        (last_event,) = db.execute("SELECT max(time) FROM events").fetchone()
-        db.execute("COMMIT")
-    finally:
-        db.close()
+    with _read(run_dir) as records, records.snapshot():
+        runs = records.runs()
+        tasks = load_tasks(records)
+        components = load_components(records)
+        fails, total = failures(records, failure_limit, tasks)
+        metrics = load_metrics(records)
+        store = load_store(records)
+        backlog = load_backlog(records, metrics)
+        last_event = _last_event(records)
+    _mark_interrupted(runs, live)
     starts = [r["started"] for r in runs if r["started"]]
     times = [
         *(t for t in (last_event,) if t),
@@ -403,8 +433,6 @@ def summary(run_dir: RunDir, failure_limit: int = 20) -> dict[str, Any]:
     step, time, source and how many values) and ``store`` (bytes per component, ``None``
     when no store counters were recorded).
     """
-    from simai.workflow.records import Records
-
     now = time.time()
     live = run_dir.holder()
     data: dict[str, Any] = {"run_dir": str(run_dir.path), "config": run_dir.config()}
@@ -424,23 +452,12 @@ def summary(run_dir: RunDir, failure_limit: int = 20) -> dict[str, Any]:
             "metrics": {},
             "store": None,
         }
-    records = Records(run_dir.records_path, readonly=True)
-    try:
+    with _read(run_dir) as records, records.snapshot():
         data.update(records.summary(failures=failure_limit))
-    finally:
-        records.close()
-    if live is None:
-        for r in data["runs"]:
-            if r["status"] == "running":
-                r["status"] = "interrupted"
-    db = connect(run_dir.records_path)
-    try:
-        tables = columns(db)
-        db.execute("BEGIN")
         durations = {}
         firsts, lasts = [], []
         done = "CASE WHEN state = 'done' THEN ended - started END"
-        for name, first, last, n, mean, lo, hi, total in db.execute(
+        for name, first, last, n, mean, lo, hi, total in records.query(
             f"SELECT name, min(submitted), max(ended), count({done}), avg({done}), "
             f"min({done}), max({done}), sum({done}) FROM tasks GROUP BY name"
         ):
@@ -451,23 +468,21 @@ def summary(run_dir: RunDir, failure_limit: int = 20) -> dict[str, Any]:
         first_task = min((t for t in firsts if t), default=None)
         last_task = max((t for t in lasts if t), default=None)
         uptime = {}
-        for c in load_components(db):
+        for c in load_components(records):
             uptime[c.name] = sum(((e if e is not None else now) - s) for s, e, _ in c.intervals)
         metrics: dict[str, dict[str, Any]] = {}
-        for name, n, t, value, step, source in db.execute(
+        for name, n, t, value, step, source in records.query(
             "SELECT m.name, c.n, m.time, m.value, m.step, m.source FROM metrics m JOIN "
             "(SELECT name, count(*) AS n, max(rowid) AS last FROM metrics GROUP BY name) c "
             "ON m.rowid = c.last ORDER BY m.name"
         ):
             metrics[name] = {"value": value, "step": step, "time": t, "count": n, "source": source}
-        traffic = load_store(db, tables)
-        store = None
-        if traffic is not None:
-            store = {x.name: int(x.value.sum()) for x in traffic.series}
-        (last_event,) = db.execute("SELECT max(time) FROM events").fetchone()
-        db.execute("COMMIT")
-    finally:
-        db.close()
+        traffic = load_store(records)
+        last_event = _last_event(records)
+    _mark_interrupted(data["runs"], live)
+    store = None
+    if traffic is not None:
+        store = {x.name: int(x.value.sum()) for x in traffic.series}
     runs = data["runs"]
     starts = [t for t in (first_task, *(r["started"] for r in runs)) if t]
     ends = [t for t in (last_event, last_task, *(r["ended"] for r in runs)) if t]

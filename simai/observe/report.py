@@ -31,6 +31,7 @@ import numpy as np
 
 from simai.observe import _report_assets as assets
 from simai.observe import _report_svg as s
+from simai.observe.formatting import fmt_bytes, fmt_dur, fmt_num
 from simai.observe.queries import RunData, Series, is_backlog, load
 from simai.workflow.rundir import RunDir
 
@@ -189,11 +190,11 @@ class _Page:
             ("running", f"{counts.get('running', 0):,}", f"{queued:,} queued"),
             ("failed", f"{counts.get('failed', 0):,}", f"{int(t.retries.sum()):,} retries"),
             ("components", f"{len(d.components)}", f"{restarts} restarts"),
-            ("wall time", s.fmt_dur(self.span), f"{len(d.runs)} attempt(s)"),
+            ("wall time", fmt_dur(self.span), f"{len(d.runs)} attempt(s)"),
             (
                 "task time",
-                s.fmt_dur(float(np.median(dur))) if len(dur) else "-",
-                f"median; max {s.fmt_dur(float(dur.max()))}" if len(dur) else "none finished",
+                fmt_dur(float(np.median(dur))) if len(dur) else "-",
+                f"median; max {fmt_dur(float(dur.max()))}" if len(dur) else "none finished",
             ),
         ]
         if not len(t):  # a run of components only
@@ -201,7 +202,7 @@ class _Page:
         for m in self._latest_metrics()[: 10 - len(cards)]:
             last_step = m.step[-1] if m.step is not None else np.nan
             step = f"step {int(last_step)}" if np.isfinite(last_step) else "latest"
-            cards.append((m.name, s.fmt_num(float(m.value[-1])), step))
+            cards.append((m.name, fmt_num(float(m.value[-1])), step))
         meta = [f"run directory {d.path}"]
         meta += [f"{k} {cfg[k]}" for k in ("store", "executor") if cfg.get(k)]
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d.t0))
@@ -288,8 +289,8 @@ class _Page:
                 fill = s.SLATE[min(r, len(s.SLATE) - 1)] if ok else s.FAILED
                 what = "running" if b is None else f"ended: {how}"
                 tip = (
-                    f"{c.name} on {c.host or '?'}: {s.fmt_dur(b2 - a)} from "
-                    f"+{s.fmt_dur(a - d.t0)}, {what}"
+                    f"{c.name} on {c.host or '?'}: {fmt_dur(b2 - a)} from "
+                    f"+{fmt_dur(a - d.t0)}, {what}"
                 )
                 parts.append(
                     f'<rect class="comp" x="{x0:.1f}" y="{y:.1f}" width="{max(x1 - x0, 1):.1f}" '
@@ -298,7 +299,7 @@ class _Page:
         if aggregate:
             parts += self._gantt_bins(frame, lane, group_of, capacity, len(row_labels), base, row_h)
             note = (
-                f"{n_bars:,} task runs, drawn as {BINS} time bins of {s.fmt_dur(self.width)} per "
+                f"{n_bars:,} task runs, drawn as {BINS} time bins of {fmt_dur(self.width)} per "
                 f"{'slot' if len(labels) <= MAX_ROWS else 'group of slots'}: the darker, the "
                 "busier; the colour is the task that kept it busiest."
             )
@@ -338,8 +339,8 @@ class _Page:
             fill = s.FAILED if state == "failed" else self.name_color[int(t.name[i])]
             cls = "bar run" if state == "running" else "bar"
             tip = (
-                f"{t.names[int(t.name[i])]}[{t.item[i]}] {state}: {s.fmt_dur(b - a)} "
-                f"from +{s.fmt_dur(a - d.t0)} on {t.host[i] or '?'}"
+                f"{t.names[int(t.name[i])]}[{t.item[i]}] {state}: {fmt_dur(b - a)} "
+                f"from +{fmt_dur(a - d.t0)} on {t.host[i] or '?'}"
             )
             y = base + int(lane[i]) * row_h + pad
             out.append(
@@ -491,7 +492,7 @@ class _Page:
             util
             + s.legend(items)
             + f'<p class="note">peak {peak:.1f} cores busy (mean over bins of '
-            f"{escape(s.fmt_dur(self.width))}); tasks count their cpus × ranks.</p>"
+            f"{escape(fmt_dur(self.width))}); tasks count their cpus × ranks.</p>"
         )
         if not len(t):
             return out + '<p class="none">no tasks submitted</p>'
@@ -540,7 +541,7 @@ class _Page:
         rows = "".join(
             f"<tr><td>{escape(r['component'])}</td><td>{escape(r['op'])}</td>"
             f"<td>{escape(r['prefix'])}</td><td class=num>{r['ops']:,}</td>"
-            f"<td class=num>{escape(s.fmt_bytes(r['bytes']))}</td></tr>"
+            f"<td class=num>{escape(fmt_bytes(r['bytes']))}</td></tr>"
             for r in traffic.totals[:12]
         )
         more = len(traffic.totals) - 12
@@ -606,7 +607,7 @@ class _Page:
             last = max(series, key=lambda m: m.time[-1])
             n = sum(len(m.time) for m in series)
             head = (
-                f"<h3>{escape(name)} <small>latest {escape(s.fmt_num(float(last.value[-1])))}"
+                f"<h3>{escape(name)} <small>latest {escape(fmt_num(float(last.value[-1])))}"
                 f" · {n:,} values</small></h3>"
             )
             charts = []
@@ -660,7 +661,7 @@ class _Page:
                 body += f"<h4>error</h4><pre>{escape(detail)}</pre>"
             if tail:
                 body += f"<h4>log tail: {escape(tail[0])}</h4><pre>{escape(tail[1])}</pre>"
-            when = "-" if not f["time"] else f"+{s.fmt_dur(f['time'] - d.t0)}"
+            when = "-" if not f["time"] else f"+{fmt_dur(f['time'] - d.t0)}"
             rows.append(
                 f'<tr><td><span class="kind {escape(f["kind"])}">{escape(f["kind"])}</span></td>'
                 f"<td>{escape(item)}</td><td>{escape(when)}</td>"

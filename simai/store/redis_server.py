@@ -55,13 +55,32 @@ class Shard:
 class RedisServers:
     """N redis-server shards on consecutive ports, started on construction.
 
-    `port=0` picks free ports. `malloc_conf` is the shards' MALLOC_CONF (None: inherit the
-    environment's); see MALLOC_CONF. `persist_dir` keeps each shard's data in
-    `persist_dir/shard-<i>.rdb`: loaded at start, saved at stop. Use as a context manager, or
-    call `stop()`; shards still running when this object is collected or the interpreter
-    exits are stopped too, unless `detach=True` (the CLI's `simai store start`), in which
-    case they run in their own session until `stop()` is called, possibly from another
-    process through `RedisServers.attach(state)`.
+    Use as a context manager, or call `stop()`; shards still running when this object is
+    collected or the interpreter exits are stopped too, unless `detach=True`.
+
+    Parameters
+    ----------
+    shards : int
+        How many redis-server processes.
+    port : int
+        The first shard's port; the others follow it. 0 picks free ports.
+    bind : str
+        The address they listen on (loopback unless told otherwise).
+    password : str or None
+        The password clients must give (default: a random one).
+    persist_dir : path or None
+        Keeps each shard's data in `persist_dir/shard-<i>.rdb`: loaded at start, saved at stop.
+    log_dir : path or None
+        Where the shards' logs go (default: a private temporary directory).
+    executable : str
+        The redis-server program.
+    start_timeout : float
+        Seconds the shards may take to accept connections.
+    detach : bool
+        Run the shards in their own session until `stop()` is called, possibly from another
+        process through `RedisServers.attach(state)` (the CLI's `simai store start`).
+    malloc_conf : str or None
+        The shards' MALLOC_CONF (None: inherit the environment's); see MALLOC_CONF.
     """
 
     def __init__(

@@ -49,9 +49,22 @@ def _alloc(n: int) -> memoryview:
 class Connection:
     """One socket to one redis-server, authenticated on connect.
 
-    `name` is what error messages call the server (a URL without its password).
-    `timeout` bounds each socket operation (None = wait forever); `connect_timeout` the
-    TCP connect and AUTH.
+    Parameters
+    ----------
+    host : str
+        The server's address.
+    port : int
+        Its port.
+    password : str or None
+        The password AUTH sends.
+    username : str or None
+        An ACL user name for AUTH.
+    name : str or None
+        What error messages call the server (a URL without its password).
+    timeout : float or None
+        Seconds each socket operation may take (None: wait forever).
+    connect_timeout : float
+        Seconds the TCP connect and AUTH may take.
     """
 
     def __init__(

@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from simai.workflow.workflow import Workflow
 
 POLICIES = ("never", "on-failure", "always")
-STATES = ("pending", "running", "restarting", "done", "failed", "stopped")
 COMPONENT_ENV = "SIMAI_COMPONENT"
 
 
@@ -39,7 +38,30 @@ class ComponentFailed(RuntimeError):
 
 
 class Component:
-    """Handle of a running component: its state, log, restarts, and `wait`/`stop`."""
+    """Handle of a running component: its state, log, restarts, and `wait`/`stop`.
+
+    Made by :meth:`Workflow.start`, which checks the arguments. Its `state` is "pending",
+    "running", "restarting", "done", "failed" or "stopped".
+
+    Parameters
+    ----------
+    workflow : Workflow
+        The run it belongs to.
+    name : str
+        Its name, unique in the run: it names its log and its records.
+    target : callable or Command
+        What it runs: a function called with `args` and `kwargs`, or a command.
+    args : tuple
+        Positional arguments of a function.
+    kwargs : dict
+        Keyword arguments of a function.
+    resources : Resources
+        What the executor reserves for it.
+    restart : str
+        "never", "on-failure" or "always".
+    max_restarts : int
+        Restarts at most.
+    """
 
     def __init__(
         self,
@@ -79,7 +101,7 @@ class Component:
     def _write_spec(self, target: Any, args: tuple, kwargs: dict[str, Any]) -> Path:
         spec: dict[str, Any] = {
             "control": str(self._control),
-            "interval": self.workflow.heartbeat_interval,
+            "interval": self.workflow.options.heartbeat_interval,
             "sys_path": list(sys.path),  # so the function's module imports as it does here
         }
         if isinstance(target, Command):

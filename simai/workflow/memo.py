@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import pickle
 from collections.abc import Callable
@@ -11,48 +10,22 @@ from typing import Any
 import cloudpickle
 
 from simai.launch.executor import Task
+from simai.launch.memokey import command_key, function_key
 from simai.workflow.component import COMPONENT_ENV
 from simai.workflow.records import Records
 
 _log = logging.getLogger(__name__)
-#: a function's identity in memo keys, by id of the function (kept alive while cached)
-_IDENTS: dict[int, tuple[Any, str]] = {}
-
-
-def _ident(fn: Any) -> str:
-    """The function's identity in memo keys: ``module:qualname`` (the local executor's
-    workers compute it the same way, ``_worker._ident``)."""
-    known = _IDENTS.get(id(fn))
-    if known is not None and known[0] is fn:
-        return known[1]
-    ident = f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
-    if len(_IDENTS) >= 256:
-        _IDENTS.clear()
-    _IDENTS[id(fn)] = (fn, ident)
-    return ident
 
 
 def memo_key(task: Task) -> str | None:
-    """sha256 of what the task computes: the function's identity (module and qualified
-    name) or the command's argv, cwd and environment, and the resolved arguments.
-    None for components, which are never memoized. (The local executor's workers compute
-    the same key for Python tasks: ``simai/launch/_worker.py``.)"""
-    if task.command is not None:
-        cmd = task.command
-        if COMPONENT_ENV in (cmd.env or {}):
-            return None
-        what: Any = ("command", list(cmd.argv), str(cmd.cwd), sorted((cmd.env or {}).items()))
-    else:
-        kwargs = task.kwargs
-        what = ("function", _ident(task.fn), task.args, sorted(kwargs.items()) if kwargs else [])
-    try:
-        blob = pickle.dumps(what, protocol=5)  # the C pickler: a few times faster
-    except Exception:  # noqa: BLE001 - lambdas and local classes need cloudpickle
-        try:
-            blob = cloudpickle.dumps(what)
-        except Exception:  # noqa: BLE001 - an argument that cannot be hashed is not memoized
-            return None
-    return hashlib.sha256(blob).hexdigest()
+    """What the task computes, hashed (:mod:`simai.launch.memokey`); None for components,
+    which are never memoized."""
+    cmd = task.command
+    if cmd is None:
+        return function_key(task.fn, task.args, task.kwargs)
+    if COMPONENT_ENV in (cmd.env or {}):
+        return None
+    return command_key(cmd.argv, cmd.cwd, cmd.env)
 
 
 class RecordsMemo:

@@ -41,6 +41,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from simai.checks import check_int
 from simai.workflow.component import COMPONENT_ENV
 
 if TYPE_CHECKING:
@@ -75,11 +76,7 @@ def _check(name: Any, value: Any, step: Any) -> tuple[str, float, int | None]:
             f"metric {name!r}: value must be a number (int, float, numpy or 0-d tensor), "
             f"not {type(value).__name__}"
         ) from None
-    if step is not None:
-        if isinstance(step, bool) or not hasattr(step, "__index__"):
-            raise TypeError(f"metric {name!r}: step must be an int or None, not {step!r}")
-        step = int(step)
-    return name, number, step
+    return name, number, check_int(f"metric {name!r}: step", step, optional=True)
 
 
 def log_metric(name: str, value: float, step: int | None = None) -> None:

@@ -7,14 +7,14 @@ can undo the last commits. A killed run leaves a database that opens and holds a
 of what was recorded.
 
 Writing costs the workflow process almost nothing: :meth:`Records.event`,
-:meth:`Records.tasks`, :meth:`Records.log_metric` and ``memo_put(..., durable=False)``
-append to an in-memory queue (a couple of microseconds, or less a row for batches); a
-flusher thread sends the queue every ``interval``
-seconds (or at ``batch`` items) as one marshal frame to a small writer process
-(``_recorder.py``, standard library only), which commits each frame in one transaction and
-acknowledges it. SQLite's work thus runs outside the workflow's GIL. ``flush()`` waits
-until everything queued is committed; ``memo_put(..., durable=True)`` (the default) waits
-for its own commit, shared with whatever else is queued. ``close()`` flushes and stops the
+:meth:`Records.tasks`, :meth:`Records.log_metric` and ``memo_put_many(...,
+durable=False)`` append to an in-memory queue (a couple of microseconds, or less a row
+for batches); a flusher thread sends the queue every ``interval`` seconds (or at
+``batch`` items) as one marshal frame to a small writer process (``_recorder.py``,
+standard library only), which commits each frame in one transaction and acknowledges it.
+SQLite's work thus runs outside the workflow's GIL. ``flush()`` waits until everything
+queued is committed; ``memo_put_many(..., durable=True)`` (the default) waits for its own
+commit, shared with whatever else is queued. ``close()`` flushes and stops the
 writer; so does the end of the interpreter. The writer exits when its pipe closes, so it
 never outlives the workflow process, SIGKILL included, and commits all it received first.
 
@@ -69,19 +69,21 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
 import fcntl
 import functools
 import json
 import logging
 import marshal
 import os
+import re
 import socket
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -107,29 +109,6 @@ STATE_OF = _recorder.STATE_OF
 _KINDS = frozenset(KINDS)
 _EVENTS = frozenset(EVENTS)
 
-SCHEMA_VERSION = 3
-#: version 1 kept the memo in a table keyed by the memo key: each insert went to a random
-#: page, which made the memo most of what recording cost
-_MIGRATE_1 = """
-BEGIN IMMEDIATE;
-ALTER TABLE memo RENAME TO memo_v1;
-CREATE TABLE memo (
-    key TEXT NOT NULL, name TEXT, status TEXT NOT NULL, result BLOB, finished REAL);
-INSERT INTO memo SELECT key, name, status, result, finished FROM memo_v1 ORDER BY finished;
-DROP TABLE memo_v1;
-PRAGMA user_version=2;
-COMMIT;
-"""
-#: version 2 wrapped each memo result (a pickle) in a 64-byte simai.store.codec header of
-#: kind bytes (kind 0 at byte 5); version 3 keeps the bytes as given
-_MIGRATE_2 = """
-BEGIN IMMEDIATE;
-DELETE FROM memo WHERE substr(result, 1, 4) != CAST('SMAI' AS BLOB)
-    OR substr(result, 6, 1) != X'00';
-UPDATE memo SET result = substr(result, 65);
-PRAGMA user_version=3;
-COMMIT;
-"""
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     attempt INTEGER PRIMARY KEY, started REAL NOT NULL, ended REAL,
@@ -159,6 +138,7 @@ CREATE TABLE IF NOT EXISTS store_counters (
     time REAL NOT NULL, host TEXT, pid INTEGER, component TEXT, op TEXT NOT NULL,
     prefix TEXT NOT NULL, ops INTEGER NOT NULL, bytes INTEGER NOT NULL);
 """
+_TABLES = re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", _SCHEMA)
 _SET_OFFSET = "INSERT OR REPLACE INTO channel_files VALUES (?,?)"
 _INSERT_COUNTERS = "INSERT INTO store_counters VALUES (?,?,?,?,?,?,?,?)"
 _INSERT_BACKLOG = "INSERT INTO stream_backlog VALUES (?,?,?,?)"
@@ -212,14 +192,26 @@ def _locked(method: F) -> F:
 
 
 class Records:
-    """The records database at ``path`` (created with its tables if missing).
+    """The records database at ``path``, created with its tables if missing: the one
+    writer and reader of a run's records (:mod:`simai.observe` reads through it too).
 
-    ``readonly=True`` opens an existing database for queries only (no writer process).
-    ``journals`` names a directory of memo journals that the writer folds into the memo
-    table (see ``_recorder.py``); close the records only after their writers stopped.
-    ``interval`` (seconds) and ``batch`` (items) bound how long a write waits in memory;
-    ``busy_timeout`` how long a write waits for another writer of the same database;
-    ``hold`` how long the row of a task that has not ended may wait for its end.
+    Parameters
+    ----------
+    path : path
+        The database file.
+    readonly : bool
+        Open an existing database for queries only (no writer process).
+    journals : path, optional
+        A directory of memo journals that the writer folds into the memo table (see
+        ``_recorder.py``); close the records only after their writers stopped.
+    interval : float
+        Seconds a write waits in memory at most before it goes to the writer.
+    batch : int
+        Writes queued at most before they go to the writer.
+    busy_timeout : float
+        Seconds a write waits at most for another writer of the same database.
+    hold : float
+        Seconds the row of a task that has not ended may wait for its end.
     """
 
     def __init__(
@@ -260,14 +252,7 @@ class Records:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 with self._db:
                     self._db.executescript(_SCHEMA)
-                    version = self._db.execute("PRAGMA user_version").fetchone()[0]
-                    if version == 0:
-                        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-                    if version == 1:
-                        self._db.executescript(_MIGRATE_1)
-                    if version in (1, 2):
-                        self._db.executescript(_MIGRATE_2)
-            self._check_schema()
+            self._db.execute(f"SELECT 1 FROM {', '.join(_TABLES)} LIMIT 0")
         except sqlite3.DatabaseError as e:
             self._db.close()
             raise ValueError(f"{self.path} is not a simai records database: {e}") from None
@@ -324,19 +309,6 @@ class Records:
         db.execute("PRAGMA synchronous=NORMAL")
         db.row_factory = sqlite3.Row
         return db
-
-    def _check_schema(self) -> None:
-        try:
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            self._db.execute("SELECT 1 FROM runs, events, tasks, memo, metrics LIMIT 0")
-        except sqlite3.DatabaseError as e:
-            raise ValueError(f"{self.path} is not a simai records database: {e}") from None
-        self.version = version
-        if version != SCHEMA_VERSION and not (self.readonly and version in (1, 2)):
-            raise ValueError(
-                f"{self.path} has records schema version {version}; this simai reads "
-                f"{SCHEMA_VERSION}"
-            )
 
     # --- writing -------------------------------------------------------------------------
 
@@ -497,30 +469,6 @@ class Records:
         """How far each channel file was read (see :mod:`simai.workflow.metrics`)."""
         return dict(self._db.execute("SELECT file, offset FROM channel_files").fetchall())
 
-    def memo_put(
-        self,
-        key: str,
-        name: str | None,
-        result: bytes,
-        *,
-        status: str = "done",
-        durable: bool = True,
-        on_durable: Callable[[BaseException | None], None] | None = None,
-    ) -> None:
-        """Store a finished task's result (its pickle, or any bytes) under its memo ``key``.
-
-        A run must not report a task finished before its memo would survive a kill, so
-        with ``durable=True`` (the default) this returns only once the memo is committed.
-        That costs a commit's latency per call: a workflow finishing thousands of tasks a
-        second passes ``on_durable`` instead, which returns at once and has the records
-        thread call ``on_durable(None)`` after the commit (``on_durable(error)`` if the
-        writer failed): resolve the task's future there. ``durable=False`` only queues it.
-        Raises ``TypeError`` for a result that is not bytes.
-        """
-        self.memo_put_many(
-            [(key, name, result)], status=status, durable=durable, on_durable=on_durable
-        )
-
     def memo_put_many(
         self,
         entries: list[tuple[str, str | None, bytes]],
@@ -529,8 +477,17 @@ class Records:
         durable: bool = True,
         on_durable: Callable[[BaseException | None], None] | None = None,
     ) -> None:
-        """:meth:`memo_put` for ``(key, name, result)`` entries, committed together (one
-        ``on_durable`` call for all); none is queued if one is not bytes."""
+        """Store finished tasks' results (their pickles, or any bytes), ``(key, name, result)``
+        entries under their memo keys, committed together; none is queued if one is not
+        bytes (``TypeError``).
+
+        A run must not report a task finished before its memo would survive a kill, so
+        with ``durable=True`` (the default) this returns only once the memos are committed.
+        That costs a commit's latency per call: a workflow finishing thousands of tasks a
+        second passes ``on_durable`` instead, which returns at once and has the records
+        thread call ``on_durable(None)`` after the commit (``on_durable(error)`` if the
+        writer failed): resolve the tasks' futures there. ``durable=False`` only queues them.
+        """
         self._writable()
         now = time.time()
         rows = [(key, name, status, result, now) for key, name, result in entries]
@@ -716,22 +673,11 @@ class Records:
         row = self._db.execute("SELECT * FROM memo WHERE rowid=?", (rowid,)).fetchone()
         return MemoEntry(row["key"], row["name"], row["status"], row["result"], row["finished"])
 
-    @_locked
-    def memo_keys(self) -> set[str]:
-        """Every committed memo key (for a resume that checks many tasks at once)."""
-        self._load_memo_keys()
-        return set(self._memo_rows)
-
     def _load_memo_keys(self) -> None:
         """Read the memo keys committed since the last call into memory: the memo table
         has no index (appending to it is what keeps recording cheap), so lookups go
         through this map of key to row. The first call waits for the writer to have
         folded in the memo journals that an earlier attempt left."""
-        if self.version != SCHEMA_VERSION:
-            raise ValueError(
-                f"{self.path} keeps memos in the format of records schema version "
-                f"{self.version}: open it for writing (resume the run) to convert them"
-            )
         if not self._acked and self.journals is not None:  # the writer folds them in
             # before its first commit; the records thread (a commit callback) must not wait
             # for itself: until a commit, it looks up without them
@@ -745,6 +691,25 @@ class Records:
             self._memo_seen = rows[-1][0]
 
     # --- queries -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Read in one snapshot: the queries in the block see the same commits, even while
+        the run goes on writing (one read transaction, other threads' queries wait)."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                yield
+            finally:
+                self._db.execute("COMMIT")
+
+    @_locked
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        """The rows of a read-only SQL query, as tuples: for readers that build on the
+        records with queries of their own (:mod:`simai.observe`)."""
+        cur = self._db.cursor()
+        cur.row_factory = None
+        return cur.execute(sql, params).fetchall()
 
     @_locked
     def runs(self) -> list[dict[str, Any]]:
@@ -803,14 +768,54 @@ class Records:
         return [dict(zip(columns, r, strict=True)) for r in cur]
 
     @_locked
+    def components(self) -> list[dict[str, Any]]:
+        """Each component as its latest event left it, by name: ``name``, ``state``,
+        ``restarts`` (its ``restarting`` events), ``last_event``, ``time``, ``host``,
+        ``worker``, ``detail``."""
+        restarts = dict(
+            self._db.execute(
+                "SELECT name, count(*) FROM events WHERE kind = 'component' "
+                "AND event = 'restarting' GROUP BY name"
+            ).fetchall()
+        )
+        return [
+            {
+                "name": r["name"],
+                "state": STATE_OF.get(r["event"], r["event"]),
+                "restarts": restarts.get(r["name"], 0),
+                "last_event": r["event"],
+                "time": r["time"],
+                "host": r["host"],
+                "worker": r["worker"],
+                "detail": r["detail"],
+            }
+            for r in self._db.execute(
+                "SELECT * FROM events WHERE id IN (SELECT max(id) FROM events "
+                "WHERE kind = 'component' GROUP BY name) ORDER BY name"
+            )
+        ]
+
+    @_locked
+    def failed_tasks(self, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` tasks whose state is ``failed``: ``kind`` (``task``),
+        ``name``, ``item_id``, ``time`` (when it ended), ``host``, ``worker``, ``detail``."""
+        return [
+            {"kind": "task"} | dict(r)
+            for r in self._db.execute(
+                "SELECT name, item_id, ended AS time, host, worker, detail FROM tasks "
+                "WHERE state = 'failed' ORDER BY ended DESC LIMIT ?",
+                (int(limit),),
+            )
+        ]
+
+    @_locked
     def summary(self, failures: int = 50) -> dict[str, Any]:
         """Everything ``simai status`` shows, as plain data:
 
         ``runs`` (attempts), ``tasks`` (task counts per state), ``task_names`` (the same
-        per task name), ``components`` (per component: state, restarts (its ``restarting``
-        events), last event, time, host, worker, detail), ``events`` (counts per kind and
-        event in the events log), ``failures`` (up to ``failures`` tasks and components
-        whose latest event is ``failed``, newest first, with their detail) and
+        per task name), ``components`` (see :meth:`components`), ``events`` (counts per
+        kind and event in the events log), ``failures`` (up to ``failures`` tasks and
+        components whose latest event is ``failed``, newest first, with their detail) and
         ``failures_total``.
         """
         db = self._db
@@ -826,43 +831,14 @@ class Records:
             "SELECT kind, event, count(*) FROM events GROUP BY kind, event"
         ):
             counts.setdefault(kind, {})[event] = n
-        restarts = dict(
-            db.execute(
-                "SELECT name, count(*) FROM events WHERE kind = 'component' "
-                "AND event = 'restarting' GROUP BY name"
-            ).fetchall()
-        )
-        components = []
-        for r in db.execute(
-            "SELECT * FROM events WHERE id IN (SELECT max(id) FROM events "
-            "WHERE kind = 'component' GROUP BY name) ORDER BY name"
-        ):
-            components.append(
-                {
-                    "name": r["name"],
-                    "state": STATE_OF.get(r["event"], r["event"]),
-                    "restarts": restarts.get(r["name"], 0),
-                    "last_event": r["event"],
-                    "time": r["time"],
-                    "host": r["host"],
-                    "worker": r["worker"],
-                    "detail": r["detail"],
-                }
-            )
+        components = self.components()
         failed = [
             {"kind": "component", "name": c["name"], "item_id": None, "time": c["time"]}
             | {k: c[k] for k in ("host", "worker", "detail")}
             for c in components
             if c["state"] == "failed"
         ]
-        failed += [
-            {"kind": "task"} | dict(r)
-            for r in db.execute(
-                "SELECT name, item_id, ended AS time, host, worker, detail FROM tasks "
-                "WHERE state = 'failed' ORDER BY ended DESC LIMIT ?",
-                (int(failures),),
-            )
-        ]
+        failed += self.failed_tasks(failures)
         failed.sort(key=lambda f: f["time"] or 0, reverse=True)
         return {
             "runs": self.runs(),

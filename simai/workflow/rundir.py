@@ -24,6 +24,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import importlib.metadata
 import json
 import os
 import re
@@ -80,9 +81,12 @@ def log_stem(name: str) -> str:
 
 
 def _simai_version() -> str:
-    from simai import __version__
-
-    return __version__
+    """The installed simai's version (read from its metadata: the workflow layer does not
+    import the simai package above it)."""
+    try:
+        return importlib.metadata.version("simai")
+    except importlib.metadata.PackageNotFoundError:  # a source tree that was not installed
+        return "unknown"
 
 
 class RunDir:
@@ -105,16 +109,6 @@ class RunDir:
             raise FileNotFoundError(
                 f"{self.path} is not a run directory (no {CONFIG} or {RECORDS} in it)"
             )
-
-    @classmethod
-    def for_name(cls, name: str, root: str | os.PathLike[str] = DEFAULT_ROOT, **kw: Any) -> RunDir:
-        """The run directory ``<root>/<name>`` (``runs/<name>`` by default)."""
-        if not isinstance(name, str) or not name or name != log_stem(name):
-            raise ValueError(
-                f"run name {name!r} must be non-empty and made of letters, digits, '.', '_' "
-                "and '-' (it names a directory)"
-            )
-        return cls(Path(root) / name, **kw)
 
     @staticmethod
     def exists(path: str | os.PathLike[str]) -> bool:
@@ -272,11 +266,6 @@ class RunDir:
                 os.close(fd)
 
     close = unlock
-
-    @property
-    def locked(self) -> bool:
-        """Whether this object holds the lock."""
-        return self._lock_fd is not None
 
     def holder(self) -> dict[str, Any] | None:
         """``{"pid", "host", "time"}`` of the live process holding the lock, or ``None``.

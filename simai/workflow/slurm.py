@@ -27,6 +27,10 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from simai.checks import check_int
+from simai.workflow.records import Records
+from simai.workflow.script import run_script, script_path
+
 COMPLETE = "complete"
 JOBS = "jobs"
 SCRIPT = "job.sh"
@@ -75,11 +79,8 @@ def submit_chain(
     ``done``. `time` is sbatch's ``--time`` (Slurm rounds it up to whole minutes); `env`
     replaces the environment the jobs get (default: this process's). Returns the job ids.
     """
-    script_path = Path(script).absolute()
-    if not script_path.is_file():
-        raise FileNotFoundError(f"no workflow script {str(script)!r}")
-    if not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs must be an int >= 1, not {jobs!r}")
+    script_file = script_path(script)
+    check_int("jobs", jobs, 1)
     if not isinstance(time, str) or not _TIME.match(time):
         raise ValueError(
             f"time must be a Slurm --time value (MM, MM:SS, HH:MM:SS, D-HH[:MM]), not {time!r}"
@@ -91,9 +92,9 @@ def submit_chain(
     if sbatch is None:
         raise FileNotFoundError("sbatch not found on PATH: is this a Slurm login node?")
     run_path = Path(run_dir).absolute() if run_dir is not None else None
-    chain = _new_chain_dir(chain_root(run_path), script_path.stem)
+    chain = _new_chain_dir(chain_root(run_path), script_file.stem)
     job_sh = chain / SCRIPT
-    job_sh.write_text(batch_script(chain, script_path, list(args), run_path, Path.cwd()))
+    job_sh.write_text(batch_script(chain, script_file, list(args), run_path, Path.cwd()))
     job_sh.chmod(0o755)
     ids: list[str] = []
     try:
@@ -101,7 +102,7 @@ def submit_chain(
             cmd = [
                 sbatch,
                 "--parsable",
-                f"--job-name=simai-{script_path.stem}",
+                f"--job-name=simai-{script_file.stem}",
                 f"--time={time}",
                 f"--output={chain}/job-%j.out",
             ]
@@ -150,8 +151,6 @@ def run_complete(chain: Path, run_dir: Path | None) -> bool:
         return True
     if run_dir is None or not (run_dir / "records.db").is_file():
         return False
-    from simai.workflow.records import Records
-
     records = Records(run_dir / "records.db", readonly=True)
     try:
         attempts = records.runs()
@@ -161,20 +160,20 @@ def run_complete(chain: Path, run_dir: Path | None) -> bool:
 
 
 def run_job(chain: Path, run_dir: Path | None, script: str, args: Sequence[str]) -> int:
-    """One job of a chain: skip a complete run, else ``simai run --resume`` it in-process."""
-    from simai import cli
-
+    """One job of a chain: skip a complete run, else resume it in this process."""
     job = os.environ.get("SLURM_JOB_ID", "?")
     if run_complete(chain, run_dir):
         print(f"simai: job {job}: the run is already complete, nothing to do", flush=True)
         return 0
     print(f"simai: job {job}: resuming {script} at {time.time():.3f}", flush=True)
     try:
-        rc = cli.main(["run", "--resume", script, *args])
+        rc = run_script(script, args, resume=True)
+    except KeyboardInterrupt:  # a time limit or a stop: the next job goes on
+        rc = INTERRUPTED_EXIT
     except BaseException:
         _cancel_later(chain, job)
         raise
-    print(f"simai: job {job}: simai run exited {rc} at {time.time():.3f}", flush=True)
+    print(f"simai: job {job}: the script exited {rc} at {time.time():.3f}", flush=True)
     if rc == 0:
         (chain / COMPLETE).write_text(f"{job}\n")
     elif rc != INTERRUPTED_EXIT:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from simai import launch
+from simai.checks import check_int
 from simai.launch import Command, Executor, Resources, get_executor
 from simai.launch.executor import Task
 from simai.launch.signals import leave_stop_signals_to_main_thread
@@ -26,13 +27,13 @@ from simai.store.local import LocalStore, local_root
 from simai.workflow import metrics
 from simai.workflow.component import COMPONENT_ENV, POLICIES, Component
 from simai.workflow.memo import RecordsMemo
+from simai.workflow.options import WorkflowOptions
 from simai.workflow.records import Records
 from simai.workflow.rundir import RunDir
 
 ENV_RUN_DIR = metrics.ENV_RUN_DIR
 ENV_RESUME = "SIMAI_RESUME"
 STOP_REQUEST = "stop-request"
-LAYOUTS = ("colocated", "clustered")
 #: seconds a task that has not ended waits for a row: a short one gets one when it ends
 HOLD = 1.0
 _ONE_CORE = json.dumps({"cpus": 1, "gpus": 0, "ranks": 1})  # most tasks' resources
@@ -53,31 +54,41 @@ class WorkflowStopped(KeyboardInterrupt):
 class Workflow:
     """A run: brings up the store, launches tasks and components, records everything.
 
-    `store` is "local" (node-local shared memory, the default), "file" (a directory in the
-    run directory), "redis" (shards the workflow starts and stops), or a URL of a store that
-    is already running. `executor` is "local", "parsl" or an Executor; `executor_config`
-    goes to its constructor. The run directory is `runs/<name>` unless `run_dir` says
-    otherwise. `resume=True` continues a run: finished tasks are recalled, not rerun, and the
-    store's contents come back; `resume=False` starts over in the same directory; the default
-    follows $SIMAI_RESUME (set by `simai run --resume`). `memoize=False` keeps no memo of
-    finished tasks, for runs that will not be resumed (or tasks that must run again when
-    they are): a resume then runs every task again, and no task's result is pickled and
-    kept, which makes short tasks and big results cheaper.
+    A node-local store keeps what `keep_store` says in the run directory's `store/local`
+    (a compact copy a resume loads back): by default everything when the run does not
+    complete (an error, Ctrl-C, SIGTERM at a job's time limit) and nothing when it does.
+    After a SIGKILL nothing can be saved, but the store stays in /dev/shm, where a resume on
+    the same node finds it. Tasks need none of this to be recalled: their results are in
+    the run's records.
 
-    `keep_store` says what of a node-local store outlives the run, in its run directory's
-    `store/local` (a compact copy, loaded back by a resume): None (the default) keeps
-    everything when the run does not complete (an error, Ctrl-C, SIGTERM at a job's time limit)
-    and nothing when it does; True always keeps everything, False nothing; a list of key
-    prefixes always keeps the values and streams under them. After a SIGKILL nothing can be
-    saved, but the store stays in /dev/shm, where a resume on the same node finds it. Tasks
-    need none of this to be recalled: their results are in the run's records.
-
-    Placement: with `layout="colocated"` the store shares the node with tasks and
-    components, and `store_cores=k` pins the Redis shards to the first k cores while tasks and
-    components get the others. With `layout="clustered"` the store runs apart from the
-    components: shards the workflow starts listen on `store_bind` (an address the executor's
-    nodes reach) while the executor places components on its own nodes, or `store` is the URL
-    of shards already running on nodes of their own.
+    Parameters
+    ----------
+    name : str
+        The workflow's name: its run directory is `runs/<name>` unless `run_dir` says
+        otherwise, and a run directory belongs to one name.
+    store : str
+        "local" (node-local shared memory, the default), "file" (a directory in the run
+        directory), "redis" (shards the workflow starts and stops), or the URL of a store
+        that is already running.
+    executor : str or Executor
+        "local" (the default), "parsl" or an Executor.
+    run_dir : path, optional
+        The run directory (default `runs/<name>`).
+    resume : bool, optional
+        True continues a run: finished tasks are recalled, not rerun, and the store's
+        contents come back; False starts over in the same directory; None (the default)
+        follows $SIMAI_RESUME (set by `simai run --resume`).
+    memoize : bool
+        False keeps no memo of finished tasks, for runs that will not be resumed (or tasks
+        that must run again when they are): a resume then runs every task again, and no
+        task's result is pickled and kept, which makes short tasks and big results cheaper.
+    keep_store : bool, list of str or None
+        What of a node-local store outlives the run: None (the default) everything when the
+        run does not complete and nothing when it does; True always everything, False
+        nothing; a list of key prefixes always the values and streams under them.
+    options : WorkflowOptions, optional
+        Placement and tuning: the executor's configuration, the store's shards, cores and
+        address, the layout and the components' heartbeat (see :class:`WorkflowOptions`).
     """
 
     def __init__(
@@ -89,32 +100,17 @@ class Workflow:
         *,
         resume: bool | None = None,
         memoize: bool = True,
-        executor_config: dict[str, Any] | None = None,
-        store_shards: int = 1,
-        layout: str = "colocated",
-        store_cores: int = 0,
-        store_bind: str = "127.0.0.1",
-        heartbeat_interval: float = 1.0,
-        heartbeat_timeout: float = 60.0,
         keep_store: bool | Sequence[str] | None = None,
+        options: WorkflowOptions | None = None,
     ) -> None:
-        if layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {LAYOUTS}, not {layout!r}")
-        if not isinstance(store_cores, int) or store_cores < 0:
-            raise ValueError(f"store_cores must be an int >= 0, not {store_cores!r}")
-        if store_cores and store != "redis":
-            raise ValueError("store_cores pins redis-server shards: it needs store='redis'")
-        if layout == "clustered" and store == "redis" and store_bind.startswith("127."):
-            raise ValueError(
-                "a clustered layout runs components on other nodes: the store's shards must "
-                "listen on an address they reach (store_bind='<this node's address>')"
-            )
-        if layout == "clustered" and store_cores:
-            raise ValueError("store_cores splits one node's cores: it needs layout='colocated'")
         if "://" not in store and store not in ("local", "file", "redis"):
             raise ValueError(
                 f"store must be 'local', 'file', 'redis' or a store URL, not {store!r}"
             )
+        options = WorkflowOptions() if options is None else options
+        if not isinstance(options, WorkflowOptions):
+            raise TypeError(f"options must be a WorkflowOptions, not {options!r}")
+        options.check_store(store)
         if keep_store is not None and not isinstance(keep_store, bool):
             if isinstance(keep_store, str) or not all(isinstance(p, str) for p in keep_store):
                 raise ValueError(
@@ -127,14 +123,9 @@ class Workflow:
         self.keep_store = keep_store
         self.resume = os.environ.get(ENV_RESUME) == "1" if resume is None else resume
         self.memoize = memoize
-        self.layout = layout
-        self.store_cores = store_cores
-        self.store_shards = store_shards
-        self.store_bind = store_bind
-        self.heartbeat_interval = heartbeat_interval
-        self.heartbeat_timeout = heartbeat_timeout
+        self.options = options
         self._executor_spec = executor
-        self._executor_config = dict(executor_config or {})
+        self._executor_config = dict(options.executor_config)
         self._run_dir_path = Path(run_dir) if run_dir is not None else Path("runs") / name
         self.components: dict[str, Component] = {}
         self.closing = False
@@ -180,7 +171,7 @@ class Workflow:
             store=self.store_kind,
             executor=self._executor_spec if isinstance(self._executor_spec, str) else "custom",
             script=os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else None,
-            layout=self.layout,
+            layout=self.options.layout,
         )
         Path(self.run_dir.path, STOP_REQUEST).unlink(missing_ok=True)
         self.records = Records(self.run_dir.records_path, journals=self.run_dir.memo_dir)
@@ -232,7 +223,7 @@ class Workflow:
             self._monitor_thread is not None
             and self._monitor_thread is not threading.current_thread()
         ):
-            self._monitor_thread.join(timeout=self.heartbeat_interval + 30)
+            self._monitor_thread.join(timeout=self.options.heartbeat_interval + 30)
         if self._channel is not None:
             attempt(self._channel.poll)  # the last values the ended processes logged
             attempt(metrics.ship_counters)
@@ -275,7 +266,7 @@ class Workflow:
     def _monitor(self) -> None:
         leave_stop_signals_to_main_thread()
         stop_file = Path(self.run_dir.path, STOP_REQUEST)
-        while not self._monitor_stop.wait(self.heartbeat_interval):
+        while not self._monitor_stop.wait(self.options.heartbeat_interval):
             try:
                 self._write_live_rows()
                 self._channel.poll()  # type: ignore[union-attr]
@@ -284,7 +275,7 @@ class Workflow:
             except Exception:  # noqa: BLE001 - metrics must not stop the run
                 _log.exception("recording the run's metrics failed")
             for component in list(self.components.values()):
-                component._check_heartbeat(self.heartbeat_timeout)
+                component._check_heartbeat(self.options.heartbeat_timeout)
             if stop_file.exists():
                 stop_file.unlink(missing_ok=True)
                 self._interrupt("`simai stop` asked it to")
@@ -317,23 +308,23 @@ class Workflow:
         if not self.resume:
             shutil.rmtree(persist, ignore_errors=True)
         persist.mkdir(parents=True, exist_ok=True)
+        cores = self.options.store_cores
         self._servers = RedisServers(
-            shards=self.store_shards,
+            shards=self.options.store_shards,
             port=0,
-            bind=self.store_bind,
+            bind=self.options.store_bind,
             persist_dir=persist,
             log_dir=self.run_dir.logs_dir,
         )
-        if self.store_cores:
-            cores = sorted(os.sched_getaffinity(0))
-            if self.store_cores >= len(cores):
+        if cores:
+            node = sorted(os.sched_getaffinity(0))
+            if cores >= len(node):
                 raise ValueError(
-                    f"store_cores={self.store_cores} leaves no core for tasks on this node "
-                    f"({len(cores)} cores)"
+                    f"store_cores={cores} leaves no core for tasks on this node ({len(node)} cores)"
                 )
             for pid in self._servers.pids:
-                os.sched_setaffinity(pid, cores[: self.store_cores])
-            self._executor_config.setdefault("cores", cores[self.store_cores :])
+                os.sched_setaffinity(pid, node[:cores])
+            self._executor_config.setdefault("cores", node[cores:])
         return self._servers.url, self._servers.password
 
     def _stop_store(self, complete: bool) -> None:
@@ -546,8 +537,7 @@ class Workflow:
         """
         if restart not in POLICIES:
             raise ValueError(f"restart must be one of {POLICIES}, not {restart!r}")
-        if not isinstance(max_restarts, int) or max_restarts < 0:
-            raise ValueError(f"max_restarts must be an int >= 0, not {max_restarts!r}")
+        check_int("max_restarts", max_restarts, 0)
         if isinstance(target, Command):
             if args or kwargs:
                 raise TypeError("a Command component takes no arguments")
