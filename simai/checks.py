@@ -1,21 +1,40 @@
 """Argument checks shared by every layer, with one phrasing for their messages.
 
 A value of the wrong type raises TypeError, a value out of range ValueError; both say
-"<name> must be <what>, not <value>". This module imports nothing from simai, so any layer
-may use it.
+"<name> must be <what>, not <value>". Each check returns the value in the type it names
+(an int, a float), so callers keep what they checked. This module imports nothing from
+simai, so any layer may use it.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from typing import Any
+from typing import Any, Literal, overload
 
 
 def _fail(error: type[Exception], name: str, what: str, value: Any) -> Exception:
     return error(f"{name} must be {what}, not {value!r}")
 
 
+@overload
+def check_int(
+    name: str,
+    value: Any,
+    minimum: int | None = ...,
+    *,
+    maximum: int | None = ...,
+    optional: Literal[False] = ...,
+) -> int: ...
+@overload
+def check_int(
+    name: str,
+    value: Any,
+    minimum: int | None = ...,
+    *,
+    maximum: int | None = ...,
+    optional: Literal[True],
+) -> int | None: ...
 def check_int(
     name: str,
     value: Any,
@@ -23,10 +42,9 @@ def check_int(
     *,
     maximum: int | None = None,
     optional: bool = False,
-) -> Any:
-    """Return `value` if it is an int (not a bool) in [minimum, maximum], or None if optional.
-
-    numpy integers count as ints: they are returned as Python ints."""
+) -> int | None:
+    """`value` if it is a Python int (not a bool) in [minimum, maximum]; None is allowed when
+    `optional`. numpy integers are refused: they do not survive JSON, which records use."""
     if optional and value is None:
         return None
     if minimum is not None and maximum is not None:
@@ -37,14 +55,35 @@ def check_int(
         what = "an int"
     if optional:
         what += " or None"
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    if isinstance(value, bool) or not isinstance(value, int):
         raise _fail(TypeError, name, what, value)
-    value = int(value)
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         raise _fail(ValueError, name, what, value)
-    return value
+    return int(value)
 
 
+@overload
+def check_number(
+    name: str,
+    value: Any,
+    minimum: float | None = ...,
+    *,
+    positive: bool = ...,
+    optional: Literal[False] = ...,
+    unit: str = ...,
+    infinite: bool = ...,
+) -> float: ...
+@overload
+def check_number(
+    name: str,
+    value: Any,
+    minimum: float | None = ...,
+    *,
+    positive: bool = ...,
+    optional: Literal[True],
+    unit: str = ...,
+    infinite: bool = ...,
+) -> float | None: ...
 def check_number(
     name: str,
     value: Any,
@@ -53,12 +92,16 @@ def check_number(
     positive: bool = False,
     optional: bool = False,
     unit: str = "",
-) -> Any:
-    """Return `value` as a float if it is a finite real number, >= minimum (or > 0 when
-    positive), or None if optional. `unit` names what it counts, e.g. "seconds"."""
+    infinite: bool = False,
+) -> float | None:
+    """`value` as a float if it is a real number (finite, unless `infinite` allows +inf),
+    >= minimum (or > 0 when positive); None is allowed when `optional`. `unit` names what it
+    counts, e.g. "seconds"."""
     if optional and value is None:
         return None
-    what = f"a number of {unit}" if unit else "a number"
+    what = "a number" if infinite else "a finite number"
+    if unit:
+        what += f" of {unit}"
     if positive:
         what += " > 0"
     elif minimum is not None:
@@ -69,7 +112,8 @@ def check_number(
         raise _fail(TypeError, name, what, value)
     number = float(value)
     if (
-        not math.isfinite(number)
+        math.isnan(number)
+        or (math.isinf(number) and not (infinite and number > 0))
         or (positive and not number > 0)
         or (minimum is not None and number < minimum)
     ):
@@ -77,6 +121,21 @@ def check_number(
     return number
 
 
-def check_seconds(name: str, value: Any, *, positive: bool = False, optional: bool = True) -> Any:
-    """Return `value` as float seconds (>= 0, or > 0 when positive), or None if optional."""
-    return check_number(name, value, 0.0, positive=positive, optional=optional, unit="seconds")
+@overload
+def check_seconds(
+    name: str, value: Any, *, positive: bool = ..., optional: Literal[False] = ...
+) -> float: ...
+@overload
+def check_seconds(
+    name: str, value: Any, *, positive: bool = ..., optional: Literal[True]
+) -> float | None: ...
+def check_seconds(
+    name: str, value: Any, *, positive: bool = False, optional: bool = False
+) -> float | None:
+    """`value` as float seconds, >= 0 (or > 0 when positive); inf means no limit, and None is
+    allowed when `optional`."""
+    if optional:
+        return check_number(
+            name, value, 0.0, positive=positive, optional=True, unit="seconds", infinite=True
+        )
+    return check_number(name, value, 0.0, positive=positive, unit="seconds", infinite=True)

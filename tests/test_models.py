@@ -194,6 +194,14 @@ def test_bad_input_is_refused_naming_the_problem(store):
     assert store.keys("models/") == [] and reg.model_versions(store, "n") == []
 
 
+def test_metrics_take_numpy_scalars_and_0d_tensors(store):
+    loss = torch.tensor(0.25)
+    reg.publish_model(store, "m", b"onnx", metrics={"loss": loss, "mse": np.float32(0.5)})
+    assert reg.latest_model(store, "m")[1]["metrics"] == {"loss": 0.25, "mse": 0.5}
+    with pytest.raises(TypeError, match="metrics must be a dict"):
+        reg.publish_model(store, "m", b"onnx", metrics=[0.1])
+
+
 def test_the_registry_works_on_every_backend(store):
     model = mlp()
     assert reg.publish_model(store, "net", model, step=1) == 1

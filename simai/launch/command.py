@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from simai.checks import check_seconds
 from simai.launch.mpi import MpiLauncher, detect_launcher, launch_argv
 from simai.launch.resources import Resources
 
@@ -121,7 +122,8 @@ class Command:
     launcher : MpiLauncher or None
         The MPI launcher (default: the one :func:`~simai.launch.mpi.detect_launcher` finds).
     walltime : float or None
-        Seconds before the command is killed (default: the task's walltime, if any).
+        Seconds before the command is killed, when `submit_command` gives no walltime
+        (default: no limit).
     """
 
     def __init__(
@@ -147,12 +149,15 @@ class Command:
                 "Command takes a list of arguments, not a shell string: "
                 f"use Command({str(argv).split()!r}) or shlex.split()"
             )
+        for a in argv:
+            if not isinstance(a, str | os.PathLike):
+                raise TypeError(f"Command arguments must be str or paths, not {a!r}")
         argv = [os.fspath(a) for a in argv]
         if not argv or not argv[0]:
             raise ValueError("Command needs at least the executable in argv")
         for a in argv:
             if not isinstance(a, str):
-                raise TypeError(f"Command arguments must be str or paths, got {a!r}")
+                raise TypeError(f"Command arguments must be str or paths, not {a!r}")
         if hosts is not None:
             if isinstance(hosts, str):
                 raise TypeError("hosts must be a list of host names, not a string")
@@ -160,7 +165,15 @@ class Command:
             if not hosts:
                 raise ValueError("hosts is empty")
         if env is not None and not isinstance(env, Mapping):
-            raise TypeError(f"env must be a mapping, got {type(env).__name__}")
+            raise TypeError(f"env must be a mapping, not {type(env).__name__}")
+        for key, value in (env or {}).items():
+            if not isinstance(key, str) or not (
+                value is None or isinstance(value, str | int | float)
+            ):
+                raise TypeError(
+                    f"env maps names to str or number values (None removes one), "
+                    f"not {key!r}: {value!r}"
+                )
         if cwd is not None and not Path(cwd).is_dir():
             raise NotADirectoryError(f"Command cwd {os.fspath(cwd)!r} is not a directory")
         self.argv: list[str] = argv
@@ -178,7 +191,7 @@ class Command:
         self.name = name or os.path.basename(argv[0])
         self.mpi = ranks > 1 if mpi is None else bool(mpi)
         self.launcher = launcher
-        self.walltime = walltime
+        self.walltime = check_seconds("walltime", walltime, positive=True, optional=True)
 
     @property
     def ranks(self) -> int:

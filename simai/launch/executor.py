@@ -173,7 +173,8 @@ Observer = Callable[[list[tuple[Task, str, BaseException | None]]], None]
 
 def check_retries_walltime(retries: Any, walltime: Any) -> tuple[int, float | None]:
     """`retries` (an int >= 0) and `walltime` (seconds > 0 or None), checked."""
-    return check_int("retries", retries, 0), check_seconds("walltime", walltime, positive=True)
+    walltime = check_seconds("walltime", walltime, positive=True, optional=True)
+    return check_int("retries", retries, 0), walltime
 
 
 def _find_futures(args: tuple, kwargs: dict[str, Any]) -> list[Future]:

@@ -203,9 +203,7 @@ class LocalExecutor(Executor):
         if cores is None:
             core_list = allowed
         elif isinstance(cores, int) and not isinstance(cores, bool):
-            if not 1 <= cores <= len(allowed):
-                raise ValueError(f"cores={cores}: this process may use {len(allowed)} cores")
-            core_list = allowed[:cores]
+            core_list = allowed[: check_int("cores", cores, 1, maximum=len(allowed))]
         else:
             core_list = sorted(set(cores))
             bad = [c for c in core_list if c not in allowed]
@@ -737,7 +735,14 @@ class LocalExecutor(Executor):
             env = cmd.environment()
             env.update(self._gpu_env(gpus) or {})
             result = run_command(
-                cmd, task.backend_data, env, stdout, stderr, task.walltime, task.label, popen
+                cmd,
+                task.backend_data,
+                env=env,
+                stdout=stdout,
+                stderr=stderr,
+                walltime=task.walltime,
+                label=task.label,
+                popen=popen,
             )
         except BaseException as exc:  # noqa: BLE001 - reported through the future
             error = exc

@@ -44,7 +44,7 @@ def command_key(argv: Sequence[str], cwd: object, env: Mapping[str, str] | None)
 
 def _digest(what: tuple) -> str | None:
     try:
-        blob = pickle.dumps(what, protocol=5)  # the C pickler: a few times faster
+        blob = pickle.dumps(what, protocol=5)  # the C pickler first: it is the faster one
     except Exception:  # noqa: BLE001 - lambdas and local classes need cloudpickle
         try:
             import cloudpickle

@@ -482,7 +482,15 @@ def _execute(buffer: bytes, kind: str, walltime: float | None, label: str, sys_p
     if kind == "command":
         cmd, stdout, stderr = pickle.loads(buffer)
         env = cmd.environment()
-        return run_command(cmd, cmd.full_argv(env), env, stdout, stderr, walltime, label)
+        return run_command(
+            cmd,
+            cmd.full_argv(env),
+            env=env,
+            stdout=stdout,
+            stderr=stderr,
+            walltime=walltime,
+            label=label,
+        )
     if walltime is not None:
         return _run_forked(buffer, walltime, label)
     return _call(buffer)

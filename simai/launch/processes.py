@@ -56,6 +56,7 @@ def kill_tree(pid: int) -> None:
 def run_command(
     cmd: Command,
     argv: Sequence[str],
+    *,
     env: Mapping[str, str],
     stdout: Path,
     stderr: Path,

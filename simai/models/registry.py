@@ -118,6 +118,13 @@ def _serialize(model: Any, example: Any) -> tuple[bytes, dict[str, Any]]:
     )
 
 
+def _plain(value: Any) -> Any:
+    """A numpy scalar, or a 0-d array or tensor (a loss), as the Python number JSON keeps."""
+    if getattr(value, "ndim", None) == 0 and callable(getattr(value, "item", None)):
+        return value.item()
+    return value
+
+
 def _check_json(value: Any, what: str) -> None:
     """Refuse, before a version number is taken, what the store will not keep as JSON."""
     try:
@@ -148,7 +155,9 @@ def publish_model(
     check_model_name(name)
     check_int("keep", keep, 1)
     check_int("step", step, optional=True)
-    metrics = dict(metrics or {})
+    if metrics is not None and not isinstance(metrics, dict):
+        raise TypeError(f"metrics must be a dict of names to numbers, not {metrics!r}")
+    metrics = {k: _plain(v) for k, v in (metrics or {}).items()}
     _check_json(metrics, "metrics")
     data, fields = _serialize(model, example)
     producer = producer or f"{socket.gethostname()}:{os.getpid()}"

@@ -72,7 +72,7 @@ class Surrogate:
         model_class: Any = None,
     ) -> None:
         self.name = check_model_name(name)
-        check_seconds("poll", poll, optional=False)
+        check_seconds("poll", poll)
         check_int("max_batch", max_batch, 1, optional=True)
         self.store = open_store_arg(store)
         self.device = device

@@ -453,7 +453,7 @@ class StreamReader(Iterator[Any]):
         self.store, self.name, self.index, self.skipped = store, name, start, 0
         self.group, self.timeout, self.view = group, timeout, view
         self._acked = -1
-        check_seconds("timeout", timeout)
+        check_seconds("timeout", timeout, optional=True)
         if group is not None:
             self._ack()
 
@@ -500,7 +500,7 @@ class StreamReader(Iterator[Any]):
 
 
 def _deadline(timeout: Any) -> float | None:
-    seconds = check_seconds("timeout", timeout)
+    seconds = check_seconds("timeout", timeout, optional=True)
     return None if seconds is None else time.monotonic() + seconds
 
 

@@ -50,7 +50,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from simai.checks import check_int
+from simai.checks import check_int, check_seconds
 from simai.store import codec
 from simai.store.base import Store, StreamEnded, StreamTrimmed
 from simai.store.resp import AuthenticationError, Connection, ReplyError
@@ -206,8 +206,8 @@ class RedisStore(Store):
         user = f"{self._username}@" if self._username else ""
         self.url = "redis://" + user + ",".join(_address(h, p) for h, p in addrs)
         self.chunk_size = chunk_size
-        self.timeout = timeout
-        self.connect_timeout = connect_timeout
+        self.timeout = check_seconds("timeout", timeout, positive=True, optional=True)
+        self.connect_timeout = check_seconds("connect_timeout", connect_timeout, positive=True)
         self._ns = namespace.encode() + b":"
         self._bounded: dict[str, tuple[int, str] | None] = {}
         self._starts: dict[str, int] = {}

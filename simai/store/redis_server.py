@@ -97,8 +97,7 @@ class RedisServers:
         malloc_conf: str | None = MALLOC_CONF,
     ) -> None:
         check_int("shards", shards, 1)
-        if not isinstance(port, int) or not (port == 0 or 1 <= port <= 65535 - shards + 1):
-            raise ValueError(f"port must be 0 (any free port) or 1..65535, not {port!r}")
+        check_int("port (0: any free port)", port, 0, maximum=65535 - shards + 1)
         exe = shutil.which(executable)
         if exe is None:
             raise FileNotFoundError(
