@@ -64,6 +64,14 @@ def test_bad_commands_are_refused_early(ex, tmp_path):
         Command(["echo"], cwd=tmp_path / "missing")
     with pytest.raises(ValueError, match="cpus must be an int >= 1"):
         Command(["echo"], cpus_per_rank=-1)
+    with pytest.raises(TypeError, match="Command arguments must be str or paths, not 3"):
+        Command(["echo", 3])
+    with pytest.raises(ValueError, match="walltime must be a number of seconds > 0 or None"):
+        Command(["echo"], walltime=-1)
+    with pytest.raises(TypeError, match="walltime must be a number of seconds > 0 or None"):
+        Command(["echo"], walltime="5")
+    with pytest.raises(TypeError, match="env maps names to str or number values"):
+        Command(["echo"], env={"A": [1]})
     with pytest.raises(FileNotFoundError, match="'no-such-program-xyz' not found on PATH"):
         ex.submit_command(Command(["no-such-program-xyz"]))
     with pytest.raises(FileNotFoundError, match="not found or not executable"):
