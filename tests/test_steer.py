@@ -29,6 +29,7 @@ from simai.steer import (
     SteeringOptions,
     get_policy,
 )
+from simai.steer.picking import CandidateOrder
 
 GRID = [round(float(x), 4) for x in np.linspace(0.0, 1.0, 1001)]
 OPTIMUM = 0.7
@@ -206,12 +207,28 @@ def test_policies_parse_from_strings_and_rank():
         get_policy("best")
     with pytest.raises(ValueError, match="greedy takes no parameter"):
         get_policy("greedy:3")
-    with pytest.raises(ValueError, match=r"^UCB beta must be a number >= 0, not -1$"):
+    with pytest.raises(ValueError, match=r"^UCB beta must be a finite number >= 0, not -1$"):
         UCB(beta=-1)
-    with pytest.raises(TypeError, match="UCB beta must be a number"):
+    with pytest.raises(TypeError, match="UCB beta must be a finite number"):
         UCB(beta="2")
     with pytest.raises(TypeError, match=r"^Random seed must be an int >= 0 or None, not 1.5$"):
         Random(seed=1.5)
+
+
+def test_candidate_order_hands_each_candidate_out_once():
+    order = CandidateOrder(5, Greedy(), seed=0)
+    order.take(2)
+    order.requeue(2, 1)  # taken since: not handed out again
+    order.requeue(4, 3)
+    assert order.requeued == [(4, 3)]
+    assert order.pick() == (4, 3)
+    order.rank(1, np.array([0.0, 5.0, 9.0, np.nan, 1.0]), None)
+    assert order.pick() == (1, 1)
+    order.release(1)
+    assert order.n_left == 3 and list(order.left()) == [0, 1, 3]
+    assert order.pick() == (0, 1)  # the ranking goes on; the released one comes later
+    assert sorted([order.pick(), order.pick()]) == [(1, 0), (3, 0)]
+    assert order.pick() is None and order.n_left == 0
 
 
 def test_bad_input_is_refused_up_front(ex):
@@ -231,6 +248,8 @@ def test_bad_input_is_refused_up_front(ex):
         Steering(GRID, simulate, fit, predict_mean, options={"budget": 10}, executor=ex)
     with pytest.raises(TypeError, match="give workflow= or executor="):
         Steering(GRID, simulate, fit, predict_mean, workflow=object(), **kw)
+    with pytest.raises(TypeError, match=r"^workflow must be a simai.Workflow, not 'wf'$"):
+        Steering(GRID, simulate, fit, predict_mean, options=options, workflow="wf")
     # the random baseline needs no model
     Steering(GRID, simulate, None, None, "random", **kw).close()
 
@@ -256,8 +275,10 @@ def test_options_are_checked_when_made():
         SteeringOptions(name="a/b")
     with pytest.raises(TypeError, match=r"^name must be a str"):
         SteeringOptions(name=None)
-    options = SteeringOptions(budget=np.int64(30), sim_walltime=5)
-    assert type(options.budget) is int and options.sim_walltime == 5.0
+    with pytest.raises(TypeError, match=r"^seed must be an int >= 0, not np.int64\(3\)$"):
+        SteeringOptions(seed=np.int64(3))
+    options = SteeringOptions(budget=30, sim_walltime=5)
+    assert type(options.sim_walltime) is float and options.sim_walltime == 5.0
     assert options.max_failures is None and options.in_flight is None
     with pytest.raises(dataclasses.FrozenInstanceError):
         options.budget = 3  # type: ignore[misc]
@@ -531,7 +552,9 @@ def test_ucb_without_uncertainty_stops_with_a_clear_error(wf):
         options=SteeringOptions(budget=20, initial=4),
         workflow=wf,
     )
-    with pytest.raises(SteeringError, match="needs uncertainty"):
+    with pytest.raises(
+        SteeringError, match=r"needs uncertainty.*predict\(model, candidates\) -> \(mean, std\)"
+    ):
         steering.run()
 
 

@@ -17,6 +17,8 @@ import numpy as np
 import psutil
 import pytest
 
+import simai
+from simai.steer import Steering, SteeringOptions
 from simai.store.local import local_root
 from simai.workflow import Records
 from simai.workflow.workflow import local_run_url
@@ -145,3 +147,19 @@ def test_a_stopped_run_resumes_without_losing_or_redoing_results(tmp_path, clean
     if how != "sigkill":
         attempts = Records(run / "records.db", readonly=True).runs()
         assert [a["status"] for a in attempts] == ["interrupted", "done"]
+
+
+def test_a_state_of_another_format_is_refused_on_resume(tmp_path, clean):
+    def start(resume: bool) -> None:
+        with simai.Workflow("steer-format", run_dir=tmp_path / "run", resume=resume) as wf:
+            Steering(
+                GRID, fit, fit, predict, options=SteeringOptions(budget=10, initial=5), workflow=wf
+            ).close()
+
+    start(False)
+    path = tmp_path / "run" / "steer" / "steer" / "state.json"
+    state = json.loads(path.read_text())
+    assert state["format"] == 1
+    path.write_text(json.dumps({**state, "format": 99}))
+    with pytest.raises(ValueError, match=r"state of format 99, but this version of simai reads"):
+        start(True)

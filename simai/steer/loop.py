@@ -8,6 +8,8 @@ is going on. User code reads results from a queue: a slow ``for`` body delays no
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import queue
 import socket
@@ -17,7 +19,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import numpy as np
 
 from simai.checks import check_int
 from simai.launch import Command, Executor, LocalExecutor, TaskTimeoutError, current_executor
@@ -28,15 +32,29 @@ from simai.steer.picking import CandidateOrder
 from simai.steer.policies import Policy, get_policy
 from simai.steer.result import Result
 from simai.steer.saving import Saver
-from simai.steer.tasks import SimulationError, plain, returns_command, simulate_one
-from simai.steer.training import Round, Trainer
-
-if TYPE_CHECKING:
-    from simai.workflow import Workflow
+from simai.steer.tasks import SimulationError, simulate_one
+from simai.steer.training import Trainer
+from simai.workflow import Workflow
 
 __all__ = ["Steering"]
 
 _END = object()
+_STOP = object()
+
+
+def _plain(fn: Any) -> Any:
+    """The function itself for a ``@simai.task`` (calling that in a worker would submit)."""
+    return getattr(fn, "__simai_function__", fn)
+
+
+def _returns_command(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` is annotated ``-> Command``: the loop then calls it itself and runs the
+    command it builds, instead of sending it as a task."""
+    try:
+        ret = inspect.signature(fn).return_annotation
+    except (TypeError, ValueError):
+        return False
+    return ret is Command or ret in ("Command", "simai.Command", "simai.launch.Command")
 
 
 @dataclass
@@ -78,9 +96,9 @@ class Steering:
         ``train(data)`` gets every successful ``(candidate, value)`` so far and returns a
         model; it runs as a task. None only for a policy without a model (random).
     predict : callable or None
-        ``predict(model, candidates)`` returns their predicted means, or ``(mean, std)``;
-        it runs as tasks over chunks of the candidates. None only for a policy without a
-        model (random).
+        ``predict(model, candidates)`` returns their predicted means, or ``(mean, std)``
+        (which UCB needs); it runs as tasks over chunks of the candidates. None only for a
+        policy without a model (random).
     policy : Policy or str
         How scores become picks: :class:`Greedy`, :class:`UCB`, :class:`Random` or a name
         ("greedy", "ucb", "ucb:2", "random"). Default "greedy".
@@ -164,6 +182,8 @@ class Steering:
                     "give workflow= or executor=/state_dir=, not both: a workflow's executor "
                     "runs the simulations and its run directory keeps the state"
                 )
+            if not isinstance(workflow, Workflow):
+                raise TypeError(f"workflow must be a simai.Workflow, not {workflow!r}")
             if not hasattr(workflow, "executor"):
                 raise RuntimeError("the workflow is not running: create Steering inside `with wf:`")
             executor = workflow.executor
@@ -179,14 +199,14 @@ class Steering:
         self._max_failures = (
             options.budget if options.max_failures is None else options.max_failures
         )
-        self._simulate = plain(simulate)
-        self._builds_command = returns_command(self._simulate)
+        self._simulate = _plain(simulate)
+        self._builds_command = _returns_command(self._simulate)
         self._local_host = (
             socket.gethostname() if isinstance(self.executor, LocalExecutor) else None
         )
 
         self._lock = threading.RLock()
-        self._events: queue.SimpleQueue[tuple] = queue.SimpleQueue()
+        self._events: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._out: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._results: list[Result] = []
         self._ok: list[tuple[int, float]] = []
@@ -197,12 +217,14 @@ class Steering:
             candidates,
             self.policy,
             options,
-            plain(train),
-            plain(predict),
-            executor=self.executor,
+            _plain(train),
+            _plain(predict),
             ai_executor=ai_executor,
+            observer=self.executor.observer,
             log_dir=workflow.run_dir.logs_dir if workflow is not None else None,
-            watch=self._watch,
+            post=self._post,
+            on_trained=self._on_trained,
+            on_round=self._on_round,
         )
         self._fatal: BaseException | None = None
         self._busy = 0.0
@@ -260,7 +282,7 @@ class Steering:
 
     def best(self, k: int = 1) -> list[Result]:
         """The ``k`` successful results with the highest values, best first."""
-        check_int("k", k, 0)
+        k = check_int("k", k, 0)
         ok = [(r.value, n, r) for n, r in enumerate(self.results) if r.ok]
         return [r for _, _, r in sorted(ok, key=lambda t: (-t[0], t[1]))[:k]]  # type: ignore[operator]
 
@@ -311,7 +333,7 @@ class Steering:
                 "simulations_failed": self._failed,
                 "in_flight": len(self._flights),
                 "budget": self.options.budget,
-                "candidates_left": int((~self._order.taken).sum()),
+                "candidates_left": self._order.n_left,
                 "retrains": sum(1 for t in trainings if t.get("ok")),
                 "train_failures": sum(1 for t in trainings if t.get("ok") is False),
                 "predict_failures": len(self._trainer.predict_failures),
@@ -335,7 +357,7 @@ class Steering:
         exit does that); a resumed run picks them up again.
         """
         self._stop.set()
-        self._events.put(("stop",))
+        self._events.put(_STOP)
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=30)
@@ -358,7 +380,7 @@ class Steering:
         saved = self._saver.load()
         if saved is None:
             return
-        self._trainer.restore(saved)
+        self._trainer.restore(saved.model_version, saved.trainings, saved.predict_failures)
         for result in saved.results:
             self._record(result)
             self._out.put(result)
@@ -393,7 +415,7 @@ class Steering:
                 return False
             self._t0 = time.time()
             if self.workflow is not None and self._saver is not None:
-                self._saver.open_store(self.workflow)
+                self._saver.open_store(self.workflow.store)
             self._trainer.start()  # its worker starts during the initial batch
             self._thread = threading.Thread(
                 target=self._loop, name=f"simai-steer-{self.options.name}"
@@ -409,9 +431,13 @@ class Steering:
             while not self._finished and not self._stop.is_set():
                 event = self._events.get()
                 with self._lock:
-                    if event[0] == "stop":
+                    if event is _STOP:
                         break
-                    self._handle(event)
+                    try:
+                        event()
+                    except SteeringError as e:
+                        self._fatal = e
+                        self._save()
                     self._step()
         except BaseException as e:  # noqa: BLE001 - handed to the iterating thread
             self._fatal = e
@@ -421,24 +447,16 @@ class Steering:
                 self._save()
             self._out.put(_END)
 
-    def _watch(self, future: Future, *event: Any) -> None:
-        """Post ``(*event, future)`` to the loop thread once ``future`` is done."""
-        future.add_done_callback(lambda f: self._events.put((*event, f)))
-
-    def _handle(self, event: tuple) -> None:
-        kind = event[0]
-        if kind == "sim":
-            self._on_simulation(event[1], event[2])
-        elif kind == "train":
-            self._on_training(event[1], event[2])
-        elif kind == "predict":
-            self._on_prediction(event[1], event[2], event[3])
+    def _post(self, future: Future, handler: Callable[[Future], None]) -> None:
+        """Run ``handler(future)`` on the loop thread once ``future`` is done; a handler
+        that raises :class:`SteeringError` stops the run."""
+        future.add_done_callback(lambda f: self._events.put(functools.partial(handler, f)))
 
     def _step(self) -> None:
         """Fill free slots, start a training when due, and decide whether the run is over."""
         if self._fatal is None:
             self._fill()
-            if not self._stop.is_set() and not self._order.taken.all():
+            if not self._stop.is_set() and self._order.n_left:
                 self._trainer.maybe_train(self._ok)
         idle = not self._flights
         if self._fatal is not None and idle:
@@ -455,26 +473,16 @@ class Steering:
         elif idle:
             self._finished = True  # no candidate left
 
-    def _on_training(self, attempt: dict[str, Any], future: Future) -> None:
-        trained = self._trainer.on_training(attempt, future)
+    def _on_trained(self, new_model: bool) -> None:
         self._save()
-        if trained:
+        if new_model:
             self._trainer.score(self._order.left())
 
-    def _on_prediction(self, rnd: Round, k: int, future: Future) -> None:
-        try:
-            done = self._trainer.on_prediction(rnd, k, future)
-        except SteeringError as e:
-            self._fatal = e
-            self._save()
-            return
-        if done is None:
-            return
-        scores = done.scores(len(self.candidates), self.policy.needs_std)
+    def _on_round(self, version: int, scores: tuple[np.ndarray, np.ndarray | None] | None) -> None:
         if scores is not None:
-            self._order.rank(done.version, *scores)
+            self._order.rank(version, *scores)
             if self._saver is not None:
-                self._saver.save_scores(done.version, *scores)
+                self._saver.save_scores(version, *scores)
         self._save()
 
     # --- simulations ------------------------------------------------------------------------
@@ -493,7 +501,6 @@ class Steering:
             self._submit(*pick)
 
     def _submit(self, index: int, version: int) -> None:
-        self._order.taken[index] = True
         flight = _Flight(index, version, time.time())
         self._flights[index] = flight
         candidate = self.candidates[index]
@@ -514,11 +521,11 @@ class Steering:
                     retries=self.options.sim_retries,
                     walltime=self.options.sim_walltime,
                 )
-                self._watch(flight.future, "sim", index)
+                self._post(flight.future, functools.partial(self._on_simulation, index))
         except Exception as e:  # noqa: BLE001 - refused at submission: a failed simulation
             if self.executor._closed:
                 self._flights.pop(index, None)
-                self._order.taken[index] = False
+                self._order.release(index)
                 self._fatal = SteeringError(
                     f"the executor was shut down while steering ran: {error_text(e)}"
                 )
@@ -535,7 +542,7 @@ class Steering:
             retries=self.options.sim_retries,
             walltime=command.walltime if walltime is None else walltime,
         )
-        self._watch(flight.future, "sim", flight.index)
+        self._post(flight.future, functools.partial(self._on_simulation, flight.index))
 
     def _on_simulation(self, index: int, future: Future) -> None:
         flight = self._flights.get(index)
@@ -616,7 +623,7 @@ class Steering:
 
     def _record(self, result: Result) -> None:
         self._results.append(result)
-        self._order.taken[result.index] = True
+        self._order.take(result.index)
         if result.ok:
             self._ok.append((result.index, float(result.value)))  # type: ignore[arg-type]
         else:

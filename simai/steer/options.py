@@ -24,7 +24,8 @@ _OPTIONAL_COUNTS = {"in_flight": 1, "max_failures": 0, "ai_cores": 1}
 
 @dataclass(frozen=True)
 class SteeringOptions:
-    """How a :class:`~simai.steer.Steering` loop spends its budget and its cores.
+    """A :class:`~simai.steer.Steering` loop's settings: its budget, batches, cores, seed
+    and name.
 
     Every value is checked when the options are made: a value of the wrong type raises
     ``TypeError``, one out of range ``ValueError``. ``dataclasses.replace`` makes a variant.
@@ -46,8 +47,8 @@ class SteeringOptions:
         twice the executor's worker slots for simulations (cores x oversubscription /
         ``sim_cpus``), so one waits queued behind each running one and a worker that frees
         up starts the next at once instead of waiting for the loop (a workflow makes each
-        result durable before its future resolves, which takes tens of milliseconds). The
-        cost: a queued pick was chosen by the model of its time.
+        result durable before its future resolves). The cost: a queued pick was chosen by
+        the model of its time.
     chunk_size : int
         Candidates per inference task (default 2000): a new model scores the candidates
         left in chunks, in parallel.
@@ -91,13 +92,13 @@ class SteeringOptions:
     ai_cores: int | None = None
 
     def __post_init__(self) -> None:
-        # setattr through object: the checks hand back numpy ints as ints, seconds as floats
+        # the dataclass is frozen: keep what the checks return (seconds as floats) this way
         for field, minimum in _COUNTS.items():
             object.__setattr__(self, field, check_int(field, getattr(self, field), minimum))
         for field, minimum in _OPTIONAL_COUNTS.items():
             value = check_int(field, getattr(self, field), minimum, optional=True)
             object.__setattr__(self, field, value)
-        walltime = check_seconds("sim_walltime", self.sim_walltime, positive=True)
+        walltime = check_seconds("sim_walltime", self.sim_walltime, positive=True, optional=True)
         object.__setattr__(self, "sim_walltime", walltime)
         if not isinstance(self.name, str):
             raise TypeError(f"name must be a str, not {self.name!r}")

@@ -20,8 +20,8 @@ class CandidateOrder:
 
     def __init__(self, n: int, policy: Policy, seed: int) -> None:
         self.policy = policy
-        self.taken = np.zeros(n, dtype=bool)
-        self.requeued: collections.deque[tuple[int, int]] = collections.deque()
+        self._taken = np.zeros(n, dtype=bool)
+        self._requeued: collections.deque[tuple[int, int]] = collections.deque()
         policy_seed = getattr(policy, "seed", None)
         rng = np.random.default_rng(seed if policy_seed is None else policy_seed)
         self._order = rng.permutation(n)
@@ -30,32 +30,56 @@ class CandidateOrder:
         self._rank_pos = 0
         self.scored_version = 0
 
+    def take(self, index: int) -> None:
+        """Never hand out ``index`` (it ran, in this run or an earlier one)."""
+        self._taken[index] = True
+
+    def release(self, index: int) -> None:
+        """Hand ``index`` out again: it was picked but never ran."""
+        self._taken[index] = False
+
     def left(self) -> np.ndarray:
         """Indices of the candidates not taken yet."""
-        return np.flatnonzero(~self.taken)
+        return np.flatnonzero(~self._taken)
+
+    @property
+    def n_left(self) -> int:
+        """How many candidates are not taken yet."""
+        return int(self._taken.size - np.count_nonzero(self._taken))
+
+    @property
+    def requeued(self) -> list[tuple[int, int]]:
+        """The ``(index, model_version)`` pairs still to hand out first."""
+        return list(self._requeued)
 
     def requeue(self, index: int, version: int) -> None:
         """Hand ``index`` out first, unless it was taken since."""
-        if not self.taken[index]:
-            self.requeued.append((index, version))
+        if not self._taken[index]:
+            self._requeued.append((index, version))
 
     def pick(self) -> tuple[int, int] | None:
-        """The next candidate not taken and the model version that chose it; None when no
-        candidate is left. The caller marks it taken."""
-        while self.requeued:
-            i, version = self.requeued.popleft()
-            if not self.taken[i]:
+        """Take the next candidate; its index and the model version that chose it, or None
+        when no candidate is left."""
+        found = self._next()
+        if found is not None:
+            self._taken[found[0]] = True
+        return found
+
+    def _next(self) -> tuple[int, int] | None:
+        while self._requeued:
+            i, version = self._requeued.popleft()
+            if not self._taken[i]:
                 return i, version
         if self._ranking is not None:
             while self._rank_pos < len(self._ranking):
                 i = int(self._ranking[self._rank_pos])
                 self._rank_pos += 1
-                if not self.taken[i]:
+                if not self._taken[i]:
                     return i, self.scored_version
         while self._order_pos < len(self._order):
             i = int(self._order[self._order_pos])
             self._order_pos += 1
-            if not self.taken[i]:
+            if not self._taken[i]:
                 return i, 0
         return None
 

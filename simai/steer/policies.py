@@ -48,8 +48,8 @@ class UCB(Policy):
     def priority(self, mean: np.ndarray, std: np.ndarray | None) -> np.ndarray:
         if std is None:
             raise ValueError(
-                "the UCB policy needs uncertainty: predict must return (mean, std), "
-                "it returned the mean only"
+                "the UCB policy needs uncertainty: predict(model, candidates) must return "
+                "(mean, std), not the means only"
             )
         return mean + self.beta * std
 

@@ -11,9 +11,9 @@ import hashlib
 import os
 import pickle
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -22,13 +22,9 @@ from simai.steer.outputs import error_text
 from simai.steer.policies import Policy
 from simai.steer.result import Result
 from simai.steer.state import SteeringState
-
-if TYPE_CHECKING:
-    from simai.workflow import Workflow
+from simai.store import Store
 
 __all__ = ["Saved", "Saver"]
-
-STATE_FORMAT = 1
 
 
 def _fingerprint(candidates: Sequence[Any]) -> str:
@@ -69,7 +65,7 @@ class Saver:
         self._fingerprint = _fingerprint(candidates)
         self._options = options
         self._policy = policy
-        self._store: Any = None
+        self._store: Store | None = None
         self.store_error: str | None = None
 
     def reset(self) -> None:
@@ -110,9 +106,11 @@ class Saver:
             return None
         return scores
 
-    def open_store(self, workflow: Workflow) -> None:
+    def open_store(self, open_store: Callable[[], Store]) -> None:
+        """Copy the progress to the store ``open_store()`` opens from now on; one that fails
+        to open is noted in ``store_error``."""
         try:
-            self._store = workflow.store()
+            self._store = open_store()
         except Exception as e:  # noqa: BLE001 - the run dir keeps the state anyway
             self.store_error = error_text(e)
 
@@ -137,7 +135,6 @@ class Saver:
         ``(index, model_version, submitted)``; ``requeued`` those still to resubmit."""
         o = self._options
         snapshot = {
-            "format": STATE_FORMAT,
             "name": o.name,
             "n_candidates": len(self._candidates),
             "candidates_sha256": self._fingerprint,

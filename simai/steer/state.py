@@ -4,8 +4,9 @@ Layout of ``<run dir>/steer/<name>/``::
 
     results.jsonl   one JSON line per finished simulation (ok or failed), appended and
                     fsync-ed before the result is handed to user code; the source of truth
-    state.json      the rest (configuration, candidates' fingerprint, simulations in
-                    flight, model version, training history), replaced atomically
+    state.json      the rest (the format's version, configuration, candidates'
+                    fingerprint, simulations in flight, model version, training history),
+                    replaced atomically
     scores.npz      the newest model's scores (mean, std, version) of the candidates left,
                     so a resumed loop ranks at once instead of waiting for a retrain
 
@@ -24,7 +25,10 @@ import numpy as np
 
 from simai.steer.result import Result
 
-__all__ = ["SteeringState"]
+__all__ = ["STATE_FORMAT", "SteeringState"]
+
+#: the version of this layout, written into ``state.json``; a resumed loop refuses another
+STATE_FORMAT = 1
 
 RESULTS = "results.jsonl"
 STATE = "state.json"
@@ -60,8 +64,9 @@ class SteeringState:
     def load(self) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         """``(state, results)`` as saved; ``(None, [])`` for a new loop.
 
-        A last line torn by a kill mid-write is dropped (and cut from the file, so later
-        appends stay readable); a damaged line before the last is an error.
+        A ``state.json`` of another :data:`STATE_FORMAT` is a ValueError. A last line torn
+        by a kill mid-write is dropped (and cut from the file, so later appends stay
+        readable); a damaged line before the last is an error.
         """
         state = None
         if self.state_path.is_file():
@@ -69,6 +74,13 @@ class SteeringState:
                 state = json.loads(self.state_path.read_text())
             except ValueError as e:
                 raise ValueError(f"{self.state_path} is not valid JSON: {e}") from None
+            found = state.get("format") if isinstance(state, dict) else None
+            if found != STATE_FORMAT:
+                raise ValueError(
+                    f"{self.state_path} holds steering state of format {found!r}, but this "
+                    f"version of simai reads format {STATE_FORMAT}: resume it with the simai "
+                    "that wrote it, or use another name= or a fresh run"
+                )
         results: list[dict[str, Any]] = []
         if self.results_path.is_file():
             data = self.results_path.read_bytes()
@@ -101,9 +113,10 @@ class SteeringState:
         os.fsync(self._results_fh.fileno())
 
     def save(self, state: dict[str, Any]) -> None:
-        """Replace ``state.json`` atomically (a reader sees the old or the new file)."""
+        """Replace ``state.json`` atomically (a reader sees the old or the new file), stamped
+        with :data:`STATE_FORMAT`."""
         tmp = self.path / f".{STATE}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(state, indent=1, allow_nan=False))
+        tmp.write_text(json.dumps({"format": STATE_FORMAT, **state}, indent=1, allow_nan=False))
         os.replace(tmp, self.state_path)
 
     def save_scores(self, version: int, mean: np.ndarray, std: np.ndarray | None) -> None:

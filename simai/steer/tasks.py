@@ -1,44 +1,18 @@
 """The functions a steering loop sends to executors: they run in worker processes.
 
 Each wraps a user function so the loop gets back what it needs (timings, where it ran)
-without the user function having to know about steering. :func:`plain` and
-:func:`returns_command` say how a user function is sent.
+without the user function having to know about steering.
 """
 
 from __future__ import annotations
 
-import inspect
 import os
 import socket
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from simai.launch import Command
-
-__all__ = [
-    "SimulationError",
-    "plain",
-    "predict_chunk",
-    "returns_command",
-    "simulate_one",
-    "train_model",
-]
-
-
-def plain(fn: Any) -> Any:
-    """The function itself for a ``@simai.task`` (calling that in a worker would submit)."""
-    return getattr(fn, "__simai_function__", fn)
-
-
-def returns_command(fn: Callable[..., Any]) -> bool:
-    """Whether ``fn`` is annotated ``-> Command``: the loop then calls it itself and runs the
-    command it builds, instead of sending it as a task."""
-    try:
-        ret = inspect.signature(fn).return_annotation
-    except (TypeError, ValueError):
-        return False
-    return ret is Command or ret in ("Command", "simai.Command", "simai.launch.Command")
+__all__ = ["SimulationError", "predict_chunk", "simulate_one", "train_model"]
 
 
 class SimulationError(Exception):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -12,11 +13,11 @@ from typing import Any
 import numpy as np
 
 from simai.launch import Executor, LocalExecutor
+from simai.launch.executor import Observer
 from simai.steer.errors import SteeringError
 from simai.steer.options import SteeringOptions
 from simai.steer.outputs import error_text, split_predictions
 from simai.steer.policies import Policy
-from simai.steer.saving import Saved
 from simai.steer.tasks import predict_chunk, train_model
 
 __all__ = ["Round", "Trainer"]
@@ -74,6 +75,8 @@ class Trainer:
     after every ``batch_size`` new successes. A training that raises is recorded in
     ``trainings`` and the previous model stays. Each new model scores the candidates left
     in chunks of ``chunk_size``, in parallel; it cancels an older model's round still going.
+    Each task's end is handled on the loop thread (through ``post``); the trainer tells the
+    loop what came of it through ``on_trained`` and ``on_round``.
 
     Parameters
     ----------
@@ -89,16 +92,20 @@ class Trainer:
         The user's ``train(data)``, run as a task.
     predict : callable
         The user's ``predict(model, candidates)``, run as tasks over chunks.
-    executor : Executor
-        The simulations' executor: a private AI executor shares its observer (the
-        workflow's records).
     ai_executor : Executor or None
         Runs training and inference; None: a private LocalExecutor, made on first use.
+    observer : Observer or None
+        The private executor's observer (the workflow's records, as the simulations').
     log_dir : Path or None
         The private executor's log directory.
-    watch : callable
-        ``watch(future, kind, *args)`` posts a task's end to the loop thread, which hands
-        it to :meth:`on_training` or :meth:`on_prediction`.
+    post : callable
+        ``post(future, handler)`` runs ``handler(future)`` on the loop thread once
+        ``future`` is done.
+    on_trained : callable
+        ``on_trained(new_model)`` after a training ended; ``new_model`` False if it raised.
+    on_round : callable
+        ``on_round(version, scores)`` once a model's round of inference ended: ``scores``
+        is :meth:`Round.scores` (None if no chunk was scored).
     """
 
     def __init__(
@@ -109,21 +116,25 @@ class Trainer:
         train: Callable[..., Any],
         predict: Callable[..., Any],
         *,
-        executor: Executor,
         ai_executor: Executor | None,
+        observer: Observer | None,
         log_dir: Path | None,
-        watch: Callable[..., None],
+        post: Callable[[Future, Callable[[Future], None]], None],
+        on_trained: Callable[[bool], None],
+        on_round: Callable[[int, tuple[np.ndarray, np.ndarray | None] | None], None],
     ) -> None:
         self.candidates = candidates
         self.policy = policy
         self.options = options
         self._train = train
         self._predict = predict
-        self._executor = executor
         self._ai_executor = ai_executor
         self._own_ai = False
+        self._observer = observer
         self._log_dir = log_dir
-        self._watch = watch
+        self._post = post
+        self._on_trained = on_trained
+        self._on_round = on_round
         self._model: Any = None
         self.model_version = 0
         self.trainings: list[dict[str, Any]] = []
@@ -137,11 +148,13 @@ class Trainer:
         """Whether a training task is running."""
         return self._training is not None
 
-    def restore(self, saved: Saved) -> None:
+    def restore(
+        self, model_version: int, trainings: list[dict[str, Any]], predict_failures: list[str]
+    ) -> None:
         """Go on from the model history of a stopped run."""
-        self.model_version = saved.model_version
-        self.trainings = saved.trainings
-        self.predict_failures = saved.predict_failures
+        self.model_version = model_version
+        self.trainings = trainings
+        self.predict_failures = predict_failures
 
     def start(self) -> None:
         """Start the AI executor now, so its worker is up before the first training."""
@@ -154,7 +167,7 @@ class Trainer:
             self._ai_executor = LocalExecutor(
                 cores=o.ai_cores or o.train_cpus, log_dir=self._log_dir
             )
-            self._ai_executor.observer = self._executor.observer  # the workflow's records
+            self._ai_executor.observer = self._observer
             self._own_ai = True
         return self._ai_executor
 
@@ -184,20 +197,20 @@ class Trainer:
         self._training = self._ai().submit(
             train_model, self._train, data, resources={"cpus": o.train_cpus}
         )
-        self._watch(self._training, "train", attempt)
+        self._post(self._training, functools.partial(self._trained, attempt))
 
-    def on_training(self, attempt: dict[str, Any], future: Future) -> bool:
-        """Record a training that ended; whether it gave a new model."""
+    def _trained(self, attempt: dict[str, Any], future: Future) -> None:
         self._training = None
         attempt["ended"] = time.time()
         try:
             self._model = future.result()
         except BaseException as e:  # noqa: BLE001 - recorded; the previous model stays
             attempt.update(ok=False, error=error_text(e))
-            return False
+            self._on_trained(False)
+            return
         attempt["ok"] = True
         self.model_version = attempt["version"]
-        return True
+        self._on_trained(True)
 
     def score(self, left: np.ndarray) -> None:
         """Start a round of inference tasks scoring the candidates ``left`` with the newest
@@ -217,16 +230,16 @@ class Trainer:
                 predict_chunk, self._predict, self._model, [self.candidates[i] for i in chunk]
             )
             rnd.futures.append(fut)
-            self._watch(fut, "predict", rnd, k)
+            self._post(fut, functools.partial(self._predicted, rnd, k))
 
-    def on_prediction(self, rnd: Round, k: int, future: Future) -> Round | None:
-        """Record chunk ``k`` of a round; the round once all its chunks ended, else None.
+    def _predicted(self, rnd: Round, k: int, future: Future) -> None:
+        """Record chunk ``k`` of a round; once all its chunks ended, hand on its scores.
 
         A chunk that raised stays unscored and is recorded in ``predict_failures``; scores
         without the std the policy needs raise :class:`SteeringError`.
         """
         if rnd is not self._round:
-            return None
+            return
         rnd.pending -= 1
         try:
             mean, std = split_predictions(future.result(), len(rnd.chunks[k]))
@@ -235,14 +248,17 @@ class Trainer:
         else:
             if self.policy.needs_std and std is None:
                 raise SteeringError(
-                    f"policy {self.policy!r} needs uncertainty: predict must return (mean, std)"
+                    f"policy {self.policy!r} needs uncertainty but predict returned means "
+                    "only: policies that need it (UCB, or any with needs_std = True) require "
+                    "predict(model, candidates) -> (mean, std), two arrays with one value per "
+                    "candidate; the greedy policy needs means only"
                 )
             rnd.means[k], rnd.stds[k] = mean, std
         if rnd.pending:
-            return None
+            return
         self._round = None
         self.predict_failures.extend(rnd.errors)
-        return rnd
+        self._on_round(rnd.version, rnd.scores(len(self.candidates), self.policy.needs_std))
 
     def pending(self) -> list[Future]:
         """The training and inference tasks not ended yet."""
