@@ -173,23 +173,16 @@ def _simai_executor(name: str, **config: Any) -> Any:
 
 
 def _simai_missing(name: str) -> str | None:
-    """Why simai's executor ``name`` cannot be built yet, or None when it can."""
-    try:
-        launch = importlib.import_module("simai.launch")
-    except Exception as exc:  # noqa: BLE001 - any import failure means "skip with reason"
-        return f"cannot import simai.launch ({type(exc).__name__}: {exc})"
-    if name == "local" and hasattr(launch, "LocalExecutor"):
-        return None
-    if not hasattr(launch, "get_executor"):
-        return "simai.launch has no get_executor yet"
-    registry = getattr(importlib.import_module("simai.launch.executor"), "_REGISTRY", {})
-    if name not in registry:
-        return f"no simai executor named {name!r} yet"
-    module = registry[name].partition(":")[0]
-    try:
-        importlib.import_module(module)
-    except Exception as exc:  # noqa: BLE001
-        return f"cannot import {module} ({type(exc).__name__}: {exc})"
+    """Why simai's executor ``name`` cannot be built here, or None when it can."""
+    from simai.launch.executor import executor_names
+
+    if name not in executor_names():
+        return f"simai has no executor named {name!r}"
+    if name == "parsl":
+        try:
+            importlib.import_module("parsl")
+        except ImportError as exc:
+            return f"parsl is not installed ({exc})"
     return None
 
 

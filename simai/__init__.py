@@ -3,6 +3,7 @@
 from concurrent.futures import as_completed, wait
 
 from simai import launch, observe
+from simai._version import __version__
 from simai.launch import (
     Command,
     CommandError,
@@ -26,8 +27,6 @@ from simai.store import (
 )
 from simai.workflow import Component, ComponentFailed, Workflow, WorkflowOptions
 from simai.workflow.metrics import log_metric
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AuthenticationError",

@@ -367,10 +367,22 @@ def _tail(f: Any, n: int) -> list[bytes]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run a workflow script in this process, as `python SCRIPT ARGS...` would."""
-    from simai.workflow import run_script
+    """Run a workflow script in this process, as `python SCRIPT ARGS...` would: what the
+    script raises is printed with its traceback (exit status 1), not as a `simai` error."""
+    import traceback
 
-    return run_script(args.script, args.args, resume=args.resume)
+    from simai.workflow import run_script
+    from simai.workflow.script import script_path
+
+    path = str(script_path(args.script))  # no such script: an error of the command line
+    try:
+        return run_script(args.script, args.args, resume=args.resume)
+    except Exception as e:  # noqa: BLE001 - the script's own error, shown as python shows it
+        tb = e.__traceback__
+        while tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename) != path:
+            tb = tb.tb_next  # from the script's frame on, without simai's
+        traceback.print_exception(type(e), e, tb or e.__traceback__)
+        return 1
 
 
 def stop(args: argparse.Namespace) -> int:
@@ -429,7 +441,7 @@ def _add_submit_parser(commands: Any) -> argparse.ArgumentParser:
         "continued by the next. Prints the job ids.",
     )
     p.add_argument("--slurm", action="store_true", required=True, help="submit with sbatch")
-    p.add_argument("--jobs", type=_positive, default=2, help="jobs in the chain (2)")
+    p.add_argument("--jobs", type=_int_arg("jobs", 1), default=2, help="jobs in the chain (2)")
     p.add_argument("--time", default="0:30", help="each job's --time limit (0:30)")
     p.add_argument("--partition", default=None, help="Slurm partition (the default one)")
     p.add_argument(
@@ -461,13 +473,12 @@ def _int_arg(name: str, minimum: int, maximum: int | None = None) -> Callable[[s
             raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
         try:
             return check_int(name, number, minimum, maximum=maximum)
-        except ValueError as e:
+        except (TypeError, ValueError) as e:
             raise argparse.ArgumentTypeError(str(e)) from None
 
     return parse
 
 
-_positive = _int_arg("the value", 1)
 _port = _int_arg("port", 0, maximum=65535)
 
 
@@ -486,7 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start redis-server shards (password generated and required) and print "
         'shell lines exporting SIMAI_STORE and SIMAI_STORE_PASSWORD: eval "$(simai store start)".',
     )
-    start.add_argument("--shards", type=_positive, default=1, help="number of shards (1)")
+    start.add_argument(
+        "--shards", type=_int_arg("shards", 1), default=1, help="number of shards (1)"
+    )
     start.add_argument(
         "--port",
         type=_port,
@@ -519,11 +532,14 @@ def build_parser() -> argparse.ArgumentParser:
     status_cmd.add_argument("run", metavar="RUN", help="run directory, or a run name under ./runs")
     status_cmd.add_argument("--json", action="store_true", help="print the summary as JSON")
     status_cmd.add_argument(
-        "--failures", type=_positive, default=5, help="failures to show, newest first (5)"
+        "--failures",
+        type=_int_arg("failures", 1),
+        default=5,
+        help="failures to show, newest first (5)",
     )
     status_cmd.add_argument(
         "--names",
-        type=_positive,
+        type=_int_arg("names", 1),
         default=10,
         help="task names and metrics to list, the biggest first (10)",
     )
@@ -551,7 +567,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     logs_cmd.add_argument("run", metavar="RUN", help="run directory, or a run name under ./runs")
     logs_cmd.add_argument("name", metavar="NAME", help="component or task name")
-    logs_cmd.add_argument("--tail", type=_positive, default=None, help="only the last N lines")
+    logs_cmd.add_argument(
+        "--tail", type=_int_arg("tail", 1), default=None, help="only the last N lines"
+    )
     logs_cmd.set_defaults(func=logs)
 
     run_cmd = commands.add_parser(
@@ -589,7 +607,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `simai status --json | head`: the reader left, not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
-    except (OSError, ValueError, RuntimeError) as e:
+    except (OSError, ValueError, TypeError, RuntimeError) as e:  # checks of its arguments
         _note(f"simai {args.command}: error: {e}")
         return 1
     except KeyboardInterrupt:

@@ -18,14 +18,15 @@ ROOT = Path(simai.__file__).parent
 # A module may import from its own layer and from layers of a lower rank.
 RANK = {
     "checks": 0,
+    "_version": 0,
     "store": 1,
     "launch": 2,
     "workflow": 3,
-    "steer": 4,
     "models": 4,
-    "observe": 4,
-    "cli": 5,
-    "__init__": 5,
+    "steer": 5,
+    "observe": 5,
+    "cli": 6,
+    "__init__": 6,
 }
 
 

@@ -10,6 +10,8 @@ import re
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -135,8 +137,36 @@ def test_snapshot_of_a_running_workflow(tmp_path: Path) -> None:
     assert (snap.streams["s"]["length"], snap.streams["s"]["backlog"]) == (5, 3)
     assert "tasks 3 done" in view.line(snap) and "loss=0.5@1" in view.line(snap)
     with Records(tmp_path / "run" / "records.db", readonly=True) as ro:
-        samples = ro.query("SELECT stream, length, backlog FROM stream_backlog")
+        samples = [(s, length, backlog) for _, s, length, backlog in ro.stream_samples()]
     assert samples == [("s", 5, 3)]  # recorded once: it did not change
+
+
+def test_the_display_reads_through_a_connection_of_its_own(tmp_path: Path) -> None:
+    with simai.Workflow("own", run_dir=tmp_path / "run") as wf:
+        simai.log_metric("loss", 0.25, step=2)
+        wf.poll_metrics()
+        with Progress(wf, mode="plain", file=io.StringIO()) as view:
+            held, release = threading.Event(), threading.Event()
+
+            def hold() -> None:  # the workflow's records busy, e.g. a memo lookup
+                with wf.records._lock:
+                    held.set()
+                    release.wait(30)
+
+            holder = threading.Thread(target=hold)
+            holder.start()
+            try:
+                assert held.wait(10)
+                start = time.monotonic()
+                snap = view.snapshot()
+                assert time.monotonic() - start < 5
+            finally:
+                release.set()
+                holder.join()
+            reader = view._records
+            assert reader is not None and reader is not wf.records and reader.readonly
+            assert snap.metrics == {"loss": (0.25, 2)}
+    assert view._records is None  # closed with the display
 
 
 def test_a_bad_mode_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -155,11 +155,12 @@ def test_store_counters_of_every_process_reach_the_records(tmp_path: Path, no_or
         task_pid = wf.submit(reader).result()
         wf.store().get("data/x")
     with Records(run / "records.db", readonly=True) as ro:
-        rows = ro.query(
-            "SELECT pid, component, op, ops, bytes FROM store_counters "
-            "WHERE prefix = 'data' ORDER BY time"
-        )
-    latest = {(pid, component, op): (ops, size) for pid, component, op, ops, size in rows}
+        rows = ro.store_counters_since(0)
+    latest = {
+        (pid, component, op): (ops, size)
+        for _, _, pid, component, op, prefix, ops, size in rows
+        if prefix == "data"
+    }
     nbytes = 8000 + 64  # the array and its header
     assert latest[(task_pid, "", "get")] == (1, nbytes)
     assert latest[(os.getpid(), "", "get")][1] >= nbytes

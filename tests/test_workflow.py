@@ -158,8 +158,18 @@ def test_options_are_checked_when_made_and_against_the_store():
         WorkflowOptions(layout="spread")
     with pytest.raises(ValueError, match="needs layout='colocated'"):
         WorkflowOptions(layout="clustered", store_cores=1)
-    options = WorkflowOptions(store_shards=np.int64(2), heartbeat_interval=1)
-    assert type(options.store_shards) is int and options.heartbeat_interval == 1.0
+    with pytest.raises(TypeError, match=r"store_shards must be an int >= 1, not np.int64\(2\)"):
+        WorkflowOptions(store_shards=np.int64(2))
+    with pytest.raises(TypeError, match="store_bind must be a host address, not 1"):
+        WorkflowOptions(store_bind=1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="store_bind must be a host address, not ''"):
+        WorkflowOptions(store_bind="")
+    with pytest.raises(ValueError, match=r"heartbeat_timeout must be longer than heartbeat_in"):
+        WorkflowOptions(heartbeat_interval=10, heartbeat_timeout=1)
+    with pytest.raises(ValueError, match=r"longer than heartbeat_interval \(2 s\), not 2 s"):
+        WorkflowOptions(heartbeat_interval=2, heartbeat_timeout=2)
+    options = WorkflowOptions(store_shards=2, heartbeat_interval=1)
+    assert type(options.heartbeat_interval) is float and options.heartbeat_interval == 1.0
     with pytest.raises(AttributeError):
         options.layout = "clustered"  # type: ignore[misc]
     with pytest.raises(ValueError, match="needs store='redis'"):
@@ -168,6 +178,41 @@ def test_options_are_checked_when_made_and_against_the_store():
         Workflow("spread", store="redis", options=WorkflowOptions(layout="clustered"))
     with pytest.raises(TypeError, match="options must be a WorkflowOptions"):
         Workflow("loose", options={"store_cores": 1})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"name": ".."}, ValueError, r"name must be a workflow name .*not '\.\.'"),
+        ({"name": "."}, ValueError, r"not '\.'"),
+        ({"name": ""}, ValueError, r"name must be a workflow name .*not ''"),
+        ({"name": "a/b"}, ValueError, r"not 'a/b'"),
+        ({"name": "a b"}, ValueError, r"not 'a b'"),
+        ({"name": 3}, TypeError, r"name must be a workflow name .*not 3"),
+        ({"name": "ok", "store": 3}, TypeError, r"store must be 'local'.*not 3"),
+        ({"name": "ok", "resume": "yes"}, TypeError, r"resume must be True, False or None"),
+        ({"name": "ok", "resume": 1}, TypeError, r"resume must be True, False or None, not 1"),
+        ({"name": "ok", "memoize": None}, TypeError, r"memoize must be True or False, not None"),
+        ({"name": "ok", "executor": "slurm"}, ValueError, r"unknown executor 'slurm'; known: "),
+        ({"name": "ok", "executor": 3}, TypeError, r"executor must be an Executor or a name"),
+    ],
+)
+def test_workflow_arguments_are_checked_before_anything_is_made(
+    tmp_path, monkeypatch, kwargs, error, message
+):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(error, match=message):
+        Workflow(**kwargs)
+    assert list(tmp_path.iterdir()) == []  # no run directory, not even runs/
+
+
+def test_workflow_names_of_letters_digits_dots_dashes_and_underscores_are_taken(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    for name in ("a", "run-2.b_c", ".hidden", "..x"):
+        assert Workflow(name).name == name
+    assert not (tmp_path / "runs").exists()
 
 
 def test_run_script_runs_a_script_as_python_would(tmp_path, monkeypatch, capsys):

@@ -19,6 +19,8 @@ import numpy as np
 import psutil
 import pytest
 
+import simai
+from simai import cli
 from simai.launch import task as simai_task
 from simai.workflow import (
     Records,
@@ -43,8 +45,9 @@ def _wait_gone(pid: int, timeout: float = 20.0) -> bool:
 
 
 def _memo_keys(records: Records) -> set[str]:
-    """Every memo key committed to the records."""
-    return {key for (key,) in records.query("SELECT key FROM memo")}
+    """Every memo key committed to the records (read with sqlite3 itself)."""
+    with sqlite3.connect(f"{records.path.absolute().as_uri()}?mode=ro", uri=True) as db:
+        return {key for (key,) in db.execute("SELECT key FROM memo")}
 
 
 @pytest.fixture
@@ -147,6 +150,47 @@ def test_bad_input_is_refused(tmp_path: Path) -> None:
         Records(tmp_path / "missing.db", readonly=True)
 
 
+def _set_user_version(path: Path, version: int) -> None:
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version={version}")
+
+
+def test_a_database_of_another_schema_version_is_refused(tmp_path: Path) -> None:
+    from simai.workflow.records import SCHEMA_VERSION
+
+    path = tmp_path / "r.db"
+    with Records(path) as r:
+        r.start_run()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    with Records(path) as r:  # its own version: opened again, for writing and reading
+        assert r.start_run() == 2
+    with Records(path, readonly=True) as ro:
+        assert len(ro.runs()) == 2
+    clear = rf"{path} was made by another simai version .*start a fresh run or use that version"
+    for version in (SCHEMA_VERSION + 1, 2, 0):  # newer, older, made before versions were kept
+        _set_user_version(path, version)
+        for readonly in (False, True):
+            with pytest.raises(ValueError, match=clear):
+                Records(path, readonly=readonly)
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE notes (text TEXT)")
+    for readonly in (False, True):
+        with pytest.raises(ValueError, match="not a simai records database"):
+            Records(other, readonly=readonly)
+
+    rd = RunDir(tmp_path / "runs" / "old")
+    rd.write_config(workflow="old", identity="old")
+    with Records(rd.records_path) as r:
+        r.start_run()
+    _set_user_version(rd.records_path, SCHEMA_VERSION + 1)
+    for command in ("status", "report"):
+        out = _simai(command, "old", cwd=tmp_path)
+        assert out.returncode == 1 and "Traceback" not in out.stderr
+        assert "made by another simai version" in out.stderr, out.stderr
+
+
 def test_batched_writes_are_committed_by_close(tmp_path: Path) -> None:
     db = tmp_path / "r.db"
     r = Records(db, interval=3600, batch=10**9)
@@ -165,17 +209,17 @@ def test_memo_round_trip(tmp_path: Path) -> None:
     db = tmp_path / "r.db"
     blob = pickle.dumps(np.arange(12, dtype=np.float32).reshape(3, 4))
     with Records(db) as r, Records(db, readonly=True) as reader:
-        r.memo_put_many([("k-array", "simulate", blob)])
-        hit = reader.memo_get("k-array")  # durable: visible to another connection at once
+        r._memo_put_many([("k-array", "simulate", blob)])
+        hit = reader._memo_get("k-array")  # durable: visible to another connection at once
         assert hit is not None and hit.name == "simulate" and hit.status == "done"
         assert hit.result == blob
-        r.memo_put_many([("k-bytes", "f", b"\x00\x01")], durable=False)
+        r._memo_put_many([("k-bytes", "f", b"\x00\x01")], durable=False)
         r.flush()
-        assert reader.memo_get("k-bytes").result == b"\x00\x01"
-        assert reader.memo_get("missing") is None
+        assert reader._memo_get("k-bytes").result == b"\x00\x01"
+        assert reader._memo_get("missing") is None
         assert _memo_keys(reader) == {"k-array", "k-bytes"}
         with pytest.raises(TypeError, match="kept as bytes"):
-            r.memo_put_many([("k-ok", "f", b"1"), ("k-obj", "f", {1, 2})])  # type: ignore[list-item]
+            r._memo_put_many([("k-ok", "f", b"1"), ("k-obj", "f", {1, 2})])  # type: ignore[list-item]
         r.flush()
         assert _memo_keys(reader) == {"k-array", "k-bytes"}  # none of a bad batch is kept
 
@@ -187,11 +231,11 @@ def test_on_durable_runs_after_the_commit(tmp_path: Path) -> None:
     with Records(db, interval=0.2) as r, Records(db, readonly=True) as reader:
 
         def durable(error: BaseException | None) -> None:
-            hit = reader.memo_get("k")
+            hit = reader._memo_get("k")
             seen.append((threading.current_thread().name, error, hit and hit.result))
             done.set()
 
-        r.memo_put_many([("k", "f", b"[1, 2]")], on_durable=durable)
+        r._memo_put_many([("k", "f", b"[1, 2]")], on_durable=durable)
         assert done.wait(10)
     assert seen == [("simai-records", None, b"[1, 2]")]
 
@@ -203,7 +247,7 @@ def test_writer_process_death_is_reported(tmp_path: Path) -> None:
     r.flush()
     os.kill(r._proc.pid, signal.SIGKILL)
     r.event("component", "sim", "finished")
-    r.after_commit(errors.append)
+    r._after_commit(errors.append)
     with pytest.raises(RecordsClosed, match="writer process exited with status -9"):
         r.flush()
     assert len(errors) == 1 and isinstance(errors[0], RecordsClosed)
@@ -243,7 +287,7 @@ _WRITER = """
         r.event("task", "t", "finished", i)
         if i % 50 == 49:
             r.event("component", "sim", "restarting")
-            r.memo_put_many([(f"m{i}", "t", str(i).encode())])  # durable: committed on return
+            r._memo_put_many([(f"m{i}", "t", str(i).encode())])  # durable: committed on return
             print("memo", i, flush=True)
         i += 1
 """
@@ -278,7 +322,7 @@ def test_sigkill_mid_write_leaves_a_consistent_prefix(
         assert len(ids) > last_memo
         states = {int(t["item_id"]): t["state"] for t in rows}
         assert all(states[i] == "done" for i in ids[:-1])
-        assert ro.memo_get(f"m{last_memo}").result == str(last_memo).encode()
+        assert ro._memo_get(f"m{last_memo}").result == str(last_memo).encode()
         assert s["tasks"]["done"] >= last_memo + 1
         assert s["components"][0]["restarts"] >= (last_memo + 1) // 50
         assert ro.runs()[0]["status"] == "running"
@@ -296,7 +340,7 @@ def test_a_task_row_is_one_write_and_unended_tasks_show_within_the_hold(tmp_path
         r.event("task", "short", "finished", 1, at=12.0)
         r.event("task", "long", "submitted", 2, at=10.0)
         committed = threading.Event()
-        r.after_commit(lambda error: committed.set())
+        r._after_commit(lambda error: committed.set())
         assert committed.wait(30)
         (short,) = ro.tasks_table(name="short")  # ended: written with its frame
         assert (short["state"], short["submitted"], short["started"], short["ended"]) == (
@@ -321,7 +365,7 @@ _HOLDER = """
     for i in range(100):
         r.event("task", "queued", "submitted", i)
     sent = threading.Event()
-    r.after_commit(lambda error: sent.set())  # the frame reached the writer, which holds it
+    r._after_commit(lambda error: sent.set())  # the frame reached the writer, which holds it
     sent.wait()
     print("recorder", r._proc.pid, flush=True)
     threading.Event().wait()
@@ -354,7 +398,7 @@ def test_run_dir_layout_and_config(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert rd.logs_dir.is_dir() and rd.store_dir.is_dir()
     assert not RunDir.exists(rd.path)
     cfg = rd.write_config(workflow="wave", identity="wave:1", store="local")
-    assert cfg["simai_version"] and cfg["created"] > 0
+    assert cfg["simai_version"] == simai.__version__ and cfg["created"] > 0
     rd.write_config(executor="local")
     assert rd.config() | {"created": 0} == cfg | {"executor": "local", "created": 0}
     assert RunDir.exists(rd.path)
@@ -365,11 +409,11 @@ def test_run_dir_layout_and_config(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 def test_identity_mismatch_is_refused(tmp_path: Path) -> None:
     rd = RunDir(tmp_path / "run")
-    rd.check_identity("anything")  # a new run directory
+    rd._check_identity("anything")  # a new run directory
     rd.write_config(workflow="wave", identity="wave:abc")
-    rd.check_identity("wave:abc")
+    rd._check_identity("wave:abc")
     with pytest.raises(RunDirMismatch, match="belongs to workflow 'wave'.*'molecules:123'"):
-        RunDir(tmp_path / "run").check_identity("molecules:123")
+        RunDir(tmp_path / "run")._check_identity("molecules:123")
     assert issubclass(RunDirMismatch, ValueError)
 
 
@@ -506,6 +550,38 @@ def test_cli_status_and_logs(tmp_path: Path, children: list[subprocess.Popen]) -
     assert out.returncode == 1
     assert "no run directory 'nowhere'" in out.stderr and "runs under" in out.stderr
     assert "wave" in out.stderr
+    out = _simai("status", "wave", "--names", "0", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "argument --names: names must be an int >= 1, not 0" in out.stderr
+
+
+def test_cli_reports_a_refused_argument_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def refuse(args: object) -> int:
+        raise TypeError("shards must be an int >= 1, not '2'")
+
+    monkeypatch.setattr(cli, "store_env", refuse)
+    assert cli.main(["store", "env"]) == 1
+    assert capsys.readouterr().err == "simai store: error: shards must be an int >= 1, not '2'\n"
+    with pytest.raises(SystemExit):
+        cli.main(["store", "start", "--shards", "0"])
+    assert "argument --shards: shards must be an int >= 1, not 0" in capsys.readouterr().err
+
+
+def test_simai_run_shows_a_scripts_error_as_python_does(tmp_path: Path) -> None:
+    (tmp_path / "bad.py").write_text("def f(a):\n    return a + 'x'\n\nf(1)\n")
+    out = _simai("run", "bad.py", cwd=tmp_path)
+    assert out.returncode == 1
+    assert out.stderr.startswith('Traceback (most recent call last):\n  File "bad.py", line 4')
+    assert out.stderr.rstrip().endswith(
+        "TypeError: unsupported operand type(s) for +: 'int' and 'str'"
+    )
+    assert "simai/" not in out.stderr  # the script's frames only
+    out = _simai("run", "missing.py", cwd=tmp_path)
+    assert (
+        out.returncode == 1 and out.stderr == "simai run: error: no workflow script 'missing.py'\n"
+    )
 
 
 # --- memo keys made by the local executor's workers ------------------------------------------
@@ -599,12 +675,12 @@ def test_a_first_memo_lookup_in_the_records_thread_sees_the_journals(tmp_path: P
     looked = threading.Event()
 
     def lookup(error: BaseException | None) -> None:
-        found.append(r.memo_get("k"))
+        found.append(r._memo_get("k"))
         looked.set()
 
     with Records(db, journals=journals) as r:
         r.event("component", "c", "started")
-        r.after_commit(lookup)  # runs once that event is committed
+        r._after_commit(lookup)  # runs once that event is committed
         assert looked.wait(20), "the lookup in the records thread did not return"
     assert found[0].result == b"kept"  # type: ignore[union-attr]
 
@@ -665,7 +741,7 @@ def test_a_kept_result_that_cannot_be_loaded_runs_again(tmp_path: Path, caplog) 
         assert wf.submit(_echo, 1).result() == ((1,), {})
     with Records(run / "records.db") as r:
         (key,) = _memo_keys(r)
-        r.memo_put_many([(key, "_echo", b"\x80\x05not a pickle")])
+        r._memo_put_many([(key, "_echo", b"\x80\x05not a pickle")])
     with Workflow("stale", store="file", run_dir=run, resume=True) as wf:
         assert wf.submit(_echo, 1).result() == ((1,), {})
         assert wf.executor.memo.recalled == 0  # type: ignore[union-attr]
@@ -768,9 +844,9 @@ def test_a_workflow_writes_one_row_per_task_and_rows_for_tasks_still_running(
 
 def test_the_latest_memo_of_a_key_counts(tmp_path: Path) -> None:
     with Records(tmp_path / "records.db") as r:
-        r.memo_put_many([("k0", "f", b"old")])
-        r.memo_put_many([("k0", "f", b"new")])
-        assert r.memo_get("k0").result == b"new"
+        r._memo_put_many([("k0", "f", b"old")])
+        r._memo_put_many([("k0", "f", b"new")])
+        assert r._memo_get("k0").result == b"new"
         assert _memo_keys(r) == {"k0"}
 
 
@@ -800,14 +876,14 @@ def test_memo_journals_are_folded_in_once_and_removed_when_whole(tmp_path: Path)
     torn = _journal(journals, "2-b", [("b0", b"b0"), ("b1", b"b1")], True)
     (journals / "notes.txt").write_text("not a journal")
     with Records(db, journals=journals) as r:  # folded in when the writer starts
-        assert pickle.loads(r.memo_get("a999").result) == 999
-        assert r.memo_get("b1").result == b"b1" and r.memo_get("cut") is None
+        assert pickle.loads(r._memo_get("a999").result) == 999
+        assert r._memo_get("b1").result == b"b1" and r._memo_get("cut") is None
         more = _journal(journals, "3-c", [("c0", b"c0")], False)  # written during the run
-        assert r.memo_get("c0") is None  # folded in at the end only
+        assert r._memo_get("c0") is None  # folded in at the end only
     assert not whole.exists() and not more.exists()  # folded in to the last byte: removed
     assert torn.exists() and (journals / "notes.txt").exists()
     with Records(db, journals=journals) as r:  # the torn one is not folded in twice
-        assert r.memo_get("c0").result == b"c0"
+        assert r._memo_get("c0").result == b"c0"
         assert len(_memo_keys(r)) == 1003
     count = sqlite3.connect(db).execute("SELECT count(*) FROM memo").fetchone()[0]
     assert count == 1003

@@ -615,16 +615,29 @@ def register_executor(name: str, target: str) -> None:
     _REGISTRY[name] = target
 
 
+def executor_names() -> list[str]:
+    """The names ``get_executor`` knows."""
+    return sorted(_REGISTRY)
+
+
+def check_executor(executor: Any) -> None:
+    """Refuse what is neither an Executor nor the name of a known one."""
+    if isinstance(executor, Executor):
+        return
+    known = ", ".join(executor_names())
+    if not isinstance(executor, str):
+        raise TypeError(f"executor must be an Executor or a name ({known}), not {executor!r}")
+    if executor not in _REGISTRY:
+        raise ValueError(f"unknown executor {executor!r}; known: {known}")
+
+
 def get_executor(name_or_instance: str | Executor = "local", **config: Any) -> Executor:
     """An executor by name (``"local"``, ``"parsl"``) built with ``config``, or the instance."""
+    check_executor(name_or_instance)
     if isinstance(name_or_instance, Executor):
         if config:
             raise TypeError("configuration given for an executor that already exists")
         return name_or_instance
-    if not isinstance(name_or_instance, str) or name_or_instance not in _REGISTRY:
-        raise ValueError(
-            f"unknown executor {name_or_instance!r}; known: {', '.join(sorted(_REGISTRY))}"
-        )
     module_name, _, class_name = _REGISTRY[name_or_instance].partition(":")
     cls = getattr(importlib.import_module(module_name), class_name)
     return cls(**config)

@@ -13,8 +13,9 @@ otherwise (CI, batch jobs, a pipe) it prints one plain line every ``interval`` s
 ``$SIMAI_PROGRESS=off`` (``live`` or ``plain`` force a mode).
 
 It only reads: the workflow's in-memory task counts and component states, its records
-(:meth:`simai.workflow.Records.query`), and ``stream_info`` of the streams named. Nothing
-it does can stop or slow the run beyond a few milliseconds of one thread every refresh.
+(through a read-only :class:`simai.workflow.Records` of its own: the run's writes and memo
+lookups never wait for it), and ``stream_info`` of the streams named. Nothing it does can
+stop or slow the run beyond a few milliseconds of one thread every refresh.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 from simai.checks import check_seconds
+from simai.workflow.records import Records
 
 if TYPE_CHECKING:
     from simai.workflow import Workflow
@@ -69,12 +71,13 @@ class Progress:
         self.mode = resolve_mode(mode, self.file)
         self.streams = list(streams)
         workflow.watch_streams(*self.streams)  # recorded over time even when not shown
-        interval = check_seconds("interval", interval, positive=True)
+        interval = check_seconds("interval", interval, positive=True, optional=True)
         self.interval = interval if interval is not None else (0.5 if self.mode == "live" else 5.0)
         self._start = time.monotonic()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._store: Any = None
+        self._records: Records | None = None
         self._metric_row = 0
         self._metrics: dict[str, tuple[float | None, int | None]] = {}
         self._counter_row = 0
@@ -99,22 +102,22 @@ class Progress:
             store=self._read_store(),
         )
 
+    def _reader(self) -> Records:
+        """The display's own read-only connection to the run's records (opened on first
+        use): it never takes the lock of the workflow's, which the run's writes use."""
+        if self._records is None:
+            self._records = Records(self.workflow.run_dir.records_path, readonly=True)
+        return self._records
+
     def _read_metrics(self) -> dict[str, tuple[float | None, int | None]]:
-        for rowid, name, value, step in self.workflow.records.query(
-            "SELECT rowid, name, value, step FROM metrics WHERE rowid > ? ORDER BY rowid",
-            (self._metric_row,),
-        ):
+        for rowid, name, value, step in self._reader().metrics_since(self._metric_row):
             self._metric_row = rowid
             self._metrics[name] = (value, step)
         return dict(self._metrics)
 
     def _read_store(self) -> dict[str, float] | None:
-        rows = self.workflow.records.query(
-            "SELECT rowid, host, pid, op, prefix, ops, bytes FROM store_counters "
-            "WHERE rowid > ? ORDER BY rowid",
-            (self._counter_row,),
-        )
-        for rowid, host, pid, op, prefix, ops, nbytes in rows:
+        rows = self._reader().store_counters_since(self._counter_row)
+        for rowid, host, pid, _, op, prefix, ops, nbytes in rows:
             self._counter_row = rowid
             self._counters[(host, pid, op, prefix)] = (ops, nbytes)
         if not self._counters:
@@ -315,6 +318,10 @@ class Progress:
         if self._store is not None:
             with contextlib.suppress(Exception):
                 self._store.close()
+        if self._records is not None:
+            with contextlib.suppress(Exception):
+                self._records.close()
+            self._records = None
 
 
 def resolve_mode(mode: str | None, file: IO[str]) -> str:

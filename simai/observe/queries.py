@@ -177,10 +177,7 @@ def _resources_cpus(text: str | None, cache: dict[str | None, float]) -> float:
 
 def load_tasks(records: Records) -> Tasks:
     """All task rows, in submission order."""
-    rows = records.query(
-        "SELECT name, item_id, state, submitted, started, ended, host, worker, resources, "
-        "retries FROM tasks ORDER BY submitted"
-    )
+    rows = records.task_columns()
     if not rows:
         empty = np.empty(0)
         return Tasks(
@@ -263,9 +260,7 @@ def failures(records: Records, limit: int, tasks: Tasks) -> tuple[list[dict[str,
 
 def load_metrics(records: Records) -> list[Series]:
     """Every user metric, one series per (name, source), in time order."""
-    rows = records.query(
-        "SELECT name, coalesce(source, ''), time, value, step FROM metrics ORDER BY name, time"
-    )
+    rows = records.metric_points()
     if not rows:
         return []
     name, source, t, value, step = zip(*rows, strict=True)
@@ -305,21 +300,13 @@ def load_store(records: Records) -> StoreTraffic | None:
     """Store traffic from the ``store_counters`` snapshots (running totals per process, op
     and key prefix, turned here into what moved between snapshots); ``None`` when the run
     recorded none."""
-    rows = records.query(
-        f"""SELECT time, lag(time, 1, NULL) OVER w,
-            coalesce(nullif(component, ''), '{NO_COMPONENT}'), op, prefix,
-            CASE WHEN bytes >= lag(bytes, 1, 0) OVER w THEN bytes - lag(bytes, 1, 0) OVER w
-                 ELSE bytes END,
-            CASE WHEN ops >= lag(ops, 1, 0) OVER w THEN ops - lag(ops, 1, 0) OVER w
-                 ELSE ops END
-        FROM store_counters
-        WINDOW w AS (PARTITION BY host, pid, component, op, prefix ORDER BY time)"""
-    )
+    rows = records.store_traffic()
     if not rows:
         return None
     per: dict[str, list[tuple[float, float, float]]] = {}
     totals: dict[tuple[str, str, str], list[int]] = {}
     for t, before, comp, op, prefix, nbytes, ops in rows:
+        comp = comp or NO_COMPONENT
         per.setdefault(comp, []).append((t, np.nan if before is None else before, nbytes))
         tot = totals.setdefault((comp, op, prefix), [0, 0])
         tot[0] += ops
@@ -350,9 +337,7 @@ def load_backlog(records: Records, metrics: list[Series]) -> list[Series] | None
     ``backlog:sine/samples``); ``None`` when there are none."""
     found = []
     per: dict[str, list[tuple[float, float]]] = {}
-    for t, stream, length, backlog in records.query(
-        "SELECT time, stream, length, backlog FROM stream_backlog ORDER BY time"
-    ):
+    for t, stream, length, backlog in records.stream_samples():
         per.setdefault(stream, []).append((t, length if backlog is None else backlog))
     for stream, pts in per.items():
         a = np.array(pts, dtype=float)
@@ -374,10 +359,6 @@ def _mark_interrupted(runs: list[dict[str, Any]], live: dict[str, Any] | None) -
                 r["status"] = "interrupted"
 
 
-def _last_event(records: Records) -> float | None:
-    return records.query("SELECT max(time) FROM events")[0][0]
-
-
 def load(run_dir: RunDir, failure_limit: int = 200) -> RunData:
     """Everything the report draws for the run in ``run_dir`` (finished or in progress)."""
     now = time.time()
@@ -390,7 +371,7 @@ def load(run_dir: RunDir, failure_limit: int = 200) -> RunData:
         metrics = load_metrics(records)
         store = load_store(records)
         backlog = load_backlog(records, metrics)
-        last_event = _last_event(records)
+        last_event = records.last_event_time()
     _mark_interrupted(runs, live)
     starts = [r["started"] for r in runs if r["started"]]
     times = [
@@ -456,29 +437,19 @@ def summary(run_dir: RunDir, failure_limit: int = 20) -> dict[str, Any]:
         data.update(records.summary(failures=failure_limit))
         durations = {}
         firsts, lasts = [], []
-        done = "CASE WHEN state = 'done' THEN ended - started END"
-        for name, first, last, n, mean, lo, hi, total in records.query(
-            f"SELECT name, min(submitted), max(ended), count({done}), avg({done}), "
-            f"min({done}), max({done}), sum({done}) FROM tasks GROUP BY name"
-        ):
-            firsts.append(first)
-            lasts.append(last)
-            if n:
-                durations[name] = {"count": n, "mean": mean, "min": lo, "max": hi, "total": total}
+        for d in records.task_durations():
+            firsts.append(d["first"])
+            lasts.append(d["last"])
+            if d["count"]:
+                durations[d["name"]] = {k: d[k] for k in ("count", "mean", "min", "max", "total")}
         first_task = min((t for t in firsts if t), default=None)
         last_task = max((t for t in lasts if t), default=None)
         uptime = {}
         for c in load_components(records):
             uptime[c.name] = sum(((e if e is not None else now) - s) for s, e, _ in c.intervals)
-        metrics: dict[str, dict[str, Any]] = {}
-        for name, n, t, value, step, source in records.query(
-            "SELECT m.name, c.n, m.time, m.value, m.step, m.source FROM metrics m JOIN "
-            "(SELECT name, count(*) AS n, max(rowid) AS last FROM metrics GROUP BY name) c "
-            "ON m.rowid = c.last ORDER BY m.name"
-        ):
-            metrics[name] = {"value": value, "step": step, "time": t, "count": n, "source": source}
+        metrics = records.latest_metrics()
         traffic = load_store(records)
-        last_event = _last_event(records)
+        last_event = records.last_event_time()
     _mark_interrupted(data["runs"], live)
     store = None
     if traffic is not None:

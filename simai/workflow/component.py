@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from simai.launch import Command, Resources
+from simai.store.counters import COMPONENT_ENV
 
 if TYPE_CHECKING:
     from simai.workflow.workflow import Workflow
 
 POLICIES = ("never", "on-failure", "always")
-COMPONENT_ENV = "SIMAI_COMPONENT"
 
 
 class ComponentFailed(RuntimeError):

@@ -11,7 +11,7 @@ import cloudpickle
 
 from simai.launch.executor import Task
 from simai.launch.memokey import command_key, function_key
-from simai.workflow.component import COMPONENT_ENV
+from simai.store.counters import COMPONENT_ENV
 from simai.workflow.records import Records
 
 _log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class RecordsMemo:
         if not self.recalls:
             return False, None
         key = task.memo_key = memo_key(task)
-        entry = self.records.memo_get(key) if key is not None else None
+        entry = self.records._memo_get(key) if key is not None else None
         if entry is None or entry.status != "done":
             return False, None
         try:
@@ -89,7 +89,7 @@ class RecordsMemo:
             if now:
                 skip = {id(t) for t, _, _ in now}
                 kept = [(t, r) for t, r in ended if id(t) not in skip]
-            self.records.memo_put_many(
+            self.records._memo_put_many(
                 entries, on_durable=lambda error: _conclude_all(kept, done, error)
             )
         for task, result, error in now:

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from simai.checks import check_int
-from simai.workflow.component import COMPONENT_ENV
+from simai.store.counters import COMPONENT_ENV
 
 if TYPE_CHECKING:
     from simai.workflow.records import Records
@@ -204,7 +204,7 @@ class ChannelReader:
     def __init__(self, run_dir: str | os.PathLike[str], records: Records) -> None:
         self.folder = Path(run_dir, CHANNEL)
         self.records = records
-        self.offsets = records.channel_offsets()
+        self.offsets = records._channel_offsets()
         self._lock = threading.Lock()
 
     def poll(self) -> int:
@@ -247,7 +247,7 @@ class ChannelReader:
             except (ValueError, TypeError, IndexError, KeyError) as e:
                 _log.warning("skipping a bad line in %s: %s (%r)", entry.path, e, raw[:200])
         self.offsets[entry.name] = start + end
-        records.channel_offset(entry.name, start + end)
+        records._channel_offset(entry.name, start + end)
         return n
 
 

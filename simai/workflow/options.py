@@ -42,7 +42,7 @@ class WorkflowOptions:
         Seconds between the heartbeats of components and the workflow's checks (default 1).
     heartbeat_timeout : float
         Seconds without a heartbeat after which a component is killed and handled as
-        failed (default 60).
+        failed (default 60); longer than ``heartbeat_interval``.
     """
 
     executor_config: Mapping[str, Any] = field(default_factory=dict)
@@ -59,19 +59,27 @@ class WorkflowOptions:
             raise TypeError(f"executor_config must be a dict of keyword arguments, not {config!r}")
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, not {self.layout!r}")
-        if not isinstance(self.store_bind, str) or not self.store_bind:
+        if not isinstance(self.store_bind, str):
             raise TypeError(f"store_bind must be a host address, not {self.store_bind!r}")
+        if not self.store_bind.strip():
+            raise ValueError(f"store_bind must be a host address, not {self.store_bind!r}")
         checked = {
             "executor_config": dict(config),
             "store_shards": check_int("store_shards", self.store_shards, 1),
             "store_cores": check_int("store_cores", self.store_cores, 0),
             **{
-                name: check_seconds(name, getattr(self, name), positive=True, optional=False)
+                name: check_seconds(name, getattr(self, name), positive=True)
                 for name in ("heartbeat_interval", "heartbeat_timeout")
             },
         }
         for name, value in checked.items():
             object.__setattr__(self, name, value)
+        if not self.heartbeat_timeout > self.heartbeat_interval:
+            raise ValueError(
+                f"heartbeat_timeout must be longer than heartbeat_interval "
+                f"({self.heartbeat_interval:g} s), not {self.heartbeat_timeout:g} s: a "
+                "component would be killed between two heartbeats"
+            )
         if self.layout == "clustered" and self.store_cores:
             raise ValueError("store_cores splits one node's cores: it needs layout='colocated'")
 

@@ -7,13 +7,13 @@ can undo the last commits. A killed run leaves a database that opens and holds a
 of what was recorded.
 
 Writing costs the workflow process almost nothing: :meth:`Records.event`,
-:meth:`Records.tasks`, :meth:`Records.log_metric` and ``memo_put_many(...,
+:meth:`Records.tasks`, :meth:`Records.log_metric` and the memo's ``_memo_put_many(...,
 durable=False)`` append to an in-memory queue (a couple of microseconds, or less a row
 for batches); a flusher thread sends the queue every ``interval`` seconds (or at
 ``batch`` items) as one marshal frame to a small writer process (``_recorder.py``,
 standard library only), which commits each frame in one transaction and acknowledges it.
 SQLite's work thus runs outside the workflow's GIL. ``flush()`` waits until everything
-queued is committed; ``memo_put_many(..., durable=True)`` (the default) waits for its own
+queued is committed; ``_memo_put_many(..., durable=True)`` (the default) waits for its own
 commit, shared with whatever else is queued. ``close()`` flushes and stops the
 writer; so does the end of the interpreter. The writer exits when its pipe closes, so it
 never outlives the workflow process, SIGKILL included, and commits all it received first.
@@ -61,8 +61,12 @@ for the rows too (see ``_recorder.py``). ``flush()`` writes every row held or de
 
 Most memos do not come through here at all: a local executor's workers append them to
 journal files in the ``journals`` directory, which the writer folds into ``memo`` when it
-starts and when it ends (``_recorder.py``); :meth:`memo_get` sees them from the next
+starts and when it ends (``_recorder.py``); the memo lookups see them from the next
 attempt on.
+
+The database keeps its schema's version (:data:`SCHEMA_VERSION`) in ``PRAGMA
+user_version``; a database of another version is refused, for writing and for reading
+alike (there are no migrations: a run is resumed by the simai that made it).
 """
 
 from __future__ import annotations
@@ -83,7 +87,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -109,6 +113,9 @@ STATE_OF = _recorder.STATE_OF
 _KINDS = frozenset(KINDS)
 _EVENTS = frozenset(EVENTS)
 
+#: the version of the tables below, kept in the database's ``PRAGMA user_version``: change
+#: it with them (a database of another version is refused, see :class:`Records`)
+SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     attempt INTEGER PRIMARY KEY, started REAL NOT NULL, ended REAL,
@@ -139,6 +146,7 @@ CREATE TABLE IF NOT EXISTS store_counters (
     prefix TEXT NOT NULL, ops INTEGER NOT NULL, bytes INTEGER NOT NULL);
 """
 _TABLES = re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", _SCHEMA)
+_STATEMENTS = [part.strip() for part in _SCHEMA.split(";") if part.strip()]
 _SET_OFFSET = "INSERT OR REPLACE INTO channel_files VALUES (?,?)"
 _INSERT_COUNTERS = "INSERT INTO store_counters VALUES (?,?,?,?,?,?,?,?)"
 _INSERT_BACKLOG = "INSERT INTO stream_backlog VALUES (?,?,?,?)"
@@ -250,9 +258,8 @@ class Records:
         try:
             if not readonly:
                 self._db.execute("PRAGMA journal_mode=WAL")
-                with self._db:
-                    self._db.executescript(_SCHEMA)
-            self._db.execute(f"SELECT 1 FROM {', '.join(_TABLES)} LIMIT 0")
+                self._create_schema()
+            self._check_schema()
         except sqlite3.DatabaseError as e:
             self._db.close()
             raise ValueError(f"{self.path} is not a simai records database: {e}") from None
@@ -309,6 +316,44 @@ class Records:
         db.execute("PRAGMA synchronous=NORMAL")
         db.row_factory = sqlite3.Row
         return db
+
+    def _create_schema(self) -> None:
+        """Create the tables of a new database and stamp it with :data:`SCHEMA_VERSION`, in
+        one transaction (another process may be creating it at the same time)."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            (version,) = db.execute("PRAGMA user_version").fetchone()
+            (objects,) = db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            if version == 0 and objects == 0:  # a new database
+                for statement in _STATEMENTS:
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _check_schema(self) -> None:
+        """Refuse a database of another schema version, or one that is not a records db."""
+        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        if version != SCHEMA_VERSION:
+            tables = {
+                name
+                for (name,) in self._db.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'"
+                )
+            }
+            if version != 0 or {"runs", "tasks", "memo"} <= tables:
+                raise ValueError(
+                    f"{self.path} was made by another simai version (records schema version "
+                    f"{version}, this simai uses {SCHEMA_VERSION}); start a fresh run or use "
+                    "that version"
+                )
+            raise ValueError(
+                f"{self.path} is not a simai records database (no records tables in it)"
+            )
+        self._db.execute(f"SELECT 1 FROM {', '.join(_TABLES)} LIMIT 0")
 
     # --- writing -------------------------------------------------------------------------
 
@@ -458,18 +503,18 @@ class Records:
         )
         self._pending.append((ROW, (_INSERT_BACKLOG, row)))
 
-    def channel_offset(self, file: str, offset: int) -> None:
+    def _channel_offset(self, file: str, offset: int) -> None:
         """Queue how far channel file ``file`` was read (committed after what it held)."""
         if self._refuse:
             self._writable()
         self._pending.append((ROW, (_SET_OFFSET, (file, offset))))
 
     @_locked
-    def channel_offsets(self) -> dict[str, int]:
+    def _channel_offsets(self) -> dict[str, int]:
         """How far each channel file was read (see :mod:`simai.workflow.metrics`)."""
         return dict(self._db.execute("SELECT file, offset FROM channel_files").fetchall())
 
-    def memo_put_many(
+    def _memo_put_many(
         self,
         entries: list[tuple[str, str | None, bytes]],
         *,
@@ -499,11 +544,11 @@ class Records:
                 )
         self._pending.append((MEMO, rows))
         if on_durable is not None:
-            self.after_commit(on_durable)
+            self._after_commit(on_durable)
         elif durable:
             self.flush()
 
-    def after_commit(self, fn: Callable[[BaseException | None], None]) -> None:
+    def _after_commit(self, fn: Callable[[BaseException | None], None]) -> None:
         """Call ``fn(None)`` in the records thread once everything queued so far is
         committed, without waiting for it; ``fn(error)`` if the writer fails first.
         ``fn`` must be quick and must not raise (what it raises is logged and dropped)."""
@@ -663,7 +708,7 @@ class Records:
     # --- memo ----------------------------------------------------------------------------
 
     @_locked
-    def memo_get(self, key: str) -> MemoEntry | None:
+    def _memo_get(self, key: str) -> MemoEntry | None:
         """The committed memo of ``key`` (the latest, if kept twice), or ``None`` if that
         task never finished."""
         self._load_memo_keys()
@@ -702,14 +747,6 @@ class Records:
                 yield
             finally:
                 self._db.execute("COMMIT")
-
-    @_locked
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
-        """The rows of a read-only SQL query, as tuples: for readers that build on the
-        records with queries of their own (:mod:`simai.observe`)."""
-        cur = self._db.cursor()
-        cur.row_factory = None
-        return cur.execute(sql, params).fetchall()
 
     @_locked
     def runs(self) -> list[dict[str, Any]]:
@@ -807,6 +844,108 @@ class Records:
                 (int(limit),),
             )
         ]
+
+    def _tuples(self, sql: str, args: tuple = ()) -> list[tuple]:
+        """The rows of one of this module's queries, as tuples (cheaper than Rows)."""
+        cur = self._db.cursor()
+        cur.row_factory = None
+        return cur.execute(sql, args).fetchall()
+
+    @_locked
+    def task_columns(self) -> list[tuple]:
+        """Every task's ``(name, item_id, state, submitted, started, ended, host, worker,
+        resources, retries)``, in submission order, as tuples: what a report of 100k
+        tasks loads (see :meth:`tasks_table` for dicts)."""
+        return self._tuples(
+            "SELECT name, item_id, state, submitted, started, ended, host, worker, resources, "
+            "retries FROM tasks ORDER BY submitted"
+        )
+
+    @_locked
+    def task_durations(self) -> list[dict[str, Any]]:
+        """Per task name: ``name``, ``first`` (its first submission), ``last`` (its last
+        end), and the ``count``, ``mean``, ``min``, ``max`` and ``total`` seconds of its
+        finished (``done``) tasks (``None`` but the count when there are none)."""
+        done = "CASE WHEN state = 'done' THEN ended - started END"
+        keys = ("name", "first", "last", "count", "mean", "min", "max", "total")
+        rows = self._tuples(
+            f"SELECT name, min(submitted), max(ended), count({done}), avg({done}), "
+            f"min({done}), max({done}), sum({done}) FROM tasks GROUP BY name"
+        )
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    @_locked
+    def metric_points(self) -> list[tuple]:
+        """Every metric value's ``(name, source, time, value, step)``, by name then time,
+        as tuples (``source`` ``""`` when not recorded)."""
+        return self._tuples(
+            "SELECT name, coalesce(source, ''), time, value, step FROM metrics ORDER BY name, time"
+        )
+
+    @_locked
+    def latest_metrics(self) -> dict[str, dict[str, Any]]:
+        """Per metric name, by name: its latest ``value``, ``step``, ``time``, ``source``
+        and ``count`` (how many values it has)."""
+        rows = self._tuples(
+            "SELECT m.name, c.n, m.time, m.value, m.step, m.source FROM metrics m JOIN "
+            "(SELECT name, count(*) AS n, max(rowid) AS last FROM metrics GROUP BY name) c "
+            "ON m.rowid = c.last ORDER BY m.name"
+        )
+        return {
+            name: {"value": value, "step": step, "time": t, "count": n, "source": source}
+            for name, n, t, value, step, source in rows
+        }
+
+    @_locked
+    def metrics_since(self, rowid: int) -> list[tuple]:
+        """The metric values committed after row ``rowid`` (0: all), in commit order, as
+        ``(rowid, name, value, step)``: pass the last rowid seen to follow a live run."""
+        return self._tuples(
+            "SELECT rowid, name, value, step FROM metrics WHERE rowid > ? ORDER BY rowid",
+            (int(rowid),),
+        )
+
+    @_locked
+    def store_counters_since(self, rowid: int) -> list[tuple]:
+        """The store counter snapshots committed after row ``rowid`` (0: all), in commit
+        order, as ``(rowid, host, pid, component, op, prefix, ops, bytes)``: running totals
+        per process, operation and key prefix (``component`` ``""`` for tasks and the
+        workflow)."""
+        return self._tuples(
+            "SELECT rowid, host, pid, component, op, prefix, ops, bytes FROM store_counters "
+            "WHERE rowid > ? ORDER BY rowid",
+            (int(rowid),),
+        )
+
+    @_locked
+    def store_traffic(self) -> list[tuple]:
+        """What the store moved between each process's counter snapshots (they hold running
+        totals): ``(time, since, component, op, prefix, bytes, ops)``, ``since`` the time of
+        that process's previous snapshot of the same op and prefix (``None`` for its first,
+        which counts from the process's start), ``component`` ``None`` for tasks and the
+        workflow. A total lower than the one before (a restarted process) counts whole."""
+        return self._tuples(
+            """SELECT time, lag(time, 1, NULL) OVER w, nullif(component, ''), op, prefix,
+                CASE WHEN bytes >= lag(bytes, 1, 0) OVER w
+                     THEN bytes - lag(bytes, 1, 0) OVER w ELSE bytes END,
+                CASE WHEN ops >= lag(ops, 1, 0) OVER w THEN ops - lag(ops, 1, 0) OVER w
+                     ELSE ops END
+            FROM store_counters
+            WINDOW w AS (PARTITION BY host, pid, component, op, prefix ORDER BY time)"""
+        )
+
+    @_locked
+    def stream_samples(self) -> list[tuple]:
+        """The samples of the watched streams (:meth:`stream_sample`), oldest first, as
+        ``(time, stream, length, backlog)``."""
+        return self._tuples(
+            "SELECT time, stream, length, backlog FROM stream_backlog ORDER BY time"
+        )
+
+    @_locked
+    def last_event_time(self) -> float | None:
+        """When the newest event of the events log happened, or ``None`` when it is empty."""
+        return self._db.execute("SELECT max(time) FROM events").fetchone()[0]
 
     @_locked
     def summary(self, failures: int = 50) -> dict[str, Any]:

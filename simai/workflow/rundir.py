@@ -24,7 +24,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
-import importlib.metadata
 import json
 import os
 import re
@@ -33,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from simai._version import __version__
 from simai.store.private import private_dir
 
 CONFIG = "config.json"
@@ -78,15 +78,6 @@ def log_stem(name: str) -> str:
         return stem
     digest = hashlib.sha1(name.encode()).hexdigest()[:8]
     return f"{stem or 'log'}-{digest}"
-
-
-def _simai_version() -> str:
-    """The installed simai's version (read from its metadata: the workflow layer does not
-    import the simai package above it)."""
-    try:
-        return importlib.metadata.version("simai")
-    except importlib.metadata.PackageNotFoundError:  # a source tree that was not installed
-        return "unknown"
 
 
 class RunDir:
@@ -149,7 +140,7 @@ class RunDir:
         """``logs/<stem>.log`` for a component or task name (see :func:`log_stem`)."""
         return self.logs_dir / f"{log_stem(name)}.log"
 
-    def log_names(self) -> list[str]:
+    def _log_names(self) -> list[str]:
         """The stems of the logs present, sorted."""
         if not self.logs_dir.is_dir():
             return []
@@ -161,7 +152,7 @@ class RunDir:
         for path in (self.log_path(name), self.logs_dir / f"{name}.log"):
             if path.is_file() and path.parent == self.logs_dir:
                 return path
-        names = self.log_names()
+        names = self._log_names()
         listing = ", ".join(names) if names else "none yet"
         raise KeyError(f"no log named {name!r} in {self.logs_dir}; logs there: {listing}")
 
@@ -189,7 +180,7 @@ class RunDir:
         """
         data = self.config()
         if not data:
-            data = {"created": time.time(), "simai_version": _simai_version()}
+            data = {"created": time.time(), "simai_version": __version__}
         data.update(fields)
         text = json.dumps(data, indent=1, sort_keys=True)
         tmp = self.config_path.with_name(f".{CONFIG}.{os.getpid()}.tmp")
@@ -200,7 +191,7 @@ class RunDir:
         os.replace(tmp, self.config_path)
         return data
 
-    def check_identity(self, identity: str) -> None:
+    def _check_identity(self, identity: str) -> None:
         """Refuse a run directory created by another workflow.
 
         Passes when the directory has no recorded identity yet (a new run) or the same one;

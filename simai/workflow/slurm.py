@@ -29,6 +29,7 @@ from pathlib import Path
 
 from simai.checks import check_int
 from simai.workflow.records import Records
+from simai.workflow.rundir import RECORDS
 from simai.workflow.script import run_script, script_path
 
 COMPLETE = "complete"
@@ -80,7 +81,7 @@ def submit_chain(
     replaces the environment the jobs get (default: this process's). Returns the job ids.
     """
     script_file = script_path(script)
-    check_int("jobs", jobs, 1)
+    jobs = check_int("jobs", jobs, 1)
     if not isinstance(time, str) or not _TIME.match(time):
         raise ValueError(
             f"time must be a Slurm --time value (MM, MM:SS, HH:MM:SS, D-HH[:MM]), not {time!r}"
@@ -149,9 +150,9 @@ def run_complete(chain: Path, run_dir: Path | None) -> bool:
     """Whether a job of the chain finished the run, or the run's last attempt is ``done``."""
     if (chain / COMPLETE).exists():
         return True
-    if run_dir is None or not (run_dir / "records.db").is_file():
+    if run_dir is None or not (run_dir / RECORDS).is_file():
         return False
-    records = Records(run_dir / "records.db", readonly=True)
+    records = Records(run_dir / RECORDS, readonly=True)
     try:
         attempts = records.runs()
     finally:

@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -20,12 +21,13 @@ from typing import Any
 from simai import launch
 from simai.checks import check_int
 from simai.launch import Command, Executor, Resources, get_executor
-from simai.launch.executor import Task
+from simai.launch.executor import Task, check_executor
 from simai.launch.signals import leave_stop_signals_to_main_thread
 from simai.store import ENV_PASSWORD, ENV_URL, Store, open_store
+from simai.store.counters import COMPONENT_ENV
 from simai.store.local import LocalStore, local_root
 from simai.workflow import metrics
-from simai.workflow.component import COMPONENT_ENV, POLICIES, Component
+from simai.workflow.component import POLICIES, Component
 from simai.workflow.memo import RecordsMemo
 from simai.workflow.options import WorkflowOptions
 from simai.workflow.records import Records
@@ -37,7 +39,19 @@ STOP_REQUEST = "stop-request"
 #: seconds a task that has not ended waits for a row: a short one gets one when it ends
 HOLD = 1.0
 _ONE_CORE = json.dumps({"cpus": 1, "gpus": 0, "ranks": 1})  # most tasks' resources
+_NAME = re.compile(r"[A-Za-z0-9._-]+")
 _log = logging.getLogger(__name__)
+
+
+def _check_name(name: Any) -> str:
+    """A workflow's name, which names its run directory: letters, digits, ``.``, ``_`` and
+    ``-``, not ``.`` or ``..`` (TypeError for a non-str, ValueError for another str)."""
+    what = "a workflow name (letters, digits, '.', '_' and '-'; not '.' or '..')"
+    if not isinstance(name, str):
+        raise TypeError(f"name must be {what}, not {name!r}")
+    if not _NAME.fullmatch(name) or name in (".", ".."):
+        raise ValueError(f"name must be {what}, not {name!r}")
+    return name
 
 
 def local_run_url(run_dir: str | os.PathLike[str]) -> str:
@@ -64,8 +78,9 @@ class Workflow:
     Parameters
     ----------
     name : str
-        The workflow's name: its run directory is `runs/<name>` unless `run_dir` says
-        otherwise, and a run directory belongs to one name.
+        The workflow's name, of letters, digits, ".", "_" and "-": its run directory is
+        `runs/<name>` unless `run_dir` says otherwise, and a run directory belongs to one
+        name.
     store : str
         "local" (node-local shared memory, the default), "file" (a directory in the run
         directory), "redis" (shards the workflow starts and stops), or the URL of a store
@@ -103,6 +118,9 @@ class Workflow:
         keep_store: bool | Sequence[str] | None = None,
         options: WorkflowOptions | None = None,
     ) -> None:
+        name = _check_name(name)
+        if not isinstance(store, str):
+            raise TypeError(f"store must be 'local', 'file', 'redis' or a store URL, not {store!r}")
         if "://" not in store and store not in ("local", "file", "redis"):
             raise ValueError(
                 f"store must be 'local', 'file', 'redis' or a store URL, not {store!r}"
@@ -111,6 +129,11 @@ class Workflow:
         if not isinstance(options, WorkflowOptions):
             raise TypeError(f"options must be a WorkflowOptions, not {options!r}")
         options.check_store(store)
+        check_executor(executor)
+        if resume is not None and not isinstance(resume, bool):
+            raise TypeError(f"resume must be True, False or None, not {resume!r}")
+        if not isinstance(memoize, bool):
+            raise TypeError(f"memoize must be True or False, not {memoize!r}")
         if keep_store is not None and not isinstance(keep_store, bool):
             if isinstance(keep_store, str) or not all(isinstance(p, str) for p in keep_store):
                 raise ValueError(
@@ -164,7 +187,7 @@ class Workflow:
         return self
 
     def _enter(self) -> None:
-        self.run_dir.check_identity(self.name)
+        self.run_dir._check_identity(self.name)
         self.run_dir.write_config(
             workflow=self.name,
             identity=self.name,
@@ -537,7 +560,7 @@ class Workflow:
         """
         if restart not in POLICIES:
             raise ValueError(f"restart must be one of {POLICIES}, not {restart!r}")
-        check_int("max_restarts", max_restarts, 0)
+        max_restarts = check_int("max_restarts", max_restarts, 0)
         if isinstance(target, Command):
             if args or kwargs:
                 raise TypeError("a Command component takes no arguments")
