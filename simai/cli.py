@@ -404,7 +404,7 @@ def stop(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.timeout
     while run_dir.holder() is not None:
         if time.monotonic() > deadline:
-            raise CLIError(f"run {run_dir.path} still running after {args.timeout} s")
+            raise CLIError(f"run {run_dir.path} still running after {args.timeout:g} s")
         time.sleep(0.1)
     _note(f"stopped run {run_dir.path}")
     return 0

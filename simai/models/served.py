@@ -100,7 +100,7 @@ class SurrogateClient:
             except TimeoutError:
                 raise TimeoutError(
                     f"no answer from a server of model {self.name!r} on stream "
-                    f"{self.requests!r} within {self.timeout} s: is `serve` running?"
+                    f"{self.requests!r} within {self.timeout:g} s: is `serve` running?"
                 ) from None
             reply = self.store.get(done)
             if "error" in reply:

@@ -136,7 +136,7 @@ class Surrogate:
             if self.refresh() or self._current is not None:
                 return self._current[0]  # type: ignore[index]
             if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"no loadable version of model {self.name!r} in {timeout} s")
+                raise TimeoutError(f"no loadable version of model {self.name!r} in {timeout:g} s")
             time.sleep(0.05)
 
     # --- calls ----------------------------------------------------------------------------

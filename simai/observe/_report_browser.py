@@ -67,7 +67,7 @@ def _run(args: list[str], timeout: float) -> tuple[str, str, float]:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
-            raise TimeoutError(f"chromium did not finish within {timeout} s") from None
+            raise TimeoutError(f"chromium did not finish within {timeout:g} s") from None
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)

@@ -231,7 +231,7 @@ class Connection:
             if timeout != -1.0:
                 raise
             raise ConnectionError(
-                f"{self.name} did not answer within {self.timeout} s; connection closed"
+                f"{self.name} did not answer within {self.timeout:g} s; connection closed"
             ) from None
         except OSError as e:
             self._lost(e)

@@ -224,7 +224,7 @@ class Component:
         Raises ComponentFailed (with the log tail) if it failed, TimeoutError on timeout.
         """
         if not self._ended.wait(timeout):
-            raise TimeoutError(f"component {self.name!r} still {self.state} after {timeout} s")
+            raise TimeoutError(f"component {self.name!r} still {self.state} after {timeout:g} s")
         if self.state == "failed":
             raise ComponentFailed(
                 f"component {self.name!r} failed after {self.restarts} restart(s): "

@@ -567,7 +567,7 @@ class Records:
         while not done.wait(0.2):
             self._writable()
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"records not flushed to {self.path} within {timeout} s")
+                raise TimeoutError(f"records not flushed to {self.path} within {timeout:g} s")
         self._writable()
 
     def _mark(self, waiter: threading.Event) -> None:
