@@ -308,7 +308,9 @@ class RedisServers:
                 if "refused" not in str(e) and "LOADING" not in str(e):
                     raise
             if time.monotonic() > deadline:
-                raise TimeoutError(f"redis-server on port {port} did not answer within {timeout:g} s")
+                raise TimeoutError(
+                    f"redis-server on port {port} did not answer within {timeout:g} s"
+                )
             time.sleep(0.01)
 
 
