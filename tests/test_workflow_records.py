@@ -95,15 +95,17 @@ def test_records_round_trip(tmp_path: Path) -> None:
         s = r.summary()
 
     assert [(a["attempt"], a["status"]) for a in s["runs"]] == [(1, "failed"), (2, "running")]
-    assert s["tasks"] == {"done": 5, "failed": 1, "submitted": 1}
+    # each attempt has its rows; what attempt 1 left unended is lost when attempt 2 starts
+    assert s["tasks"] == {"done": 5, "failed": 1, "lost": 2}
+    assert [a["tasks"] for a in s["runs"]] == [{"done": 4, "failed": 1, "lost": 2}, {"done": 1}]
     assert s["task_names"] == {
-        "simulate": {"done": 4, "failed": 1},
-        "analyse": {"submitted": 1},
+        "simulate": {"done": 4, "failed": 1, "lost": 1},
+        "analyse": {"lost": 1},
         "quick": {"done": 1},
     }
     comps = {c["name"]: c for c in s["components"]}
-    assert comps["sim"]["state"] == "running" and comps["sim"]["restarts"] == 0
-    assert comps["trainer"]["state"] == "running" and comps["trainer"]["restarts"] == 1
+    assert comps["sim"]["state"] == "lost" and comps["sim"]["restarts"] == 0
+    assert comps["trainer"]["state"] == "lost" and comps["trainer"]["restarts"] == 1
     assert comps["trainer"]["worker"] == "13"
     assert s["failures_total"] == 1
     assert s["failures"][0]["item_id"] == "3" and "bad period" in s["failures"][0]["detail"]
@@ -111,19 +113,23 @@ def test_records_round_trip(tmp_path: Path) -> None:
     assert s["events"]["task"] == {"failed": 1, "retried": 1}
 
     ro = Records(db, readonly=True)
-    rows = {(t["name"], t["item_id"]): t for t in ro.tasks_table()}
-    t4 = rows[("simulate", "4")]
-    assert (t4["state"], t4["retries"], t4["attempt"], t4["worker"]) == ("done", 1, 2, "1")
-    assert t4["submitted"] <= t4["started"] <= t4["ended"]
-    assert t4["host"] == "node7" and json.loads(t4["resources"]) == {"cpus": 1}
-    assert rows[("simulate", "3")]["detail"] == "ValueError: bad period"
-    q = rows[("quick", "q")]
+    rows = {(t["attempt"], t["name"], t["item_id"]): t for t in ro.tasks_table()}
+    lost, t4 = rows[(1, "simulate", "4")], rows[(2, "simulate", "4")]
+    assert (lost["state"], lost["retries"], lost["worker"]) == ("lost", 1, "0")
+    assert lost["host"] == "node7" and json.loads(lost["resources"]) == {"cpus": 1}
+    assert lost["submitted"] <= lost["ended"] == s["runs"][0]["ended"]
+    assert (t4["state"], t4["retries"], t4["worker"]) == ("done", 0, "1")
+    assert t4["started"] <= t4["ended"]
+    assert rows[(1, "analyse", "a")]["state"] == "lost"
+    assert rows[(1, "simulate", "3")]["detail"] == "ValueError: bad period"
+    q = rows[(1, "quick", "q")]
     assert (q["submitted"], q["started"], q["ended"], q["worker"]) == (100.0, 101.0, 102.5, "7")
     assert [e["event"] for e in ro.events(name="trainer")] == [
         "started",
         "failed",
         "restarting",
         "restarted",
+        "lost",
     ]
     assert [e["event"] for e in ro.events(kind="task", item_id=4)] == ["retried"]
     assert [(m["name"], m["value"], m["step"]) for m in ro.metrics()] == [("loss", 0.25, 3)]
@@ -721,6 +727,7 @@ def test_a_task_cancelled_through_its_future_is_recorded_cancelled(tmp_path: Pat
             time.sleep(0.05)
         assert wf.task_counts() == {
             "done": 1,
+            "recalled": 0,
             "running": 0,
             "queued": 0,
             "failed": 0,
@@ -729,7 +736,45 @@ def test_a_task_cancelled_through_its_future_is_recorded_cancelled(tmp_path: Pat
     with Records(run / "records.db", readonly=True) as ro:
         assert [r["state"] for r in ro.tasks_table()] == ["done", "cancelled"]
         (event,) = ro.events(kind="task")
-        assert event["event"] == "cancelled" and "cancelled before it ran" in event["detail"]
+        assert event["event"] == "cancelled" and "was cancelled" in event["detail"]
+
+
+def _terminate_mid_task(run: Path) -> tuple[dict[str, str], int]:
+    """Tasks on an executor of their own that simai terminates (as a steering loop does
+    with its trainer's): one running, one queued whose future was cancelled. Their
+    states by name, and the failures the run counts."""
+    from simai.launch.local import LocalExecutor
+    from simai.workflow import Workflow
+
+    with Workflow("terminated", store="file", run_dir=run) as wf:
+        ai = LocalExecutor(cores=1)
+        ai.observer = wf.executor.observer
+        try:
+            running = ai.submit(_sleep, 60.0)
+            queued = ai.submit(_sleep, 0.0)
+            deadline = time.monotonic() + 30
+            while not running.running():
+                assert time.monotonic() < deadline, "the task never started"
+                time.sleep(0.02)
+            assert queued.cancel()
+        finally:
+            ai.terminate()
+    ids = [f.simai_task.id for f in (running, queued)]  # type: ignore[attr-defined]
+    names = dict(zip(ids, ["running", "queued"], strict=True))
+    with Records(run / "records.db", readonly=True) as ro:
+        states = {names[int(r["item_id"])]: r["state"] for r in ro.tasks_table()}
+        return states, ro.summary()["failures_total"]
+
+
+def test_a_queued_task_whose_future_was_cancelled_is_recorded_cancelled(tmp_path: Path) -> None:
+    """An executor that drops a cancelled task unstarted tells no one: not left queued."""
+    states, _ = _terminate_mid_task(tmp_path / "run")
+    assert states["queued"] == "cancelled"
+
+
+def test_a_task_running_when_simai_terminates_its_executor_is_cancelled(tmp_path: Path) -> None:
+    states, failures = _terminate_mid_task(tmp_path / "run")
+    assert states["running"] == "cancelled" and failures == 0
 
 
 def test_a_kept_result_that_cannot_be_loaded_runs_again(tmp_path: Path, caplog) -> None:
@@ -805,6 +850,7 @@ def test_a_workflow_writes_one_row_per_task_and_rows_for_tasks_still_running(
         assert sorted(states.values()) == ["running", "submitted"], states
         assert wf.task_counts() == {
             "done": 0,
+            "recalled": 0,
             "running": 1,
             "queued": 1,
             "failed": 0,
@@ -821,6 +867,7 @@ def test_a_workflow_writes_one_row_per_task_and_rows_for_tasks_still_running(
             never.result(timeout=60)
         assert wf.task_counts() == {
             "done": 3,
+            "recalled": 0,
             "running": 0,
             "queued": 0,
             "failed": 1,

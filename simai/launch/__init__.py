@@ -8,6 +8,7 @@ from simai.launch.command import Command, CommandError, CommandResult
 from simai.launch.executor import (
     DependencyError,
     Executor,
+    TaskTerminated,
     TaskTimeoutError,
     WorkerLostError,
     get_executor,
@@ -28,6 +29,7 @@ __all__ = [
     "MpiLauncher",
     "Resources",
     "TaskFunction",
+    "TaskTerminated",
     "TaskTimeoutError",
     "WorkerLostError",
     "current_executor",

@@ -66,6 +66,12 @@ class TaskTimeoutError(TimeoutError):
     """A task ran past its walltime; its whole process tree was killed."""
 
 
+class TaskTerminated(RuntimeError):
+    """A task did not end because simai stopped its executor first (``terminate``, or the
+    end of the workflow or loop that owned it): its result was no longer wanted. Records
+    count it as cancelled, not failed, and it is not retried."""
+
+
 class WorkerLostError(RuntimeError):
     """The process running a task died before reporting a result (signal, crash, OOM)."""
 
@@ -559,7 +565,7 @@ class Executor(abc.ABC):
     def _retry_or_fail(self, task: Task, error: BaseException) -> None:
         if (
             task.attempt < task.retries
-            and not isinstance(error, DependencyError | CancelledError)
+            and not isinstance(error, DependencyError | CancelledError | TaskTerminated)
             and not task.future.done()
         ):
             task.attempt += 1
@@ -577,7 +583,8 @@ class Executor(abc.ABC):
         fut = task.future
         if fut.done():
             return
-        task.notify("cancelled" if isinstance(error, DependencyError) else "failed", error)
+        cancelled = isinstance(error, DependencyError | TaskTerminated)
+        task.notify("cancelled" if cancelled else "failed", error)
         if not task.started:
             task.started = True
             if not fut.set_running_or_notify_cancel():

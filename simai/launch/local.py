@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from simai.checks import check_int
-from simai.launch.executor import Executor, Task, TaskTimeoutError, WorkerLostError
+from simai.launch.executor import Executor, Task, TaskTerminated, TaskTimeoutError, WorkerLostError
 from simai.launch.payload import checked_payload, dumps_payload
 from simai.launch.processes import kill_tree, run_command
 from simai.launch.signals import leave_stop_signals_to_main_thread, unblock_stop_signals
@@ -293,11 +293,11 @@ class LocalExecutor(Executor):
 
     def _run(self, task: Task) -> None:
         if self._terminated:
-            raise RuntimeError("the executor was terminated")
+            raise TaskTerminated("the executor was terminated")
         if task.command is None and task.backend_data is None:
             task.backend_data = dumps_payload(task.fn, task.args, task.kwargs)
         if self._loop_exited:
-            raise RuntimeError("the executor has shut down")
+            raise TaskTerminated("the executor has shut down")
         self._post(("task", task))
 
     def _shutdown(self, wait: bool, cancel_futures: bool) -> None:
@@ -783,7 +783,7 @@ class LocalExecutor(Executor):
             except subprocess.TimeoutExpired:
                 worker.kill()
                 worker.proc.wait()
-        self._fail_everything(RuntimeError("the executor was terminated before the task ended"))
+        self._fail_everything(TaskTerminated("the executor was terminated before the task ended"))
         for worker in list(self._workers.values()):
             self._forget(worker)
         with self._command_lock:
@@ -797,7 +797,7 @@ class LocalExecutor(Executor):
             if item[0] == "done":
                 self._finish(item[1], item[2], item[3])
             elif item[0] == "task":
-                self._set_exception(item[1], RuntimeError("the executor has shut down"))
+                self._set_exception(item[1], TaskTerminated("the executor has shut down"))
         for sock in (self._wake_r, self._wake_w):
             sock.close()
         _LIVE.discard(self)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from simai.checks import check_int
-from simai.launch.executor import Executor, Task, TaskTimeoutError, WorkerLostError
+from simai.launch.executor import Executor, Task, TaskTerminated, TaskTimeoutError, WorkerLostError
 from simai.launch.payload import checked_payload, dumps_payload
 from simai.launch.processes import kill_tree, run_command
 
@@ -296,7 +296,7 @@ class ParslExecutor(Executor):
 
     def _run(self, task: Task) -> None:
         if self._closed_down:
-            raise RuntimeError("the Parsl executor has shut down")
+            raise TaskTerminated("the Parsl executor has shut down")
         if not task.start():
             return
         if task.command is not None:
@@ -383,7 +383,7 @@ class ParslExecutor(Executor):
                 self._cond.notify_all()
             for task in left:
                 self._set_exception(
-                    task, RuntimeError("the Parsl executor was shut down before the task ended")
+                    task, TaskTerminated("the Parsl executor was shut down before the task ended")
                 )
             self._remove_run_dir()
 
