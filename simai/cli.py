@@ -151,7 +151,21 @@ def store_env(args: argparse.Namespace) -> int:
 
 # --- simai status RUN / simai logs RUN NAME ------------------------------------------------
 
-_TASK_STATES = ("submitted", "running", "done", "failed", "retried", "cancelled")
+_TASK_STATES = (
+    "submitted",
+    "running",
+    "done",
+    "recalled",
+    "failed",
+    "lost",
+    "retried",
+    "cancelled",
+)
+#: what the states that a resume brings mean
+_RESUME_STATES = {
+    "recalled": "finished by an earlier attempt: its result recalled, not run again",
+    "lost": "not ended when its attempt was killed",
+}
 
 
 def _find_run(run: str) -> Any:
@@ -217,9 +231,17 @@ def _status_lines(run_dir: Any, data: dict[str, Any], names: int) -> list[str]:
     out.append("")
     out.append("attempts:")
     out += _table(
-        ("#", "started", "ended", "status", "host", "pid"),
+        ("#", "started", "ended", "status", "host", "pid", "tasks"),
         [
-            (r["attempt"], _when(r["started"]), _when(r["ended"]), r["status"], r["host"], r["pid"])
+            (
+                r["attempt"],
+                _when(r["started"]),
+                _when(r["ended"]),
+                r["status"],
+                r["host"],
+                r["pid"],
+                ", ".join(f"{n} {state}" for state, n in r["tasks"].items()),
+            )
             for r in runs[-3:]
         ],
     )
@@ -258,6 +280,7 @@ def _status_lines(run_dir: Any, data: dict[str, Any], names: int) -> list[str]:
         )
         if len(by_size) > names:
             out.append(f"  ({len(by_size) - names} more task names; --names N shows more)")
+        out += [f"  {state}: {text}" for state, text in _RESUME_STATES.items() if state in tasks]
         durations = data["durations"]
         if durations:
             out.append("")

@@ -131,7 +131,14 @@ def test_snapshot_of_a_running_workflow(tmp_path: Path) -> None:
         wf.poll_metrics()
         with Progress(wf, mode="plain", streams=["s"], file=io.StringIO()) as view:
             snap = view.snapshot()
-    assert snap.tasks == {"done": 3, "running": 0, "queued": 0, "failed": 0, "cancelled": 0}
+    assert snap.tasks == {
+        "done": 3,
+        "recalled": 0,
+        "running": 0,
+        "queued": 0,
+        "failed": 0,
+        "cancelled": 0,
+    }
     assert snap.components == [("sim", "done", 0)]
     assert snap.metrics == {"loss": (0.5, 1)}
     assert (snap.streams["s"]["length"], snap.streams["s"]["backlog"]) == (5, 3)

@@ -299,8 +299,20 @@ def test_watched_stream_samples_are_drawn_as_stream_backlog(tmp_path: Path) -> N
             r.stream_sample("sim/plain", length=5 * i, backlog=None, at=t0 + i)
     html = render(rd)
     backlog = html.split("<h2>Stream backlog</h2>")[1].split("</section>")[0]
-    assert "<svg" in backlog
-    assert "backlog:sim/samples" in backlog and "backlog:sim/plain" in backlog
+    assert "<svg" in backlog and "backlog:sim/samples" in backlog
+    # read without consumer groups: what was read is not known, so neither is the backlog
+    assert "backlog:sim/plain" not in backlog
+    assert "known for streams read through consumer groups only; not for sim/plain." in backlog
+
+
+def test_a_stream_read_without_groups_has_no_backlog_drawn(tmp_path: Path) -> None:
+    rd = RunDir(tmp_path / "plain")
+    with Records(rd.records_path) as r:
+        r.start_run()
+        r.stream_sample("sim/plain", length=30, backlog=None)
+    backlog = render(rd).split("<h2>Stream backlog</h2>")[1].split("</section>")[0]
+    assert "<svg" not in backlog and "no stream backlog recorded" in backlog
+    assert "not for sim/plain." in backlog
 
 
 def test_a_resumed_and_then_killed_run(tmp_path: Path) -> None:

@@ -162,9 +162,10 @@ class Progress:
     def line(self, snap: Snapshot) -> str:
         """One plain log line."""
         t = snap.tasks
+        recalled = f"{t['recalled']} recalled, " if t.get("recalled") else ""
         parts = [
             f"[simai {self.workflow.name} {snap.elapsed:6.1f} s] tasks {t['done']} done, "
-            f"{t['running']} running, {t['queued']} queued, {t['failed']} failed"
+            f"{recalled}{t['running']} running, {t['queued']} queued, {t['failed']} failed"
         ]
         if snap.components:
             parts.append(
@@ -207,6 +208,7 @@ class Progress:
             f"  {snap.elapsed:.0f} s   tasks ",
             (f"{t['done']} done", "green"),
             "  ",
+            (f"{t['recalled']} recalled  " if t.get("recalled") else "", "green"),
             (f"{t['running']} running", "cyan"),
             "  ",
             (f"{t['queued']} queued", "yellow"),

@@ -20,7 +20,7 @@ from simai.workflow.records import Records
 from simai.workflow.rundir import RunDir
 
 #: component events that end an interval in the component's timeline
-_COMPONENT_ENDS = {"restarting", "finished", "failed", "stopped", "cancelled"}
+_COMPONENT_ENDS = {"restarting", "finished", "failed", "stopped", "cancelled", "lost"}
 _COMPONENT_STARTS = {"started", "restarted"}
 
 
@@ -143,6 +143,8 @@ class RunData:
         Store bytes moved, when the run recorded store counters.
     backlog : list of Series or None
         Stream backlogs over time, when there are any.
+    backlog_unknown : list of str
+        The watched streams whose backlog is not known (read without consumer groups).
     loaded_at : float
         When it was loaded (epoch seconds).
     """
@@ -160,6 +162,7 @@ class RunData:
     metrics: list[Series]
     store: StoreTraffic | None
     backlog: list[Series] | None
+    backlog_unknown: list[str]
     loaded_at: float
 
 
@@ -330,20 +333,24 @@ def is_backlog(name: str) -> bool:
     return "backlog" in name
 
 
-def load_backlog(records: Records, metrics: list[Series]) -> list[Series] | None:
+def load_backlog(records: Records, metrics: list[Series]) -> tuple[list[Series] | None, list[str]]:
     """Stream backlog over time: the samples of the streams the workflow watched
-    (``stream_backlog``: entries not yet read by the slowest consumer group, or the stream's
-    length when it has no groups), then the metrics whose name contains ``backlog`` (e.g.
-    ``backlog:sine/samples``); ``None`` when there are none."""
+    (``stream_backlog``: entries not yet read by the slowest consumer group), then the
+    metrics whose name contains ``backlog`` (e.g. ``backlog:sine/samples``), ``None`` when
+    there are none; and the watched streams whose backlog is unknown: a stream read
+    without consumer groups keeps no account of what was read."""
     found = []
     per: dict[str, list[tuple[float, float]]] = {}
-    for t, stream, length, backlog in records.stream_samples():
-        per.setdefault(stream, []).append((t, length if backlog is None else backlog))
+    for t, stream, _, backlog in records.stream_samples():
+        pts = per.setdefault(stream, [])
+        if backlog is not None:
+            pts.append((t, backlog))
     for stream, pts in per.items():
-        a = np.array(pts, dtype=float)
-        found.append(Series(f"backlog:{stream}", None, a[:, 0], a[:, 1]))
+        if pts:
+            a = np.array(pts, dtype=float)
+            found.append(Series(f"backlog:{stream}", None, a[:, 0], a[:, 1]))
     found += [m for m in metrics if is_backlog(m.name)]
-    return found or None
+    return found or None, [stream for stream, pts in per.items() if not pts]
 
 
 def _read(run_dir: RunDir) -> Records:
@@ -370,7 +377,7 @@ def load(run_dir: RunDir, failure_limit: int = 200) -> RunData:
         fails, total = failures(records, failure_limit, tasks)
         metrics = load_metrics(records)
         store = load_store(records)
-        backlog = load_backlog(records, metrics)
+        backlog, backlog_unknown = load_backlog(records, metrics)
         last_event = records.last_event_time()
     _mark_interrupted(runs, live)
     starts = [r["started"] for r in runs if r["started"]]
@@ -398,6 +405,7 @@ def load(run_dir: RunDir, failure_limit: int = 200) -> RunData:
         metrics=metrics,
         store=store,
         backlog=backlog,
+        backlog_unknown=backlog_unknown,
         loaded_at=now,
     )
 

@@ -132,7 +132,7 @@ class _Page:
         started = np.isfinite(t.started)
         self.start = t.started
         ended = t.ended.copy()
-        ended[started & ~np.isfinite(ended)] = data.t1  # still running (or lost at a kill)
+        ended[started & ~np.isfinite(ended)] = data.t1  # running, or killed and not resumed
         self.end = ended
         busy = np.bincount(
             t.name[started], weights=(ended - t.started)[started], minlength=len(t.names)
@@ -185,8 +185,10 @@ class _Page:
         done = t.state == "done"
         dur = (t.ended - t.started)[done]
         dur = dur[np.isfinite(dur)]
+        of = [f"of {len(t):,}"]  # the others: recalled from an earlier attempt, lost, ...
+        of += [f"{counts[k]:,} {k}" for k in ("recalled", "lost", "cancelled") if k in counts]
         cards = [
-            ("tasks done", f"{counts.get('done', 0):,}", f"of {len(t):,}"),
+            ("tasks done", f"{counts.get('done', 0):,}", "; ".join(of)),
             ("running", f"{counts.get('running', 0):,}", f"{queued:,} queued"),
             ("failed", f"{counts.get('failed', 0):,}", f"{int(t.retries.sum()):,} retries"),
             ("components", f"{len(d.components)}", f"{restarts} restarts"),
@@ -568,22 +570,25 @@ class _Page:
         )
 
     def backlog(self) -> str:
-        series = self.d.backlog
+        series, unknown = self.d.backlog, self.d.backlog_unknown
+        note = '<p class="note">Backlog is known for streams read through consumer groups only'
+        note += f"; not for {escape(', '.join(unknown))}.</p>" if unknown else ".</p>"
         if not series:
-            return '<p class="none">no stream backlog recorded</p>'
+            return '<p class="none">no stream backlog recorded</p>' + (note if unknown else "")
         lines = [
             s.Line(x.name, x.time - self.d.t0, x.value, s.color(k))
             for k, x in enumerate(series[:TOP_NAMES])
         ]
-        return s.line_chart(
+        chart = s.line_chart(
             lines,
             x_label="time since start",
-            y_label="entries not yet read",
+            y_label="entries the slowest group has not read",
             x_time=True,
             x_range=(0, self.span),
             step=True,
             zero=True,
-        ) + s.legend([(ln.label, ln.color) for ln in lines])
+        )
+        return chart + s.legend([(ln.label, ln.color) for ln in lines]) + note
 
     def metrics(self) -> str:
         groups: dict[str, list[Series]] = {}

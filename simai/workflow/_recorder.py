@@ -69,19 +69,22 @@ STATE_OF = {
     "restarted": "running",
     "stopped": "stopped",
     "cancelled": "cancelled",
+    "recalled": "recalled",
+    "lost": "lost",
 }
 #: task events also kept in the events log (the routine ones only update the task's row)
 LOGGED_TASK_EVENTS = frozenset(("failed", "retried", "cancelled"))
-ENDED = frozenset(("done", "failed", "cancelled"))
+ENDED = frozenset(("done", "failed", "cancelled", "recalled", "lost"))
 
 INSERT_EVENT = "INSERT INTO events VALUES (NULL,?,?,?,?,?,?,?,?,?,?)"
 #: a task's row from (name, item_id, attempt, state, last_event, submitted, started, ended,
 #: host, worker, resources, retries, detail, recording host): times and the last host
-#: named are kept, retries add up
+#: named are kept, retries add up; each attempt has rows of its own (a task's id is one
+#: of its attempt: ids start again when a run is resumed)
 UPSERT_TASK = """
 INSERT INTO tasks VALUES (?1,?2,?3,?4,?5,?6,?7,?8,coalesce(?9,?14),?10,?11,?12,?13)
-ON CONFLICT (name, item_id) DO UPDATE SET
-    attempt = excluded.attempt, state = excluded.state, last_event = excluded.last_event,
+ON CONFLICT (attempt, name, item_id) DO UPDATE SET
+    state = excluded.state, last_event = excluded.last_event,
     submitted = coalesce(tasks.submitted, excluded.submitted),
     started = CASE WHEN excluded.state IN ('submitted', 'retried') THEN NULL
                    ELSE coalesce(excluded.started, tasks.started) END,
@@ -97,8 +100,8 @@ ON CONFLICT (name, item_id) DO UPDATE SET
 #: such a row
 UPSERT_FINISHED = """
 INSERT INTO tasks VALUES (?1,?2,?3,'done','finished',?4,?5,?6,?9,NULL,?7,?8,NULL)
-ON CONFLICT (name, item_id) DO UPDATE SET
-    attempt = excluded.attempt, state = 'done', last_event = 'finished',
+ON CONFLICT (attempt, name, item_id) DO UPDATE SET
+    state = 'done', last_event = 'finished',
     submitted = coalesce(tasks.submitted, excluded.submitted),
     started = excluded.started, ended = excluded.ended,
     resources = coalesce(excluded.resources, tasks.resources),
@@ -122,20 +125,20 @@ def transaction(db: sqlite3.Connection) -> Iterator[None]:
 
 
 def merge_task(
-    tasks: dict[tuple[str, str], list[Any]], row: tuple, host_default: str
-) -> tuple[str, str]:
+    tasks: dict[tuple[int, str, str], list[Any]], row: tuple, host_default: str
+) -> tuple[int, str, str]:
     """Fold one task event into the batch's row for that task (one upsert per task).
 
     A task's host is the last one an event named; the recording host if none did.
     """
     at, attempt, _, name, item_id, event, host, worker, resources, detail, started = row
-    key = (name, str(item_id))
+    key = (attempt or 0, name, str(item_id))
     t = tasks.get(key)
     if t is None:
         t = [
             name,
-            key[1],
-            attempt,
+            key[2],
+            key[0],
             "",
             "",
             None,
@@ -149,7 +152,7 @@ def merge_task(
             host_default,
         ]
         tasks[key] = t
-    t[2], t[3], t[4] = attempt, STATE_OF[event], event
+    t[3], t[4] = STATE_OF[event], event
     if event == "submitted":
         t[5] = t[5] or at
     elif event in ("started", "restarted"):
@@ -177,7 +180,8 @@ def task_rows(
     """Append the rows of a TASK item (``Records.tasks``) to ``runs``, ``(sql, rows)`` runs
     of consecutive rows for one statement (:data:`UPSERT_FINISHED` or :data:`UPSERT_TASK`;
     in order, since a task may have several), and the events log's rows of its failed,
-    retried and cancelled tasks to ``events``."""
+    retried and cancelled tasks to ``events``. ``attempt`` None (no run started) is 0."""
+    attempt = attempt or 0
     for name, item, event, submitted, started, ended, resources, retries, detail in rows:
         if event == "finished" and detail is None and started is not None and ended is not None:
             sql = UPSERT_FINISHED  # item_id: the column's TEXT affinity stores an int as text
@@ -202,8 +206,8 @@ class Batcher:
 
     def __init__(self, db: sqlite3.Connection, host: str, hold: float = HOLD) -> None:
         self.db, self.host, self.hold = db, host, hold
-        self.held: dict[tuple[str, str], list[Any]] = {}  # in the order they were first held
-        self.since: dict[tuple[str, str], float] = {}
+        self.held: dict[tuple[int, str, str], list[Any]] = {}  # in the order first held
+        self.since: dict[tuple[int, str, str], float] = {}
         self.deferred: list[tuple[str, list]] = []  # runs, see task_rows
         self.deferred_rows = 0
         self.deferred_since = 0.0
@@ -221,7 +225,7 @@ class Batcher:
         transaction after it."""
         events, memos, metrics, rows = [], [], [], []
         held, since, host = self.held, self.since, self.host
-        ended: list[tuple[str, str]] = []
+        ended: list[tuple[int, str, str]] = []
         for kind, row in items:
             if kind == EVENT:
                 if row[2] == "task":
@@ -269,7 +273,7 @@ class Batcher:
             for sql, args in rows:
                 db.execute(sql, args)
 
-    def _take(self, ended: list[tuple[str, str]], now: float, flush: bool) -> list[list[Any]]:
+    def _take(self, ended: list[tuple[int, str, str]], now: float, flush: bool) -> list[list[Any]]:
         held, since = self.held, self.since
         if flush:
             taken = list(held.values())

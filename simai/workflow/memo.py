@@ -66,6 +66,11 @@ class RecordsMemo:
             _log.warning("%s runs again: its kept result cannot be loaded (%s)", task.label, exc)
             return False, None
         self.recalled += 1
+        observer = task.observer
+        if observer is not None:  # its end is a recall: it does not run
+            task.observer = lambda events: observer(
+                [(t, "recalled" if e == "finished" else e, x) for t, e, x in events]
+            )
         return True, result
 
     def remember(

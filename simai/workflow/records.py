@@ -25,13 +25,18 @@ only the workflow process writes. Readers (``simai status``) never block writers
 
 Tables (plain SQL: ``sqlite3 records.db`` answers ad-hoc questions):
 
-- ``runs(attempt, started, ended, status, host, pid)``: one row per start of the run
-  (attempt 1, then 2, ... after each resume); status ``running``, ``done``, ``failed``,
-  ``interrupted`` (a later attempt found it still ``running``: the process was killed).
+- ``runs(attempt, started, ended, status, host, pid, seen)``: one row per start of the
+  run (attempt 1, then 2, ... after each resume); status ``running``, ``done``,
+  ``failed``, ``interrupted`` (a later attempt found it still ``running``: the process was
+  killed); ``seen`` when the workflow was last known alive (:meth:`Records.heartbeat`).
 - ``tasks(name, item_id, attempt, state, last_event, submitted, started, ended, host,
-  worker, resources, retries, detail)``: one row per task, updated by its events (its
-  state is that of its latest event, see :data:`STATE_OF`); what a Gantt chart needs.
-  One row per task rather than one per event keeps 100k-task runs small and fast.
+  worker, resources, retries, detail)``: one row per task and attempt, updated by its
+  events (its state is that of its latest event, see :data:`STATE_OF`); what a Gantt
+  chart needs. One row per task rather than one per event keeps 100k-task runs small and
+  fast. A resume recalls the tasks an earlier attempt finished (state ``recalled``: their
+  results come from the memo, they do not run again), and the start of an attempt marks
+  the unfinished tasks and components of the earlier ones ``lost`` (their process was
+  killed), ended when that attempt was last known alive.
 - ``events(id, time, attempt, kind, name, item_id, event, host, worker, resources,
   detail)``: the event log: every component and store event, and the task events worth a
   history (``failed``, ``retried``, ``cancelled``); ``resources`` is JSON, ``detail`` an
@@ -107,6 +112,8 @@ EVENTS = (
     "restarted",
     "stopped",
     "cancelled",
+    "recalled",
+    "lost",
 )
 #: the state a task or component is in after each event (its state is that of its latest)
 STATE_OF = _recorder.STATE_OF
@@ -115,21 +122,21 @@ _EVENTS = frozenset(EVENTS)
 
 #: the version of the tables below, kept in the database's ``PRAGMA user_version``: change
 #: it with them (a database of another version is refused, see :class:`Records`)
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     attempt INTEGER PRIMARY KEY, started REAL NOT NULL, ended REAL,
-    status TEXT NOT NULL, host TEXT, pid INTEGER);
+    status TEXT NOT NULL, host TEXT, pid INTEGER, seen REAL);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY, time REAL NOT NULL, attempt INTEGER, kind TEXT NOT NULL,
     name TEXT NOT NULL, item_id TEXT, event TEXT NOT NULL, host TEXT, worker TEXT,
     resources TEXT, detail TEXT);
 CREATE INDEX IF NOT EXISTS events_name ON events (kind, name);
 CREATE TABLE IF NOT EXISTS tasks (
-    name TEXT NOT NULL, item_id TEXT NOT NULL, attempt INTEGER, state TEXT NOT NULL,
+    name TEXT NOT NULL, item_id TEXT NOT NULL, attempt INTEGER NOT NULL, state TEXT NOT NULL,
     last_event TEXT NOT NULL, submitted REAL, started REAL, ended REAL, host TEXT,
     worker TEXT, resources TEXT, retries INTEGER NOT NULL, detail TEXT,
-    PRIMARY KEY (name, item_id)) WITHOUT ROWID;
+    PRIMARY KEY (attempt, name, item_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS memo (
     key TEXT NOT NULL, name TEXT, status TEXT NOT NULL, result BLOB, finished REAL);
 CREATE TABLE IF NOT EXISTS metrics (
@@ -148,6 +155,26 @@ CREATE TABLE IF NOT EXISTS store_counters (
 _TABLES = re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", _SCHEMA)
 _STATEMENTS = [part.strip() for part in _SCHEMA.split(";") if part.strip()]
 _SET_OFFSET = "INSERT OR REPLACE INTO channel_files VALUES (?,?)"
+_SET_SEEN = "UPDATE runs SET seen = ? WHERE attempt = ?"
+#: what the start of an attempt does to the earlier ones: one still ``running`` was killed,
+#: and ends at its last sign of life; their tasks and components that had not ended are
+#: lost, at the end of their attempt
+_END_KILLED = """
+UPDATE runs SET status = 'interrupted', ended = max(coalesce(seen, started),
+    coalesce((SELECT max(e.time) FROM events e WHERE e.attempt = runs.attempt), started),
+    coalesce((SELECT max(max(coalesce(t.submitted, 0), coalesce(t.started, 0),
+        coalesce(t.ended, 0))) FROM tasks t WHERE t.attempt = runs.attempt), started))
+WHERE status = 'running'"""
+_LOSE_TASKS = """
+UPDATE tasks SET state = 'lost', last_event = 'lost', ended = coalesce(
+    (SELECT r.ended FROM runs r WHERE r.attempt = tasks.attempt), started, submitted)
+WHERE state IN ('submitted', 'running', 'retried')"""
+_LOSE_COMPONENTS = """
+INSERT INTO events (time, attempt, kind, name, event, host, worker)
+SELECT coalesce(r.ended, e.time), e.attempt, 'component', e.name, 'lost', e.host, e.worker
+FROM events e LEFT JOIN runs r ON r.attempt = e.attempt
+WHERE e.id IN (SELECT max(id) FROM events WHERE kind = 'component' GROUP BY name)
+    AND e.event IN ('started', 'restarted', 'restarting')"""
 _INSERT_COUNTERS = "INSERT INTO store_counters VALUES (?,?,?,?,?,?,?,?)"
 _INSERT_BACKLOG = "INSERT INTO stream_backlog VALUES (?,?,?,?)"
 _FRAME_ITEMS = 20000
@@ -361,26 +388,30 @@ class Records:
     def start_run(self, host: str | None = None, pid: int | None = None) -> int:
         """Record a start of the run and return its attempt number (1, 2, ...).
 
-        Earlier attempts still marked ``running`` become ``interrupted``. Later events
-        carry this attempt number.
+        Earlier attempts still marked ``running`` become ``interrupted``, ended when last
+        known alive; their tasks and components that had not ended become ``lost``. Later
+        events carry this attempt number.
         """
         self._writable()
         self.flush()
-        with self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute("UPDATE runs SET status='interrupted' WHERE status='running'")
-            (last,) = self._db.execute("SELECT coalesce(max(attempt), 0) FROM runs").fetchone()
+        db = self._db
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            for statement in (_END_KILLED, _LOSE_TASKS, _LOSE_COMPONENTS):
+                db.execute(statement)
+            (last,) = db.execute("SELECT coalesce(max(attempt), 0) FROM runs").fetchone()
             self.attempt = last + 1
-            self._db.execute(
-                "INSERT INTO runs VALUES (?,?,NULL,'running',?,?)",
-                (
-                    self.attempt,
-                    time.time(),
-                    host,
-                    os.getpid() if pid is None else pid,
-                ),
+            db.execute(
+                "INSERT INTO runs VALUES (?,?,NULL,'running',?,?,NULL)",
+                (self.attempt, time.time(), host, os.getpid() if pid is None else pid),
             )
         return self.attempt
+
+    def heartbeat(self) -> None:
+        """Queue a note that the current attempt is alive now: where a killed attempt ends."""
+        if self._refuse:
+            self._writable()
+        self._pending.append((ROW, (_SET_SEEN, (time.time(), self.attempt))))
 
     @_locked
     def end_run(self, status: str = "done") -> None:
@@ -413,8 +444,8 @@ class Records:
         """Queue one event (committed by the writer thread within ``interval`` seconds).
 
         ``kind`` is one of :data:`KINDS`, ``event`` one of :data:`EVENTS`. Tasks need an
-        ``item_id`` telling apart the calls of one function; use one that stays the same
-        across resumes (the memo key), so a resumed task continues its row. ``host`` is
+        ``item_id`` telling apart the calls of one function in an attempt (each attempt
+        has rows of its own: a resumed task gets a new row). ``host`` is
         where it happened (default: this host; a task's row keeps the last host named);
         ``at`` the event's time (default: now); ``worker`` a slot or pid; ``resources`` a
         JSON-serialisable dict (or JSON text); ``detail`` an error message or log tail.
@@ -951,20 +982,26 @@ class Records:
     def summary(self, failures: int = 50) -> dict[str, Any]:
         """Everything ``simai status`` shows, as plain data:
 
-        ``runs`` (attempts), ``tasks`` (task counts per state), ``task_names`` (the same
-        per task name), ``components`` (see :meth:`components`), ``events`` (counts per
-        kind and event in the events log), ``failures`` (up to ``failures`` tasks and
-        components whose latest event is ``failed``, newest first, with their detail) and
+        ``runs`` (attempts, each with its ``tasks`` counts per state), ``tasks`` (task
+        counts per state over all attempts: they add up), ``task_names`` (the same per task
+        name), ``components`` (see :meth:`components`), ``events`` (counts per kind and
+        event in the events log), ``failures`` (up to ``failures`` tasks and components
+        whose latest event is ``failed``, newest first, with their detail) and
         ``failures_total``.
         """
         db = self._db
         tasks: dict[str, int] = {}
         per_name: dict[str, dict[str, int]] = {}
-        for name, state, n in db.execute(
-            "SELECT name, state, count(*) FROM tasks GROUP BY name, state"
+        per_attempt: dict[int, dict[str, int]] = {}
+        for attempt, name, state, n in db.execute(
+            "SELECT attempt, name, state, count(*) FROM tasks GROUP BY attempt, name, state"
         ):
-            tasks[state] = tasks.get(state, 0) + n
-            per_name.setdefault(name, {})[state] = n
+            for counts_of in (
+                tasks,
+                per_name.setdefault(name, {}),
+                per_attempt.setdefault(attempt, {}),
+            ):
+                counts_of[state] = counts_of.get(state, 0) + n
         counts: dict[str, dict[str, int]] = {}
         for kind, event, n in db.execute(
             "SELECT kind, event, count(*) FROM events GROUP BY kind, event"
@@ -979,8 +1016,11 @@ class Records:
         ]
         failed += self.failed_tasks(failures)
         failed.sort(key=lambda f: f["time"] or 0, reverse=True)
+        runs = self.runs()
+        for run in runs:
+            run["tasks"] = per_attempt.get(run["attempt"], {})
         return {
-            "runs": self.runs(),
+            "runs": runs,
             "tasks": tasks,
             "task_names": per_name,
             "components": components,

@@ -160,7 +160,7 @@ class Workflow:
         self._stop_reason: str | None = None
         self._resources_json: dict[tuple[int, int, int], str] = {}
         self._rows_lock = threading.Lock()
-        self._ended = dict.fromkeys(("finished", "failed", "cancelled", "retried"), 0)
+        self._ended = dict.fromkeys(("finished", "recalled", "failed", "cancelled", "retried"), 0)
         self._live: dict[int, Task] = {}  # tasks that have not ended, by id
         self._written: dict[int, tuple[str, int]] = {}  # their last row: event, retries
         self._channel: metrics.ChannelReader | None = None
@@ -256,7 +256,7 @@ class Workflow:
             attempt(self._monitor_store.close)
         attempt(lambda: self._stop_store(complete=not failed))
         if hasattr(self, "records"):
-            attempt(lambda: self._write_live_rows(everything=True))  # tasks cancelled unstarted
+            attempt(lambda: self._write_live_rows(everything=True))  # and cancelled unstarted
             status = "interrupted" if interrupted else ("failed" if failed else "done")
             attempt(lambda: self.records.end_run(status))
             attempt(self.records.close)
@@ -291,6 +291,7 @@ class Workflow:
         stop_file = Path(self.run_dir.path, STOP_REQUEST)
         while not self._monitor_stop.wait(self.options.heartbeat_interval):
             try:
+                self.records.heartbeat()
                 self._write_live_rows()
                 self._channel.poll()  # type: ignore[union-attr]
                 metrics.ship_counters()
@@ -411,6 +412,8 @@ class Workflow:
             return
         with self._rows_lock:
             for task, event, error in events:
+                if event == "cancelled" and task.id not in live:
+                    continue  # recorded already (see _write_live_rows)
                 counts[event] += 1
                 last = written.pop(task.id, None) if written else None
                 if event == "retried":  # it runs again (also after a "finished" whose
@@ -418,13 +421,13 @@ class Workflow:
                     written[task.id] = ("retried", task.attempt)
                 else:
                     live.pop(task.id, None)
-                retried = event == "retried"
+                ran = event not in ("retried", "recalled")
                 rows.append(
                     self._row(
                         task,
                         event,
-                        None if retried else task.started_at,
-                        None if retried else now,
+                        task.started_at if ran else None,
+                        None if event == "retried" else now,
                         last,
                         None if error is None else f"{type(error).__name__}: {error}",
                     )
@@ -462,13 +465,18 @@ class Workflow:
         """Write the rows of tasks submitted over :data:`HOLD` seconds ago (or all, with
         ``everything``) that have not ended, when their state changed since their last row:
         a short task is then written once, when it ends, and a long one shows queued or
-        running."""
-        cutoff = None if everything else time.time() - HOLD
+        running. A task whose future was cancelled ends ``cancelled`` here: an executor
+        that drops it unstarted (shut down, terminated) tells no one."""
+        now = time.time()
+        cutoff = None if everything else now - HOLD
         written, live, changed, rows = self._written, self._live, [], []
         for task in list(live.values()):  # in submission order; the lock only for changes
             if cutoff is not None and task.submitted_at > cutoff:
                 break
-            event = "submitted" if task.started_at is None else "started"
+            if task.future.cancelled():
+                event = "cancelled"
+            else:
+                event = "submitted" if task.started_at is None else "started"
             last = written.get(task.id)
             if last is None or last[0] not in (event, "retried") or last[1] != task.attempt:
                 changed.append((task, event))
@@ -478,6 +486,13 @@ class Workflow:
             for task, event in changed:
                 if task.id not in live:  # it ended meanwhile: its row is queued already
                     continue
+                if event == "cancelled":
+                    del live[task.id]
+                    self._ended["cancelled"] += 1
+                    last = written.pop(task.id, None)
+                    detail = "CancelledError: its future was cancelled"
+                    rows.append(self._row(task, event, None, now, last, detail))
+                    continue
                 last = written.get(task.id)
                 written[task.id] = (event, task.attempt)
                 rows.append(self._row(task, event, task.started_at, None, last))
@@ -485,12 +500,13 @@ class Workflow:
                 self.records.tasks(rows)
 
     def task_counts(self) -> dict[str, int]:
-        """Tasks of this run by state (done, running, queued, failed, cancelled), from
-        what the executor told it: a cheap live view for progress displays."""
+        """Tasks of this run by state (done, recalled, running, queued, failed, cancelled),
+        from what the executor told it: a cheap live view for progress displays."""
         live = list(self._live.values())
         running = sum(t.started_at is not None for t in live)
         return {
             "done": self._ended["finished"],
+            "recalled": self._ended["recalled"],
             "running": running,
             "queued": len(live) - running,
             "failed": self._ended["failed"],
