@@ -59,6 +59,8 @@ SCRIPT = textwrap.dedent(
         )
         for r in steering:
             print("result", r.index, r.ok, flush=True)
+        rows = wf.store().stream("steer/steer/results", timeout=10)
+        print("streamed", *[next(rows)["index"] for _ in steering.results], flush=True)
         print("stats", json.dumps(steering.stats), flush=True)
     """
 )
@@ -137,8 +139,12 @@ def test_a_stopped_run_resumes_without_losing_or_redoing_results(tmp_path, clean
     indices = [r["index"] for r in after_rows]
     assert len(indices) == len(set(indices))  # no candidate simulated twice
     assert sum(r["ok"] for r in after_rows) == BUDGET  # the budget counts across both runs
-    handed = [ln for ln in second.stdout.splitlines() if ln.startswith("result ")]
-    assert len(handed) == len(after_rows)  # saved results are handed out again first
+    handed = [ln.split()[1] for ln in second.stdout.splitlines() if ln.startswith("result ")]
+    # only results that ended in the resumed process are yielded: none is logged twice
+    assert handed == [str(r["index"]) for r in after_rows[len(before) :]]
+    # the store's results stream holds every result once, in order, across both runs
+    streamed = next(ln for ln in second.stdout.splitlines() if ln.startswith("streamed"))
+    assert streamed.split()[1:] == [str(r["index"]) for r in after_rows]
     counts = runs_of(marks)
     assert all(counts[i] == 1 for i in done_before)  # finished ones were not run again
     stats = json.loads(second.stdout.splitlines()[-1].removeprefix("stats "))

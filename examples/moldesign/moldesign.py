@@ -199,6 +199,7 @@ def steer(
             seed=args.seed,
             name=policy,
             sim_walltime=args.sim_walltime,
+            random_fill=True,  # as the committed results were measured: no idle wait
         ),
         workflow=wf,
         ai_executor=ai,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import operator
 import os
 import queue
 import socket
@@ -33,7 +34,7 @@ from simai.steer.policies import Policy, get_policy
 from simai.steer.result import Result
 from simai.steer.saving import Saver
 from simai.steer.tasks import SimulationError, simulate_one
-from simai.steer.training import Trainer
+from simai.steer.training import Published, Trainer
 from simai.workflow import Workflow
 
 __all__ = ["Steering"]
@@ -66,6 +67,37 @@ class _Flight:
     command: bool = False
 
 
+def _published_model(data: Any) -> Any:
+    raise AssertionError("a published model is not trained by the loop")
+
+
+def _indices(given: Any, n: int, initial: int) -> list[int]:
+    """The ``initial_candidates`` as a list of distinct indices into ``n`` candidates."""
+    if isinstance(given, str | bytes | Mapping) or not hasattr(given, "__iter__"):
+        raise TypeError(f"initial_candidates must be a sequence of indices or None, not {given!r}")
+    indices: list[int] = []
+    for i in given:
+        try:
+            if isinstance(i, bool):
+                raise TypeError
+            index = operator.index(i)
+        except TypeError:
+            raise TypeError(
+                f"initial_candidates must hold indices into the candidates (ints), not {i!r}"
+            ) from None
+        if not 0 <= index < n:
+            raise ValueError(f"initial_candidates index {index} is out of range for {n} candidates")
+        indices.append(index)
+    if len(set(indices)) != len(indices):
+        raise ValueError("initial_candidates holds an index twice")
+    if len(indices) > initial:
+        raise ValueError(
+            f"initial_candidates holds {len(indices)} indices, more than options.initial "
+            f"({initial}): they are the initial batch's first picks; raise initial"
+        )
+    return indices
+
+
 def _slots(executor: Executor, cpus: int, in_flight: int | None) -> int:
     """Simulations the executor runs at once: a LocalExecutor's cores (times its
     oversubscription) over ``cpus``; for other executors ``in_flight`` if given, else this
@@ -80,7 +112,9 @@ def _slots(executor: Executor, cpus: int, in_flight: int | None) -> int:
 class Steering:
     """Runs ``simulate`` on the candidates a model picks, until ``options.budget`` succeed.
 
-    Iterate it for each :class:`Result` as its simulation ends, or call :meth:`run`.
+    It **maximises** ``simulate``'s value: the policy runs the candidates with the highest
+    predicted values first (return ``-loss`` to minimise). Iterate it for each
+    :class:`Result` as its simulation ends in this process, or call :meth:`run`.
 
     Parameters
     ----------
@@ -94,24 +128,35 @@ class Steering:
         that returns a Command has it run as a second step.
     train : callable or None
         ``train(data)`` gets every successful ``(candidate, value)`` so far and returns a
-        model; it runs as a task. None only for a policy without a model (random).
+        model; it runs as a task. None for a policy without a model (random), or with
+        ``model``.
     predict : callable or None
         ``predict(model, candidates)`` returns their predicted means, or ``(mean, std)``
         (which UCB needs); it runs as tasks over chunks of the candidates. None only for a
-        policy without a model (random).
+        policy without a model (random). Higher predictions are picked first.
     policy : Policy or str
         How scores become picks: :class:`Greedy`, :class:`UCB`, :class:`Random` or a name
         ("greedy", "ucb", "ucb:2", "random"). Default "greedy".
     options : SteeringOptions or None
-        The budget, batch sizes, cores and other tuning knobs; None: the defaults.
+        The budget, batch sizes, mode, cores and other tuning knobs; None: the defaults.
+    initial_candidates : Sequence of int or None
+        Indices into ``candidates`` of those to simulate first, in this order, instead of
+        random picks: at most ``options.initial`` distinct ones (the rest of the initial
+        batch is random). None (default): all random.
+    model : str or None
+        Instead of ``train``: the name of a model a trainer component publishes in the
+        workflow store's registry (:func:`~simai.models.publish_model` with ``step`` = the
+        successes it was trained on), reading the results from the store stream
+        ``steer/<name>/results``. Each newer version is loaded in the inference tasks and
+        scores the candidates; see ``options.model_lag``.
     workflow : Workflow or None
         The running workflow (create Steering inside ``with wf:``): its executor runs the
         simulations, its run directory keeps the state in ``steer/<name>/`` (see
-        :mod:`simai.steer.state`), and its store gets the newest scores and a progress
-        summary under ``steer/<name>/``. With ``Workflow(resume=True)`` the loop continues
-        where it stopped: saved results are kept and handed out again, simulations that
-        were in flight are submitted first (the workflow's memo returns those that had
-        finished without rerunning them), and the budget counts across runs.
+        :mod:`simai.steer.state`), its store gets the newest scores, a progress summary
+        and the stream of results under ``steer/<name>/``. With ``Workflow(resume=True)``
+        the loop continues where it stopped: saved results stay in :attr:`results` and
+        count toward the budget (iteration yields only those that end in this process);
+        simulations that were in flight are submitted first.
     executor : Executor or None
         Without a workflow: runs the simulations. None: the current executor.
     ai_executor : Executor or None
@@ -132,10 +177,12 @@ class Steering:
     failed, the loop stops submitting and iteration raises :class:`SteeringError`. The loop
     also ends when no candidate is left.
 
-    Picks are random (seeded) until the first model has scored the candidates; the model
-    is trained once ``initial`` simulations succeeded and again after every ``batch_size``
-    new successes, one training at a time (one that raises is recorded in ``trainings``
-    and the previous model stays). Each new model re-scores the candidates left.
+    The first ``initial`` picks are ``initial_candidates``, then random (seeded) ones. The
+    model is trained once ``initial`` simulations succeeded and again after every
+    ``batch_size`` new successes, one training at a time (one that raises is recorded in
+    ``trainings``; the previous model stays). Each new model re-scores the candidates left;
+    ``options.mode`` says whether picks wait for it. :attr:`Result.model_version` is the
+    version of the model whose scores chose the pick (0: given or random).
     """
 
     def __init__(
@@ -147,6 +194,8 @@ class Steering:
         policy: Policy | str = "greedy",
         options: SteeringOptions | None = None,
         *,
+        initial_candidates: Sequence[int] | None = None,
+        model: str | None = None,
         workflow: Workflow | None = None,
         executor: Executor | None = None,
         ai_executor: Executor | None = None,
@@ -166,6 +215,17 @@ class Steering:
         elif not isinstance(options, SteeringOptions):
             raise TypeError(f"options must be SteeringOptions or None, not {options!r}")
         self.policy = get_policy(policy)
+        if model is not None:
+            from simai.models.registry import check_model_name
+
+            check_model_name(model)
+            if train is not None:
+                raise TypeError("give train= or model=, not both: model= replaces training")
+            if not self.policy.needs_model:
+                raise ValueError(f"policy {self.policy!r} uses no model, yet model= was given")
+            if workflow is None:
+                raise TypeError("model= reads the registry in the workflow's store: give workflow=")
+            train = _published_model  # never called
         if self.policy.needs_model:
             for what, fn in (("train", train), ("predict", predict)):
                 if not callable(fn):
@@ -176,6 +236,11 @@ class Steering:
             raise TypeError(f"simulate must be callable, not {simulate!r}")
         if options.budget > len(candidates):
             raise ValueError(f"budget ({options.budget}) exceeds the {len(candidates)} candidates")
+        given = (
+            []
+            if initial_candidates is None
+            else _indices(initial_candidates, len(candidates), options.initial)
+        )
         if workflow is not None:
             if executor is not None or state_dir is not None:
                 raise TypeError(
@@ -190,6 +255,7 @@ class Steering:
             state_dir = Path(workflow.run_dir.path, "steer", options.name)
         self.candidates = candidates
         self.options = options
+        self.model = model
         self.workflow = workflow
         self.executor = executor or current_executor()
         self.state_dir = Path(state_dir) if state_dir is not None else None
@@ -213,6 +279,13 @@ class Steering:
         self._failed = 0
         self._flights: dict[int, _Flight] = {}
         self._order = CandidateOrder(len(candidates), self.policy, options.seed)
+        self._order.give(given)
+        # picks stop once successes + flights reach the cap, until a model lifts it
+        self._waits = self.policy.needs_model and not options.random_fill
+        self._cap = options.initial if self._waits else options.budget
+        self._idle_wait = 0.0  # slot-seconds free slots waited for a model
+        self._idle_free = 0  # slots free while waiting, since _idle_mark
+        self._idle_mark = 0.0
         self._trainer = Trainer(
             candidates,
             self.policy,
@@ -225,6 +298,15 @@ class Steering:
             post=self._post,
             on_trained=self._on_trained,
             on_round=self._on_round,
+            published=None
+            if model is None or workflow is None
+            else Published(
+                workflow.store_url,
+                model,
+                options.model_trusted,
+                options.model_poll,
+                options.mode == "batch" or options.model_lag is not None,
+            ),
         )
         self._fatal: BaseException | None = None
         self._busy = 0.0
@@ -239,6 +321,7 @@ class Steering:
             self._saver = Saver(self.state_dir, candidates, options, self.policy)
             if workflow is not None and workflow.resume:
                 self._resume()
+                self._cap = self._resumed_cap()
             else:
                 self._saver.reset()
             self._save()
@@ -246,7 +329,9 @@ class Steering:
     # --- public API -------------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[Result]:
-        """Each :class:`Result` as its simulation ends (after the saved ones, on resume).
+        """Each :class:`Result` as its simulation ends in this process: on resume, the
+        saved ones are not yielded again (they are in :attr:`results`), so what the loop's
+        body logs is logged once.
 
         Leaving the loop early (``break``, an exception, Ctrl-C) stops the steering: its
         state stays saved for a resumed run. A steering runs once: iterating it again
@@ -293,8 +378,8 @@ class Steering:
 
     @property
     def trainings(self) -> list[dict[str, Any]]:
-        """Every training started: version, n (results trained on), started, ended, ok,
-        error."""
+        """Every training started (with ``model``: every published version taken, marked
+        ``published``): version, n (results trained on), started, ended, ok, error."""
         return self._trainer.trainings
 
     @property
@@ -320,12 +405,18 @@ class Steering:
 
         ``busy_fraction`` is the sum of simulation durations over ``slots`` (the executor's
         worker slots for simulations) times the wall time the loop ran; ``idle_time`` is the
-        slot-seconds left unused.
+        slot-seconds left unused, ``idle_waiting_for_model`` the part of it that free slots
+        waited because the mode held picks back for a model (after the initial batch in
+        async mode without ``random_fill``; a batch's tail, training and scoring in batch
+        mode).
         """
         with self._lock:
             wall = 0.0
             if self._t0 is not None:
                 wall = (self._t_end or time.time()) - self._t0
+            waited = self._idle_wait
+            if self._t_end is None and self._t0 is not None:
+                waited += self._idle_free * (time.time() - self._idle_mark)
             capacity = self.slots * wall
             trainings = self._trainer.trainings
             return {
@@ -346,6 +437,8 @@ class Steering:
                 "busy_time": self._busy,
                 "busy_fraction": min(1.0, self._busy / capacity) if capacity > 0 else 0.0,
                 "idle_time": max(0.0, capacity - self._busy),
+                "idle_waiting_for_model": waited,
+                "mode": self.options.mode,
                 "resumed_results": self.resumed,
                 "store_error": None if self._saver is None else self._saver.store_error,
             }
@@ -375,7 +468,8 @@ class Steering:
     # --- resume and saving ------------------------------------------------------------------
 
     def _resume(self) -> None:
-        """Take up what a stopped run saved: its results are handed out again first."""
+        """Take up what a stopped run saved: its results (kept, not yielded again), its
+        model history, its simulations in flight and its newest scores."""
         assert self._saver is not None
         saved = self._saver.load()
         if saved is None:
@@ -383,13 +477,23 @@ class Steering:
         self._trainer.restore(saved.model_version, saved.trainings, saved.predict_failures)
         for result in saved.results:
             self._record(result)
-            self._out.put(result)
         self.resumed = len(saved.results)
         for index, version in saved.in_flight:
             self._order.requeue(index, version)
         scores = self._saver.load_scores() if self.policy.needs_model else None
         if scores is not None:
             self._order.rank(*scores)
+
+    def _resumed_cap(self) -> int:
+        """Where picks stop on resume: nowhere once a model ranked the candidates (async);
+        the end of the batch the results reached (batch mode)."""
+        o = self.options
+        if not self._waits or (o.mode == "async" and self._order.ranked):
+            return o.budget
+        done = len(self._ok)
+        if o.mode == "async" or done < o.initial:
+            return o.initial
+        return min(o.budget, o.initial + -(-(done - o.initial) // o.batch_size) * o.batch_size)
 
     def _save(self) -> None:
         if self._saver is None:
@@ -413,7 +517,7 @@ class Steering:
         with self._lock:
             if self._thread is not None or self._stop.is_set():
                 return False
-            self._t0 = time.time()
+            self._t0 = self._idle_mark = time.time()
             if self.workflow is not None and self._saver is not None:
                 self._saver.open_store(self.workflow.store)
             self._trainer.start()  # its worker starts during the initial batch
@@ -428,13 +532,18 @@ class Steering:
         try:
             with self._lock:
                 self._step()
+            poll = self.options.model_poll if self.model is not None else None
             while not self._finished and not self._stop.is_set():
-                event = self._events.get()
+                try:
+                    event = self._events.get(timeout=poll)
+                except queue.Empty:
+                    event = None  # time to check the registry again
                 with self._lock:
                     if event is _STOP:
                         break
                     try:
-                        event()
+                        if event is not None:
+                            event()
                     except SteeringError as e:
                         self._fatal = e
                         self._save()
@@ -444,6 +553,8 @@ class Steering:
         finally:
             with self._lock:
                 self._t_end = time.time()
+                self._count_idle()
+                self._idle_free = 0
                 self._save()
             self._out.put(_END)
 
@@ -452,37 +563,84 @@ class Steering:
         that raises :class:`SteeringError` stops the run."""
         future.add_done_callback(lambda f: self._events.put(functools.partial(handler, f)))
 
+    def _held(self) -> bool:
+        """Whether picks wait for a model: the cap, not the budget, stops them, or the
+        published version that ranked the candidates lags too far behind the results."""
+        o = self.options
+        if self._cap < o.budget and len(self._ok) + len(self._flights) >= self._cap:
+            return True
+        if self.model is None or o.model_lag is None or o.mode == "batch":
+            return False
+        if not self._order.ranked:
+            return False
+        step = self._trainer.steps.get(self._order.scored_version)
+        return step is None or len(self._ok) - step > o.model_lag
+
+    def _lift(self) -> None:
+        """Let the next ``batch_size`` picks go: the model they waited for came (or failed:
+        then they follow the previous ranking, or are random without one)."""
+        o = self.options
+        if o.mode == "async" and self._order.ranked:
+            self._cap = o.budget
+        else:
+            self._cap = min(o.budget, len(self._ok) + o.batch_size)
+
+    def _count_idle(self) -> None:
+        """Add the slot-seconds free slots waited for a model since the last step."""
+        now = time.time()
+        self._idle_wait += self._idle_free * max(0.0, now - self._idle_mark)
+        self._idle_mark = now
+        waiting = self._fatal is None and not self._finished and not self._stop.is_set()
+        if waiting and self._held() and self._order.n_left:
+            self._idle_free = max(0, self.slots - len(self._flights))
+        else:
+            self._idle_free = 0
+
     def _step(self) -> None:
         """Fill free slots, start a training when due, and decide whether the run is over."""
         if self._fatal is None:
             self._fill()
             if not self._stop.is_set() and self._order.n_left:
-                self._trainer.maybe_train(self._ok)
-        idle = not self._flights
-        if self._fatal is not None and idle:
-            self._finished = True
-        elif idle and len(self._ok) >= self.options.budget:
-            self._finished = True
-        elif idle and self._failed > self._max_failures and len(self._ok) < self.options.budget:
-            last = next((r.error for r in reversed(self._results) if not r.ok), None)
-            self._fatal = SteeringError(
-                f"{self._failed} simulations failed (max_failures={self._max_failures}); "
-                f"the last: {last}"
-            )
-            self._finished = True
-        elif idle:
-            self._finished = True  # no candidate left
+                batch_done = len(self._ok) >= self._cap and not self._flights
+                if self.options.mode == "async" or batch_done:
+                    self._trainer.maybe_train(self._ok)
+                    if self.model is not None and len(self._ok) < self.options.budget:
+                        self._trainer.poll(len(self._ok) if self.options.mode == "batch" else None)
+                if not self._flights and self._held() and not self._trainer.busy:
+                    self._lift()  # nothing would lift the cap: never wait forever
+                    self._fill()
+        self._step_end()
+        self._count_idle()
+
+    def _step_end(self) -> None:
+        """Decide whether the run is over: nothing in flight and nothing to wait for."""
+        if self._flights:
+            return
+        if self._fatal is None and len(self._ok) < self.options.budget:
+            if self._failed > self._max_failures:
+                last = next((r.error for r in reversed(self._results) if not r.ok), None)
+                self._fatal = SteeringError(
+                    f"{self._failed} simulations failed (max_failures={self._max_failures}); "
+                    f"the last: {last}"
+                )
+            elif self._held() and self._trainer.busy and self._order.n_left:
+                return  # waiting for a model
+        self._finished = True  # done, failed, or no candidate left
 
     def _on_trained(self, new_model: bool) -> None:
         self._save()
         if new_model:
             self._trainer.score(self._order.left())
+        elif self._held():
+            self._lift()
 
     def _on_round(self, version: int, scores: tuple[np.ndarray, np.ndarray | None] | None) -> None:
         if scores is not None:
             self._order.rank(version, *scores)
             if self._saver is not None:
                 self._saver.save_scores(version, *scores)
+        if self._held() or (self.options.mode == "async" and self._order.ranked):
+            self._lift()
         self._save()
 
     # --- simulations ------------------------------------------------------------------------
@@ -491,6 +649,7 @@ class Steering:
         while (
             len(self._flights) < self.in_flight_target
             and len(self._ok) + len(self._flights) < self.options.budget
+            and (not self._held() or self._order.chosen)
             and self._failed <= self._max_failures
             and self._fatal is None
             and not self._stop.is_set()

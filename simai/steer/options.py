@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from simai.checks import check_int, check_seconds
+from simai.checks import check_int, check_number, check_seconds
 
-__all__ = ["SteeringOptions"]
+__all__ = ["MODES", "SteeringOptions"]
+
+#: how a loop alternates simulations and models (see :class:`SteeringOptions`)
+MODES = ("async", "batch")
 
 # the smallest value each int option takes
 _COUNTS = {
@@ -19,13 +22,13 @@ _COUNTS = {
     "sim_retries": 0,
     "train_cpus": 1,
 }
-_OPTIONAL_COUNTS = {"in_flight": 1, "max_failures": 0, "ai_cores": 1}
+_OPTIONAL_COUNTS = {"in_flight": 1, "max_failures": 0, "ai_cores": 1, "model_lag": 0}
 
 
 @dataclass(frozen=True)
 class SteeringOptions:
-    """A :class:`~simai.steer.Steering` loop's settings: its budget, batches, cores, seed
-    and name.
+    """A :class:`~simai.steer.Steering` loop's settings: its budget, batches, mode, cores,
+    seed and name.
 
     Every value is checked when the options are made: a value of the wrong type raises
     ``TypeError``, one out of range ``ValueError``. ``dataclasses.replace`` makes a variant.
@@ -37,11 +40,22 @@ class SteeringOptions:
         replaced by another candidate, so the loop ends once ``budget`` succeeded or no
         candidate is left.
     initial : int
-        Successful simulations before the first training, at most ``budget`` (default 20).
-        Until the first model has scored the candidates, picks are random (seeded).
+        Successful simulations before the first training, at most ``budget`` (default 20):
+        the ``initial_candidates`` given to :class:`~simai.steer.Steering`, then random
+        (seeded) picks. A failed one is replaced by another random pick.
     batch_size : int
         New successful simulations between trainings (default 10). One training runs at a
         time.
+    mode : str
+        ``"async"`` (default): once the first model scored the candidates, picks never
+        wait for a model; each new one re-ranks the candidates left while the workers go
+        on with the previous ranking. ``"batch"``: run the initial batch and wait for all
+        of it, train on every result so far, score, run the top ``batch_size`` picks and
+        wait for all of them, and so on. Failures are replaced within their batch.
+    random_fill : bool
+        Async mode only: keep the workers busy with more random picks after the
+        ``initial`` ones while the first model trains and scores (default False: they
+        wait; ``stats["idle_waiting_for_model"]`` says what that cost).
     in_flight : int or None
         Simulations kept submitted at all times, until the budget is near. None (default):
         twice the executor's worker slots for simulations (cores x oversubscription /
@@ -75,11 +89,23 @@ class SteeringOptions:
         Cores of the private executor that runs training and inference when
         :class:`~simai.steer.Steering` gets no ``ai_executor``, at least ``train_cpus``.
         None (default): ``train_cpus``.
+    model_lag : int or None
+        With a published model (``Steering(model=...)``), async mode: successful results
+        the newest scored version may lack (its metadata ``step`` below the successes)
+        before picks wait for a newer one. None (default): never wait once a version has
+        scored the candidates. Batch mode always waits for ``step`` >= the successes.
+    model_poll : float
+        With a published model: seconds between checks of the registry (default 0.5).
+    model_trusted : bool
+        With a published model: load TorchScript versions, which run code stored with
+        them (default False); say so only if you trust whoever can write the store.
     """
 
     budget: int = 200
     initial: int = 20
     batch_size: int = 10
+    mode: str = "async"
+    random_fill: bool = False
     in_flight: int | None = None
     chunk_size: int = 2000
     seed: int = 0
@@ -90,6 +116,9 @@ class SteeringOptions:
     train_cpus: int = 1
     max_failures: int | None = None
     ai_cores: int | None = None
+    model_lag: int | None = None
+    model_poll: float = 0.5
+    model_trusted: bool = False
 
     def __post_init__(self) -> None:
         # the dataclass is frozen: keep what the checks return (seconds as floats) this way
@@ -100,6 +129,17 @@ class SteeringOptions:
             object.__setattr__(self, field, value)
         walltime = check_seconds("sim_walltime", self.sim_walltime, positive=True, optional=True)
         object.__setattr__(self, "sim_walltime", walltime)
+        poll = check_number("model_poll", self.model_poll, 0.0, positive=True, unit="seconds")
+        object.__setattr__(self, "model_poll", poll)
+        for flag in ("random_fill", "model_trusted"):
+            if not isinstance(getattr(self, flag), bool):
+                raise TypeError(f"{flag} must be a bool, not {getattr(self, flag)!r}")
+        if not isinstance(self.mode, str) or self.mode not in MODES:
+            raise (ValueError if isinstance(self.mode, str) else TypeError)(
+                f"mode must be 'async' or 'batch', not {self.mode!r}"
+            )
+        if self.random_fill and self.mode == "batch":
+            raise ValueError("random_fill is for mode='async' only: a batch waits for its model")
         if not isinstance(self.name, str):
             raise TypeError(f"name must be a str, not {self.name!r}")
         if self.name.strip("._-") == "" or any(

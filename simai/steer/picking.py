@@ -13,15 +13,17 @@ __all__ = ["CandidateOrder"]
 
 class CandidateOrder:
     """Hands out each candidate once: those requeued first (in flight when a run stopped),
-    then the newest model's ranking, then the rest in a seeded random order.
+    then those the user gave, then the newest model's ranking, then the rest in a seeded
+    random order.
 
-    Each pick comes with the version of the model that chose it (0: the random order).
+    Each pick comes with the version of the model that chose it (0: given or random).
     """
 
     def __init__(self, n: int, policy: Policy, seed: int) -> None:
         self.policy = policy
         self._taken = np.zeros(n, dtype=bool)
         self._requeued: collections.deque[tuple[int, int]] = collections.deque()
+        self._given: collections.deque[int] = collections.deque()
         policy_seed = getattr(policy, "seed", None)
         rng = np.random.default_rng(seed if policy_seed is None else policy_seed)
         self._order = rng.permutation(n)
@@ -57,6 +59,24 @@ class CandidateOrder:
         if not self._taken[index]:
             self._requeued.append((index, version))
 
+    def give(self, indices: list[int]) -> None:
+        """Hand ``indices`` out, in this order, after the requeued ones and before any
+        ranking (the user's first candidates); those taken already are skipped."""
+        self._given.extend(indices)
+
+    @property
+    def chosen(self) -> bool:
+        """Whether a requeued or given candidate is still to hand out: picks that nothing
+        needs to wait for."""
+        return any(not self._taken[i] for i, _ in self._requeued) or any(
+            not self._taken[i] for i in self._given
+        )
+
+    @property
+    def ranked(self) -> bool:
+        """Whether a model's ranking exists (it may be used up)."""
+        return self._ranking is not None
+
     def pick(self) -> tuple[int, int] | None:
         """Take the next candidate; its index and the model version that chose it, or None
         when no candidate is left."""
@@ -70,6 +90,10 @@ class CandidateOrder:
             i, version = self._requeued.popleft()
             if not self._taken[i]:
                 return i, version
+        while self._given:
+            i = self._given.popleft()
+            if not self._taken[i]:
+                return i, 0
         if self._ranking is not None:
             while self._rank_pos < len(self._ranking):
                 i = int(self._ranking[self._rank_pos])

@@ -1,13 +1,16 @@
 """Saving a steering loop's progress and reading it back for a resumed run.
 
 The files (:class:`~simai.steer.state.SteeringState`) are the record; the run's store gets a
-copy (a progress summary, the newest scores) for whoever watches the run.
+copy (a progress summary, the newest scores, and every result in the stream
+``steer/<name>/results``, as the JSON objects of ``results.jsonl``) for whoever watches the
+run or trains on its results.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import pickle
 import time
@@ -106,17 +109,36 @@ class Saver:
             return None
         return scores
 
+    @property
+    def stream(self) -> str:
+        """The store stream that gets every result."""
+        return f"steer/{self._options.name}/results"
+
     def open_store(self, open_store: Callable[[], Store]) -> None:
-        """Copy the progress to the store ``open_store()`` opens from now on; one that fails
-        to open is noted in ``store_error``."""
+        """Copy the progress to the store ``open_store()`` opens from now on, and bring its
+        results stream up to the saved results; a store that fails is noted in
+        ``store_error``."""
         try:
             self._store = open_store()
+            _, rows = self.files.load()
+            held = self._store.stream_len(self.stream)
+            if held > len(rows):  # left by an earlier run that did not resume
+                self._store.delete_stream(self.stream)
+                held = 0
+            for row in rows[held:]:
+                self._store.append(self.stream, row)
         except Exception as e:  # noqa: BLE001 - the run dir keeps the state anyway
             self.store_error = error_text(e)
 
     def append(self, result: Result) -> None:
-        """Add a finished simulation, durably, before user code sees it."""
+        """Add a finished simulation, durably, before user code sees it; then to the store's
+        results stream."""
         self.files.append(result)
+        if self._store is not None:
+            try:
+                self._store.append(self.stream, json.loads(result.to_json()))
+            except Exception as e:  # noqa: BLE001 - the run directory holds the results
+                self.store_error = error_text(e)
 
     def save(
         self,

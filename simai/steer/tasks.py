@@ -12,7 +12,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["SimulationError", "predict_chunk", "simulate_one", "train_model"]
+__all__ = [
+    "SimulationError",
+    "predict_chunk",
+    "predict_published",
+    "simulate_one",
+    "train_model",
+]
 
 
 class SimulationError(Exception):
@@ -57,4 +63,34 @@ def predict_chunk(
     predict: Callable[[Any, list[Any]], Any], model: Any, candidates: Sequence[Any]
 ) -> Any:
     """``predict(model, candidates)`` for one chunk of the candidate set."""
+    return predict(model, list(candidates))
+
+
+# the model version a worker loaded last, kept for the next chunk it scores
+_loaded: dict[tuple[str, str, int], Any] = {}
+
+
+def predict_published(
+    predict: Callable[[Any, list[Any]], Any],
+    url: str,
+    name: str,
+    version: int,
+    trusted: bool,
+    candidates: Sequence[Any],
+) -> Any:
+    """``predict(model, candidates)`` with version ``version`` of the registry's model
+    ``name``, loaded here from the store at ``url`` (once per worker and version)."""
+    key = (url, name, version)
+    model = _loaded.get(key)
+    if model is None:
+        from simai.models import load_model
+        from simai.store import open_store
+
+        store = open_store(url)
+        try:
+            model = load_model(store, name, version, trusted=trusted)
+        finally:
+            store.close()
+        _loaded.clear()
+        _loaded[key] = model
     return predict(model, list(candidates))

@@ -18,9 +18,35 @@ from simai.steer.errors import SteeringError
 from simai.steer.options import SteeringOptions
 from simai.steer.outputs import error_text, split_predictions
 from simai.steer.policies import Policy
-from simai.steer.tasks import predict_chunk, train_model
+from simai.steer.tasks import predict_chunk, predict_published, train_model
+from simai.store import Store, open_store
 
-__all__ = ["Round", "Trainer"]
+__all__ = ["Published", "Round", "Trainer"]
+
+
+@dataclass(frozen=True)
+class Published:
+    """A model that a trainer component publishes in the registry, used instead of training.
+
+    Attributes
+    ----------
+    url : str
+        The store holding the registry.
+    name : str
+        The model's name.
+    trusted : bool
+        Whether TorchScript versions may be loaded.
+    poll : float
+        Seconds between checks of the registry.
+    need_step : bool
+        Whether a version must say (in ``step``) how many results it was trained on.
+    """
+
+    url: str
+    name: str
+    trusted: bool
+    poll: float
+    need_step: bool
 
 
 @dataclass
@@ -69,7 +95,8 @@ class Round:
 
 
 class Trainer:
-    """Trains the model and scores the candidates left with each new one, on the AI executor.
+    """Trains the model (or takes the newest published version) and scores the candidates
+    left with each new one, on the AI executor.
 
     One training runs at a time: the first once ``initial`` simulations succeeded, the next
     after every ``batch_size`` new successes. A training that raises is recorded in
@@ -106,6 +133,8 @@ class Trainer:
     on_round : callable
         ``on_round(version, scores)`` once a model's round of inference ended: ``scores``
         is :meth:`Round.scores` (None if no chunk was scored).
+    published : Published or None
+        Take the versions a trainer component publishes (:meth:`poll`) instead of training.
     """
 
     def __init__(
@@ -122,6 +151,7 @@ class Trainer:
         post: Callable[[Future, Callable[[Future], None]], None],
         on_trained: Callable[[bool], None],
         on_round: Callable[[int, tuple[np.ndarray, np.ndarray | None] | None], None],
+        published: Published | None = None,
     ) -> None:
         self.candidates = candidates
         self.policy = policy
@@ -142,11 +172,23 @@ class Trainer:
         self._training: Future | None = None
         self._trained_on: int | None = None
         self._round: Round | None = None
+        self._published = published
+        self._store: Store | None = None
+        self._polled = -np.inf
+        self.steps: dict[int, int | None] = {}  # a published version's step
+        self.poll_error: str | None = None  # why the last check of the registry failed
 
     @property
     def training(self) -> bool:
         """Whether a training task is running."""
         return self._training is not None
+
+    @property
+    def busy(self) -> bool:
+        """Whether a new model may still come: a training or a round of inference is
+        running, or a trainer component may publish."""
+        pending = self._training is not None or self._round is not None
+        return pending or self._published is not None
 
     def restore(
         self, model_version: int, trainings: list[dict[str, Any]], predict_failures: list[str]
@@ -155,11 +197,14 @@ class Trainer:
         self.model_version = model_version
         self.trainings = trainings
         self.predict_failures = predict_failures
+        self.steps = {t["version"]: t.get("n") for t in trainings if t.get("published")}
 
     def start(self) -> None:
         """Start the AI executor now, so its worker is up before the first training."""
         if self.policy.needs_model:
             self._ai()
+        if self._published is not None:
+            self._store = open_store(self._published.url)
 
     def _ai(self) -> Executor:
         if self._ai_executor is None:
@@ -177,6 +222,7 @@ class Trainer:
         o = self.options
         if (
             not self.policy.needs_model
+            or self._published is not None
             or self._training is not None
             or n < o.initial
             or n >= o.budget
@@ -212,6 +258,56 @@ class Trainer:
         self.model_version = attempt["version"]
         self._on_trained(True)
 
+    def poll(self, min_step: int | None) -> None:
+        """Take the newest published version, if newer than the last one taken, and
+        ``on_trained(True)``; with ``min_step``, only a version trained on that many results.
+        At most every ``poll`` seconds, and not while a round of inference runs."""
+        pub = self._published
+        now = time.monotonic()
+        if pub is None or self._store is None or self._round is not None:
+            return
+        if now - self._polled < pub.poll:
+            return
+        self._polled = now
+        from simai.models.registry import check_loadable, latest_model
+
+        try:
+            version, meta = latest_model(self._store, pub.name)
+        except KeyError:
+            return  # nothing published yet
+        except Exception as e:  # noqa: BLE001 - a store that fails now may answer later
+            self.poll_error = error_text(e)
+            return
+        if version <= self.model_version:
+            return
+        step = meta.get("step")
+        if step is None and (pub.need_step or min_step is not None):
+            raise SteeringError(
+                f"model {pub.name!r} version {version} has no step: publish each version "
+                "with publish_model(..., step=<successful results it was trained on>)"
+            )
+        if min_step is not None and step < min_step:
+            return
+        try:
+            check_loadable(meta, None, pub.trusted, pub.url)
+        except (PermissionError, TypeError, ValueError) as e:
+            raise SteeringError(f"{e} (SteeringOptions(model_trusted=True))") from None
+        self.model_version = version
+        self.steps[version] = step
+        published_at = meta.get("time")
+        self.trainings.append(
+            {
+                "version": version,
+                "n": step,
+                "started": published_at,
+                "ended": published_at,
+                "ok": True,
+                "error": None,
+                "published": True,
+            }
+        )
+        self._on_trained(True)
+
     def score(self, left: np.ndarray) -> None:
         """Start a round of inference tasks scoring the candidates ``left`` with the newest
         model."""
@@ -225,10 +321,14 @@ class Trainer:
         rnd = Round(self.model_version, chunks, pending=len(chunks))
         self._round = rnd
         ai = self._ai()
+        pub = self._published
         for k, chunk in enumerate(chunks):
-            fut = ai.submit(
-                predict_chunk, self._predict, self._model, [self.candidates[i] for i in chunk]
-            )
+            some = [self.candidates[i] for i in chunk]
+            if pub is None:
+                fut = ai.submit(predict_chunk, self._predict, self._model, some)
+            else:
+                args = (pub.url, pub.name, self.model_version, pub.trusted, some)
+                fut = ai.submit(predict_published, self._predict, *args)
             rnd.futures.append(fut)
             self._post(fut, functools.partial(self._predicted, rnd, k))
 
@@ -272,3 +372,6 @@ class Trainer:
         if self._own_ai and self._ai_executor is not None:
             self._ai_executor.terminate()
             self._own_ai = False
+        if self._store is not None:
+            self._store.close()
+            self._store = None
