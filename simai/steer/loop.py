@@ -33,7 +33,7 @@ from simai.steer.picking import CandidateOrder
 from simai.steer.policies import Policy, get_policy
 from simai.steer.result import Result
 from simai.steer.saving import Saver
-from simai.steer.tasks import SimulationError, simulate_one
+from simai.steer.tasks import SimulationError, named, simulate_one
 from simai.steer.training import Published, Trainer
 from simai.workflow import Workflow
 
@@ -267,6 +267,7 @@ class Steering:
         )
         self._simulate = _plain(simulate)
         self._builds_command = _returns_command(self._simulate)
+        self._simulate_task = named(simulate_one, self._simulate)
         self._local_host = (
             socket.gethostname() if isinstance(self.executor, LocalExecutor) else None
         )
@@ -673,7 +674,7 @@ class Steering:
                 self._submit_command(flight, command)
             else:
                 flight.future = self.executor.submit(
-                    simulate_one,
+                    self._simulate_task,
                     self._simulate,
                     candidate,
                     resources={"cpus": self.options.sim_cpus},

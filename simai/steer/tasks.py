@@ -6,6 +6,7 @@ without the user function having to know about steering.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import time
@@ -14,11 +15,25 @@ from typing import Any
 
 __all__ = [
     "SimulationError",
+    "named",
     "predict_chunk",
     "predict_published",
     "simulate_one",
     "train_model",
 ]
+
+
+def named(runner: Callable[..., Any], fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`runner`, named after the user's `fn` (which it is called with), so that records and
+    the report show the user's function. The memo key still holds `fn` itself, as an argument."""
+    inner = fn
+    while isinstance(inner, functools.partial):
+        inner = inner.func
+    task = functools.partial(runner)
+    task.__name__ = getattr(inner, "__name__", type(inner).__name__)  # type: ignore[attr-defined]
+    task.__module__ = runner.__module__
+    task.__qualname__ = runner.__qualname__  # type: ignore[attr-defined]
+    return task
 
 
 class SimulationError(Exception):

@@ -18,7 +18,7 @@ from simai.steer.errors import SteeringError
 from simai.steer.options import SteeringOptions
 from simai.steer.outputs import error_text, split_predictions
 from simai.steer.policies import Policy
-from simai.steer.tasks import predict_chunk, predict_published, train_model
+from simai.steer.tasks import named, predict_chunk, predict_published, train_model
 from simai.store import Store, open_store
 
 __all__ = ["Published", "Round", "Trainer"]
@@ -158,6 +158,9 @@ class Trainer:
         self.options = options
         self._train = train
         self._predict = predict
+        self._train_task = named(train_model, train) if train is not None else None
+        runner = predict_chunk if published is None else predict_published
+        self._predict_task = named(runner, predict) if predict is not None else None
         self._ai_executor = ai_executor
         self._own_ai = False
         self._observer = observer
@@ -241,7 +244,7 @@ class Trainer:
         }
         self.trainings.append(attempt)
         self._training = self._ai().submit(
-            train_model, self._train, data, resources={"cpus": o.train_cpus}
+            self._train_task, self._train, data, resources={"cpus": o.train_cpus}
         )
         self._post(self._training, functools.partial(self._trained, attempt))
 
@@ -325,10 +328,10 @@ class Trainer:
         for k, chunk in enumerate(chunks):
             some = [self.candidates[i] for i in chunk]
             if pub is None:
-                fut = ai.submit(predict_chunk, self._predict, self._model, some)
+                fut = ai.submit(self._predict_task, self._predict, self._model, some)
             else:
                 args = (pub.url, pub.name, self.model_version, pub.trusted, some)
-                fut = ai.submit(predict_published, self._predict, *args)
+                fut = ai.submit(self._predict_task, self._predict, *args)
             rnd.futures.append(fut)
             self._post(fut, functools.partial(self._predicted, rnd, k))
 
