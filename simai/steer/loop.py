@@ -26,10 +26,11 @@ import numpy as np
 
 from simai.checks import check_int
 from simai.launch import Command, Executor, LocalExecutor, TaskTimeoutError, current_executor
+from simai.steer.asktell import Proposer
 from simai.steer.errors import SteeringError
 from simai.steer.options import SteeringOptions
 from simai.steer.outputs import as_value, error_text, last_line_value
-from simai.steer.picking import CandidateOrder
+from simai.steer.picking import CandidateOrder, Proposals, as_points
 from simai.steer.policies import Policy, get_policy
 from simai.steer.result import Result
 from simai.steer.saving import Saver
@@ -71,6 +72,21 @@ def _published_model(data: Any) -> Any:
     raise AssertionError("a published model is not trained by the loop")
 
 
+class _Proposed(Policy):
+    """The policy of a loop whose proposer picks: the loop trains and ranks nothing."""
+
+    needs_model = False
+
+    def __init__(self, proposer: Proposer) -> None:
+        self.proposer = proposer
+
+    def priority(self, mean: np.ndarray, std: np.ndarray | None) -> np.ndarray:
+        raise TypeError("a proposer's candidates are not ranked by model scores")
+
+    def __repr__(self) -> str:
+        return repr(self.proposer)
+
+
 def _indices(given: Any, n: int, initial: int) -> list[int]:
     """The ``initial_candidates`` as a list of distinct indices into ``n`` candidates."""
     if isinstance(given, str | bytes | Mapping) or not hasattr(given, "__iter__"):
@@ -110,7 +126,8 @@ def _slots(executor: Executor, cpus: int, in_flight: int | None) -> int:
 
 
 class Steering:
-    """Runs ``simulate`` on the candidates a model picks, until ``options.budget`` succeed.
+    """Runs ``simulate`` on the candidates a model (or a proposer) picks, until
+    ``options.budget`` succeed.
 
     It **maximises** ``simulate``'s value: the policy runs the candidates with the highest
     predicted values first (return ``-loss`` to minimise). Iterate it for each
@@ -118,9 +135,13 @@ class Steering:
 
     Parameters
     ----------
-    candidates : Sequence
+    candidates : Sequence or Proposer
         The candidates to choose from: a non-empty sequence (list, tuple, array) of
-        picklable objects, at least ``options.budget`` of them.
+        picklable objects, at least ``options.budget`` of them. Or a :class:`Proposer`
+        that makes them up when asked (ask/tell), such as :class:`RandomSearch`,
+        :class:`ModelSearch` or an adapter around an optimizer: it then picks alone, so
+        ``train``, ``predict``, ``model``, ``policy`` and ``initial_candidates`` are left
+        out.
     simulate : callable
         ``simulate(candidate)`` returns the candidate's value, a float, and runs as a task.
         A function annotated ``-> Command`` is called on the loop thread instead and builds
@@ -177,6 +198,12 @@ class Steering:
     failed, the loop stops submitting and iteration raises :class:`SteeringError`. The loop
     also ends when no candidate is left.
 
+    A proposer is asked, on the loop's thread, for as many candidates as the free slots
+    (``in_flight``) take, and told each result as it ends: ``tell(candidate, value)``, with
+    ``value`` None for a failure. :attr:`Result.index` numbers its candidates in the order
+    they were asked, ``model_version`` is 0. On resume a fresh proposer is told every saved
+    result before it is asked.
+
     The first ``initial`` picks are ``initial_candidates``, then random (seeded) ones. The
     model is trained once ``initial`` simulations succeeded and again after every
     ``batch_size`` new successes, one training at a time (one that raises is recorded in
@@ -187,7 +214,7 @@ class Steering:
 
     def __init__(
         self,
-        candidates: Sequence[Any],
+        candidates: Sequence[Any] | Proposer,
         simulate: Callable[[Any], Any],
         train: Callable[[list[tuple[Any, float]]], Any] | None,
         predict: Callable[[Any, list[Any]], Any] | None,
@@ -201,20 +228,43 @@ class Steering:
         ai_executor: Executor | None = None,
         state_dir: str | os.PathLike[str] | None = None,
     ) -> None:
-        if isinstance(candidates, str | bytes | Mapping) or not (
-            hasattr(candidates, "__len__") and hasattr(candidates, "__getitem__")
-        ):
-            raise TypeError(
-                "candidates must be a sequence (list, tuple, array), "
-                f"not {type(candidates).__name__}"
-            )
-        if len(candidates) == 0:
-            raise ValueError("the candidate set is empty: nothing to steer")
+        self.proposer: Proposer | None = candidates if isinstance(candidates, Proposer) else None
         if options is None:
             options = SteeringOptions()
         elif not isinstance(options, SteeringOptions):
             raise TypeError(f"options must be SteeringOptions or None, not {options!r}")
-        self.policy = get_policy(policy)
+        if self.proposer is not None:
+            extra = {
+                "train": train,
+                "predict": predict,
+                "model": model,
+                "initial_candidates": initial_candidates,
+                "options.min_distance": options.min_distance,
+            }
+            for what, given in extra.items():
+                if given is not None:
+                    raise TypeError(
+                        f"a proposer picks the candidates itself: leave {what} out "
+                        "(ModelSearch takes train, predict and min_distance)"
+                    )
+            if policy != "greedy":
+                raise TypeError("a proposer picks the candidates itself: leave policy out")
+            self.policy: Policy = _Proposed(self.proposer)
+        else:
+            if isinstance(candidates, str | bytes | Mapping) or not (
+                hasattr(candidates, "__len__") and hasattr(candidates, "__getitem__")
+            ):
+                raise TypeError(
+                    "candidates must be a sequence (list, tuple, array) or a proposer, "
+                    f"not {type(candidates).__name__}"
+                )
+            if len(candidates) == 0:
+                raise ValueError("the candidate set is empty: nothing to steer")
+            if options.budget > len(candidates):
+                raise ValueError(
+                    f"budget ({options.budget}) exceeds the {len(candidates)} candidates"
+                )
+            self.policy = get_policy(policy)
         if model is not None:
             from simai.models.registry import check_model_name
 
@@ -234,8 +284,6 @@ class Steering:
                     )
         if not callable(simulate):
             raise TypeError(f"simulate must be callable, not {simulate!r}")
-        if options.budget > len(candidates):
-            raise ValueError(f"budget ({options.budget}) exceeds the {len(candidates)} candidates")
         given = (
             []
             if initial_candidates is None
@@ -253,7 +301,6 @@ class Steering:
                 raise RuntimeError("the workflow is not running: create Steering inside `with wf:`")
             executor = workflow.executor
             state_dir = Path(workflow.run_dir.path, "steer", options.name)
-        self.candidates = candidates
         self.options = options
         self.model = model
         self.workflow = workflow
@@ -279,16 +326,30 @@ class Steering:
         self._ok: list[tuple[int, float]] = []
         self._failed = 0
         self._flights: dict[int, _Flight] = {}
-        self._order = CandidateOrder(len(candidates), self.policy, options.seed)
-        self._order.give(given)
-        # picks stop once successes + flights reach the cap, until a model lifts it
-        self._waits = self.policy.needs_model and not options.random_fill
+        self._order: CandidateOrder | Proposals
+        if self.proposer is not None:
+            self._order = Proposals(self.proposer)
+            self.candidates: Sequence[Any] | Mapping[int, Any] = self._order.candidates
+        else:
+            points = None if options.min_distance is None else as_points(candidates)
+            self._order = CandidateOrder(
+                len(candidates), self.policy, options.seed, points, options.min_distance
+            )
+            self._order.give(given)
+            self.candidates = candidates
+        # picks stop once successes + flights reach the cap, until a model lifts it (or,
+        # with a proposer in batch mode, the batch ends)
+        self._waits = (
+            options.mode == "batch"
+            if self.proposer is not None
+            else self.policy.needs_model and not options.random_fill
+        )
         self._cap = options.initial if self._waits else options.budget
         self._idle_wait = 0.0  # slot-seconds free slots waited for a model
         self._idle_free = 0  # slots free while waiting, since _idle_mark
         self._idle_mark = 0.0
         self._trainer = Trainer(
-            candidates,
+            self.candidates,
             self.policy,
             options,
             _plain(train),
@@ -319,7 +380,7 @@ class Steering:
 
         self._saver: Saver | None = None
         if self.state_dir is not None:
-            self._saver = Saver(self.state_dir, candidates, options, self.policy)
+            self._saver = Saver(self.state_dir, self.candidates, options, self.policy)
             if workflow is not None and workflow.resume:
                 self._resume()
                 self._cap = self._resumed_cap()
@@ -476,8 +537,10 @@ class Steering:
         if saved is None:
             return
         self._trainer.restore(saved.model_version, saved.trainings, saved.predict_failures)
+        if isinstance(self._order, Proposals):
+            self._order.restore(saved.candidates)
         for result in saved.results:
-            self._record(result)
+            self._record(result)  # tells a proposer what it would have learnt
         self.resumed = len(saved.results)
         for index, version in saved.in_flight:
             self._order.requeue(index, version)
@@ -592,7 +655,7 @@ class Steering:
         self._idle_wait += self._idle_free * max(0.0, now - self._idle_mark)
         self._idle_mark = now
         waiting = self._fatal is None and not self._finished and not self._stop.is_set()
-        if waiting and self._held() and self._order.n_left:
+        if waiting and self._held() and not self._order.exhausted:
             self._idle_free = max(0, self.slots - len(self._flights))
         else:
             self._idle_free = 0
@@ -601,7 +664,7 @@ class Steering:
         """Fill free slots, start a training when due, and decide whether the run is over."""
         if self._fatal is None:
             self._fill()
-            if not self._stop.is_set() and self._order.n_left:
+            if not self._stop.is_set() and not self._order.exhausted:
                 batch_done = len(self._ok) >= self._cap and not self._flights
                 if self.options.mode == "async" or batch_done:
                     self._trainer.maybe_train(self._ok)
@@ -624,7 +687,7 @@ class Steering:
                     f"{self._failed} simulations failed (max_failures={self._max_failures}); "
                     f"the last: {last}"
                 )
-            elif self._held() and self._trainer.busy and self._order.n_left:
+            elif self._held() and self._trainer.busy and not self._order.exhausted:
                 return  # waiting for a model
         self._finished = True  # done, failed, or no candidate left
 
@@ -646,15 +709,23 @@ class Steering:
 
     # --- simulations ------------------------------------------------------------------------
 
-    def _fill(self) -> None:
-        while (
+    def _may_pick(self) -> bool:
+        return (
             len(self._flights) < self.in_flight_target
             and len(self._ok) + len(self._flights) < self.options.budget
             and (not self._held() or self._order.chosen)
             and self._failed <= self._max_failures
             and self._fatal is None
             and not self._stop.is_set()
-        ):
+        )
+
+    def _fill(self) -> None:
+        if isinstance(self._order, Proposals) and self._may_pick():
+            flights = len(self._flights)  # ask for every pick the target and cap allow
+            self._order.ask(
+                min(self.in_flight_target - flights, self._cap - len(self._ok) - flights)
+            )
+        while self._may_pick():
             pick = self._order.pick()
             if pick is None:
                 return
@@ -784,6 +855,8 @@ class Steering:
     def _record(self, result: Result) -> None:
         self._results.append(result)
         self._order.take(result.index)
+        if self.proposer is not None:
+            self.proposer.tell(result.candidate, result.value)
         if result.ok:
             self._ok.append((result.index, float(result.value)))  # type: ignore[arg-type]
         else:

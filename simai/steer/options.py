@@ -51,7 +51,9 @@ class SteeringOptions:
         wait for a model; each new one re-ranks the candidates left while the workers go
         on with the previous ranking. ``"batch"``: run the initial batch and wait for all
         of it, train on every result so far, score, run the top ``batch_size`` picks and
-        wait for all of them, and so on. Failures are replaced within their batch.
+        wait for all of them, and so on. Failures are replaced within their batch. With a
+        proposer, async asks for a candidate whenever a slot frees up; batch asks for
+        ``initial``, then ``batch_size`` at a time, each batch once the previous one ended.
     random_fill : bool
         Async mode only: keep the workers busy with more random picks after the
         ``initial`` ones while the first model trains and scores (default False: they
@@ -63,6 +65,12 @@ class SteeringOptions:
         up starts the next at once instead of waiting for the loop (a workflow makes each
         result durable before its future resolves). The cost: a queued pick was chosen by
         the model of its time.
+    min_distance : float or None
+        Spaces the picks of one model's ranking: a candidate closer (Euclidean, candidates
+        being numbers or equal-length vectors of numbers) than this to an earlier pick of
+        the same ranking is skipped, so that a batch is not a cluster of neighbours; once
+        none left is far enough, the skipped ones follow in rank order. None (default): no
+        spacing. Scale the candidates' coordinates so that distances mean something.
     chunk_size : int
         Candidates per inference task (default 2000): a new model scores the candidates
         left in chunks, in parallel.
@@ -107,6 +115,7 @@ class SteeringOptions:
     mode: str = "async"
     random_fill: bool = False
     in_flight: int | None = None
+    min_distance: float | None = None
     chunk_size: int = 2000
     seed: int = 0
     name: str = "steer"
@@ -129,6 +138,8 @@ class SteeringOptions:
             object.__setattr__(self, field, value)
         walltime = check_seconds("sim_walltime", self.sim_walltime, positive=True, optional=True)
         object.__setattr__(self, "sim_walltime", walltime)
+        spacing = check_number("min_distance", self.min_distance, positive=True, optional=True)
+        object.__setattr__(self, "min_distance", spacing)
         poll = check_number("model_poll", self.model_poll, 0.0, positive=True, unit="seconds")
         object.__setattr__(self, "model_poll", poll)
         for flag in ("random_fill", "model_trusted"):

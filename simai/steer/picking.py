@@ -1,14 +1,55 @@
-"""Which candidate a steering loop runs next."""
+"""Which candidate a steering loop runs next: from a finite list, or from a proposer."""
 
 from __future__ import annotations
 
 import collections
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from simai.steer.policies import Policy
 
-__all__ = ["CandidateOrder"]
+__all__ = ["CandidateOrder", "Proposals", "as_points", "spread"]
+
+
+def as_points(candidates: Sequence[Any]) -> np.ndarray:
+    """Candidates as an ``(n, d)`` float array (numbers: ``d`` = 1), to measure distances."""
+    try:
+        points = np.asarray(candidates, dtype=float)
+    except (TypeError, ValueError):
+        points = np.empty(0)
+    if points.ndim == 1 and len(points):
+        points = points[:, None]
+    if points.ndim != 2 or not len(points):
+        raise TypeError(
+            "min_distance needs candidates that are numbers or equal-length vectors of numbers"
+        )
+    return points
+
+
+def _far(point: np.ndarray, others: list[np.ndarray], min_distance: float) -> bool:
+    """Whether ``point`` is at least ``min_distance`` (Euclidean) from each of ``others``."""
+    if not others:
+        return True
+    return float(np.min(np.linalg.norm(np.asarray(others) - point, axis=1))) >= min_distance
+
+
+def spread(
+    ranking: np.ndarray, points: np.ndarray, k: int, min_distance: float, avoid: list[np.ndarray]
+) -> list[int]:
+    """The first ``k`` of ``ranking`` (indices of ``points``) that lie at least
+    ``min_distance`` from those kept before them and from ``avoid``; fewer if fewer do."""
+    kept: list[int] = []
+    others = list(avoid)
+    for i in ranking:
+        if len(kept) == k:
+            break
+        if _far(points[i], others, min_distance):
+            kept.append(int(i))
+            others.append(points[i])
+    return kept
 
 
 class CandidateOrder:
@@ -16,11 +57,25 @@ class CandidateOrder:
     then those the user gave, then the newest model's ranking, then the rest in a seeded
     random order.
 
-    Each pick comes with the version of the model that chose it (0: given or random).
+    Each pick comes with the version of the model that chose it (0: given or random). With
+    ``min_distance``, a ranking's picks skip candidates (``points``) closer than that to an
+    earlier pick of the same ranking; once none is far enough, the skipped ones follow in
+    rank order.
     """
 
-    def __init__(self, n: int, policy: Policy, seed: int) -> None:
+    def __init__(
+        self,
+        n: int,
+        policy: Policy,
+        seed: int,
+        points: np.ndarray | None = None,
+        min_distance: float | None = None,
+    ) -> None:
         self.policy = policy
+        self._points = points
+        self._min_distance = min_distance
+        self._picked: list[np.ndarray] = []  # points picked from the current ranking
+        self._skipped: collections.deque[int] = collections.deque()
         self._taken = np.zeros(n, dtype=bool)
         self._requeued: collections.deque[tuple[int, int]] = collections.deque()
         self._given: collections.deque[int] = collections.deque()
@@ -48,6 +103,11 @@ class CandidateOrder:
     def n_left(self) -> int:
         """How many candidates are not taken yet."""
         return int(self._taken.size - np.count_nonzero(self._taken))
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether every candidate was taken."""
+        return self.n_left == 0
 
     @property
     def requeued(self) -> list[tuple[int, int]]:
@@ -98,6 +158,17 @@ class CandidateOrder:
             while self._rank_pos < len(self._ranking):
                 i = int(self._ranking[self._rank_pos])
                 self._rank_pos += 1
+                if self._taken[i]:
+                    continue
+                if self._min_distance is not None:
+                    assert self._points is not None
+                    if not _far(self._points[i], self._picked, self._min_distance):
+                        self._skipped.append(i)
+                        continue
+                    self._picked.append(self._points[i])
+                return i, self.scored_version
+            while self._skipped:  # none left far enough: the closest ones after all
+                i = self._skipped.popleft()
                 if not self._taken[i]:
                     return i, self.scored_version
         while self._order_pos < len(self._order):
@@ -118,4 +189,95 @@ class CandidateOrder:
         scored = np.isfinite(mean[order])
         self._ranking = order[scored]
         self._rank_pos = 0
+        self._picked.clear()
+        self._skipped.clear()
         self.scored_version = version
+
+
+class Proposals:
+    """Hands out a proposer's candidates, each under the next index: those requeued first
+    (in flight when a run stopped, or picked and never run), then those it proposed.
+
+    :meth:`ask` asks the proposer for more; ``candidates`` maps every index handed out to
+    its candidate, passed through JSON so that a resumed run, which reads them back from
+    JSON, sees the same. Picks come with model version 0.
+    """
+
+    n_left = None  # unknown: the proposer is asked until it proposes nothing
+    exhausted = False
+    ranked = False
+    scored_version = 0
+
+    def __init__(self, proposer: Any) -> None:
+        self.proposer = proposer
+        self.candidates: dict[int, Any] = {}
+        self._next = 0
+        self._done: set[int] = set()
+        self._queue: collections.deque[tuple[int, int]] = collections.deque()
+
+    def take(self, index: int) -> None:
+        """Never hand out ``index`` (it ran)."""
+        self._done.add(index)
+
+    def release(self, index: int) -> None:
+        """Hand ``index`` out again, first: it was picked but never ran."""
+        self._queue.appendleft((index, 0))
+
+    def restore(self, candidates: Mapping[int, Any]) -> None:
+        """Know the candidates a stopped run handed out, under their indices."""
+        self.candidates.update(candidates)
+        self._next = max(self._next, max(candidates, default=-1) + 1)
+
+    def requeue(self, index: int, version: int) -> None:
+        """Hand ``index`` out first, unless it ran since."""
+        if index not in self._done:
+            self._queue.append((index, version))
+
+    @property
+    def requeued(self) -> list[tuple[int, int]]:
+        """The ``(index, model_version)`` pairs still to hand out."""
+        return list(self._queue)
+
+    @property
+    def chosen(self) -> bool:
+        """Whether a candidate is still to hand out."""
+        return bool(self._queue)
+
+    def ask(self, n: int) -> None:
+        """Ask the proposer for the candidates ``n`` picks need beyond those queued."""
+        n -= len(self._queue)
+        if n <= 0:
+            return
+        proposed = self.proposer.ask(n)
+        if isinstance(proposed, str | bytes | Mapping) or not hasattr(proposed, "__iter__"):
+            raise TypeError(
+                f"{self.proposer!r}.ask({n}) must return a list of candidates, "
+                f"not {type(proposed).__name__}"
+            )
+        proposed = list(proposed)
+        if len(proposed) > n:
+            raise ValueError(
+                f"{self.proposer!r}.ask({n}) returned {len(proposed)} candidates, more than asked"
+            )
+        for candidate in proposed:
+            self.candidates[self._next] = self._json(candidate)
+            self._queue.append((self._next, 0))
+            self._next += 1
+
+    def _json(self, candidate: Any) -> Any:
+        try:
+            return json.loads(json.dumps(candidate, allow_nan=False))
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"{self.proposer!r} proposed {type(candidate).__name__} {candidate!r:.100}: a "
+                "proposer's candidates must be JSON values (numbers, strings, lists, dicts), "
+                "which a resumed run reads back; give an array as array.tolist()"
+            ) from None
+
+    def pick(self) -> tuple[int, int] | None:
+        """The next candidate's index and model version, or None until asked again."""
+        while self._queue:
+            index, version = self._queue.popleft()
+            if index not in self._done:
+                return index, version
+        return None

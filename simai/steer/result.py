@@ -18,7 +18,8 @@ class Result:
     candidate : Any
         The candidate simulated.
     index : int
-        The candidate's position in the candidate list.
+        The candidate's position in the candidate list (with a proposer: in the order it
+        was asked, from 0).
     value : float or None
         The simulation's value; None if it failed.
     ok : bool
@@ -29,7 +30,8 @@ class Result:
         The training batch the result belongs to: 0 for the initial batch, k for the k-th
         batch of ``batch_size`` results after it.
     model_version : int
-        The model whose scores picked the candidate (0: picked at random, before any model).
+        The model whose scores picked the candidate (0: picked at random, before any model,
+        or by a proposer).
     started : float or None
         Epoch seconds the simulation started (for a failure without timings, when it was
         submitted).

@@ -14,7 +14,7 @@ import json
 import os
 import pickle
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,33 +39,39 @@ def _fingerprint(candidates: Sequence[Any]) -> str:
 
 @dataclass
 class Saved:
-    """What a stopped run left: its results, its model's history, and the simulations that
-    were in flight as ``(index, model_version)``."""
+    """What a stopped run left: its results, its model's history, the simulations that
+    were in flight as ``(index, model_version)`` and, for a proposer's, the candidates of
+    both by index."""
 
     results: list[Result]
     model_version: int = 0
     trainings: list[dict[str, Any]] = field(default_factory=list)
     predict_failures: list[str] = field(default_factory=list)
     in_flight: list[tuple[int, int]] = field(default_factory=list)
+    candidates: dict[int, Any] = field(default_factory=dict)
 
 
 class Saver:
     """Keeps one loop's state in ``path`` and, once :meth:`open_store` is called, in the
     run's store under ``steer/<name>/``.
 
-    A store that fails is noted in ``store_error``, never fatal: the files hold the state.
+    ``candidates`` is the loop's list, or a proposer's candidates by index (a mapping that
+    grows): those are saved with the simulations in flight and read back from JSON. A store
+    that fails is noted in ``store_error``, never fatal: the files hold the state.
     """
 
     def __init__(
         self,
         path: str | os.PathLike[str],
-        candidates: Sequence[Any],
+        candidates: Sequence[Any] | Mapping[int, Any],
         options: SteeringOptions,
         policy: Policy,
     ) -> None:
         self.files = SteeringState(path)
         self._candidates = candidates
-        self._fingerprint = _fingerprint(candidates)
+        self._proposed = isinstance(candidates, Mapping)
+        self._n = None if self._proposed else len(candidates)
+        self._fingerprint = None if self._proposed else _fingerprint(candidates)
         self._options = options
         self._policy = policy
         self._store: Store | None = None
@@ -83,23 +89,27 @@ class Saver:
             return None
         if state is not None and (
             state.get("candidates_sha256") != self._fingerprint
-            or state.get("n_candidates") != len(self._candidates)
+            or state.get("n_candidates") != self._n
         ):
+            n = state.get("n_candidates")
+            made_for = "a proposer" if n is None else f"another candidate set ({n} candidates)"
             raise ValueError(
-                f"steering state in {self.files.path} was made for another candidate set "
-                f"({state.get('n_candidates')} candidates); resume with the same "
-                "candidates, or use another name= or a fresh run"
+                f"steering state in {self.files.path} was made for {made_for}; resume with "
+                "the same candidates, or use another name= or a fresh run"
             )
         state = state or {}
+        flights = state.get("in_flight", [])
+        proposed = (
+            {int(r["index"]): r["candidate"] for r in [*rows, *flights]} if self._proposed else {}
+        )
+        candidates = proposed if self._proposed else self._candidates
         return Saved(
-            results=[Result.from_dict(r, self._candidates[int(r["index"])]) for r in rows],
+            results=[Result.from_dict(r, candidates[int(r["index"])]) for r in rows],
             model_version=int(state.get("model_version", 0)),
             trainings=list(state.get("trainings", [])),
             predict_failures=list(state.get("predict_failures", [])),
-            in_flight=[
-                (int(f["index"]), int(f.get("model_version", 0)))
-                for f in state.get("in_flight", [])
-            ],
+            in_flight=[(int(f["index"]), int(f.get("model_version", 0))) for f in flights],
+            candidates=proposed,
         )
 
     def load_scores(self) -> tuple[int, np.ndarray, np.ndarray | None] | None:
@@ -156,9 +166,15 @@ class Saver:
         """Replace the saved progress. ``flights`` are the simulations in flight as
         ``(index, model_version, submitted)``; ``requeued`` those still to resubmit."""
         o = self._options
+        in_flight = [{"index": i, "model_version": v, "submitted": t} for i, v, t in flights] + [
+            {"index": i, "model_version": v} for i, v in requeued
+        ]
+        if self._proposed:
+            for f in in_flight:
+                f["candidate"] = self._candidates[f["index"]]
         snapshot = {
             "name": o.name,
-            "n_candidates": len(self._candidates),
+            "n_candidates": self._n,
             "candidates_sha256": self._fingerprint,
             "policy": repr(self._policy),
             "budget": o.budget,
@@ -169,8 +185,7 @@ class Saver:
             "simulations_failed": failed,
             "model_version": model_version,
             "scored_version": scored_version,
-            "in_flight": [{"index": i, "model_version": v, "submitted": t} for i, v, t in flights]
-            + [{"index": i, "model_version": v} for i, v in requeued],
+            "in_flight": in_flight,
             "trainings": trainings,
             "predict_failures": predict_failures,
             "error": None if error is None else error_text(error),

@@ -5,8 +5,9 @@ Layout of ``<run dir>/steer/<name>/``::
     results.jsonl   one JSON line per finished simulation (ok or failed), appended and
                     fsync-ed before the result is handed to user code; the source of truth
     state.json      the rest (the format's version, configuration, candidates'
-                    fingerprint, simulations in flight, model version, training history),
-                    replaced atomically
+                    fingerprint, simulations in flight (with their candidates when a
+                    proposer made them), model version, training history), replaced
+                    atomically
     scores.npz      the newest model's scores (mean, std, version) of the candidates left,
                     so a resumed loop ranks at once instead of waiting for a retrain
 
