@@ -1,5 +1,8 @@
 """The wave workload: simulations of a 2D circular wave and CNN trainers fitting u_t -> u_{t+1}.
 
+For a surrogate in the loop (`leapfrog=True`) the records carry what a wave step needs,
+(u_{t-1}, u_t, kappa, u_{t+1}), and the trainers fit `make_leapfrog_model`.
+
 Shared by `examples/wave/wave.py` and `benchmarks/wave.py`. How the data moves is a
 parameter: a simulation writes its pairs through a *sink* and a trainer reads them through a
 *source*, so the same simulation and training code runs on simai's store (keys or streams),
@@ -39,6 +42,15 @@ def exact(r: np.ndarray, t: float, period: float) -> np.ndarray:
     return (np.sin(2 * r - (2 * np.pi / period) * t) / (r + 1)).astype(np.float32)
 
 
+def kappa(period: float) -> float:
+    """(c dt)^2 of a simulation: c = w / 2 is the speed of the wave sin(2r - wt), dt one step.
+
+    The wave equation u_tt = c^2 lap(u) steps as u_{t+1} = 2 u_t - u_{t-1} + (c dt)^2
+    lap(u_t) (leapfrog); a simulation knows its wave speed, as a solver knows its coefficients.
+    """
+    return float((np.pi / period) ** 2)
+
+
 def exact_stepper(r: np.ndarray, period: float) -> Stepper:
     return lambda u, t: exact(r, t + 1, period)
 
@@ -62,11 +74,17 @@ class SurrogateStepper:
     Steps before `warmup` are exact. At `warmup` it waits up to `wait` seconds for a first
     version of `model` (then steps exactly until one appears). From then on each step runs
     the newest version in this process (`simai.Surrogate`, which swaps in versions as the
-    trainers publish them) on the whole grid; the band along the edge that the convolutions'
-    zero padding distorts is set from the exact solution (a Dirichlet boundary). Every
-    `check_every` surrogate steps the state is compared with the exact solution; when the
-    relative L2 error exceeds `max_error`, the step falls back to the exact update (the
-    state is reset to it) and the surrogate goes on from there.
+    trainers publish them) on the whole grid, fed (u_{t-1}, u_t, kappa) as a
+    `make_leapfrog_model` expects (the stepper keeps the state it was last given); the band
+    along the edge that the convolutions' zero padding distorts is set from the exact
+    solution (a Dirichlet boundary). Every `check_every` surrogate steps the new state is
+    compared with the exact solution; when the relative L2 error exceeds `max_error`, the
+    step falls back to the exact update: the state, and the previous state the next step
+    reads, are reset to the exact ones, and the surrogate goes on from there.
+
+    It times its steps: `exact_s` over the exact steps (the warm-up), `surrogate_s` over the
+    surrogate's (the model, the boundary band, the checks and fallbacks, swapping in new
+    versions), `model_s` over the model calls alone; waiting for a first version is apart.
     """
 
     def __init__(
@@ -89,6 +107,8 @@ class SurrogateStepper:
         # trusted: the TorchScript comes from this run's own trainer, in the run's private store
         self.surrogate = simai.Surrogate(model, poll=poll, trusted=True)
         self.r, self.period, self.warmup = r, period, warmup
+        self.kappa = np.full(r.shape, kappa(period), np.float32)
+        self.prev = exact(r, -1, period)  # u_{t-1} of the next call
         self.check_every, self.max_error, self.wait = check_every, max_error, wait
         margin = 2 * (kernel // 2)
         band = np.ones(r.shape, bool)
@@ -98,7 +118,7 @@ class SurrogateStepper:
         self.errors: list[float] = []  # at each check, before any fallback
         self.versions: list[int] = []  # in the order they were first used
         self.first_surrogate_step: int | None = None
-        self.waited_s = 0.0
+        self.waited_s = self.exact_s = self.surrogate_s = self.model_s = 0.0
         self._since_check = 0
         self._waited = False
         self._next_try = 0.0
@@ -126,10 +146,24 @@ class SurrogateStepper:
         return self.last[0]
 
     def _step(self, u: np.ndarray, t: int) -> np.ndarray:
+        prev, self.prev = self.prev, u
         if t < self.warmup or not self._model_ready():
+            t0 = time.perf_counter()
+            nxt = exact(self.r, t + 1, self.period)
+            self.exact_s += time.perf_counter() - t0
             self.exact_steps += 1
-            return exact(self.r, t + 1, self.period)
-        out, version = self.surrogate.call(u[None, None])
+            return nxt
+        t0 = time.perf_counter()
+        try:
+            return self._surrogate_step(prev, u, t)
+        finally:
+            self.surrogate_s += time.perf_counter() - t0
+
+    def _surrogate_step(self, prev: np.ndarray, u: np.ndarray, t: int) -> np.ndarray:
+        x = np.stack([prev, u, self.kappa])[None]
+        t0 = time.perf_counter()
+        out, version = self.surrogate.call(x)
+        self.model_s += time.perf_counter() - t0
         nxt = np.array(out[0, 0], dtype=np.float32)
         w = 2 * np.pi / self.period
         nxt[self.band] = np.sin(2 * self.r_band - w * (t + 1)) / (self.r_band + 1)
@@ -146,12 +180,15 @@ class SurrogateStepper:
             self.errors.append(error)
             if not error <= self.max_error:  # NaN falls back too
                 self.fallbacks += 1
+                self.prev = exact(self.r, t, self.period)
                 return truth
         return nxt
 
     def report(self) -> dict[str, Any]:
         """What the surrogate did, and the error of the last state it returned."""
         u, t = self.last
+        exact_step_s = self.exact_s / self.exact_steps if self.exact_steps else None
+        avoided_s = None if exact_step_s is None else exact_step_s * self.surrogate_steps
         return {
             "surrogate_steps": self.surrogate_steps,
             "exact_steps": self.exact_steps,
@@ -163,6 +200,12 @@ class SurrogateStepper:
             "versions": self.versions,
             "first_surrogate_step": self.first_surrogate_step,
             "waited_s": self.waited_s,
+            "exact_s": self.exact_s,
+            "exact_step_s": exact_step_s,
+            "surrogate_s": self.surrogate_s,
+            "model_s": self.model_s,
+            "avoided_s": avoided_s,  # what the surrogate's steps would have cost done exactly
+            "saved_s": None if avoided_s is None else avoided_s - self.surrogate_s,
         }
 
 
@@ -235,10 +278,14 @@ def simulate(
     sink: Any,
     stepper: Stepper | None = None,
     record: int | None = None,
+    leapfrog: bool = False,
 ) -> dict[str, Any]:
     """Advance one simulation `steps` steps, writing each pair (u_t, u_{t+1}) to `sink`.
 
-    Each pair is a float32 array of shape (2, n, n). `stepper` replaces the exact update
+    Each pair is a float32 array of shape (2, n, n); with `leapfrog`, each record is
+    (u_{t-1}, u_t, kappa, u_{t+1}) of shape (4, n, n): the inputs of a leapfrog step, the
+    simulation's constant kappa as a field, then the target (u_{-1} is the exact solution,
+    as a two-level solver starts from two states). `stepper` replaces the exact update
     (a surrogate plugs in here); the default evaluates the exact solution. Only the first
     `record` steps (default: all) write pairs; the sink is closed after them, so that
     consumers see the end of the data while the simulation goes on. Returns timings:
@@ -251,6 +298,8 @@ def simulate(
     write = sink.open(sim)
     put_s = 0.0
     u = exact(r, 0, period)
+    prev = exact(r, -1, period)
+    channels = 4 if leapfrog else 2
 
     def close() -> float:
         t1 = time.perf_counter()
@@ -263,10 +312,13 @@ def simulate(
         if t >= record:
             u = step_fn(u, t)
             continue
-        pair = np.empty((2, grid_size, grid_size), np.float32)
-        pair[0] = u
-        pair[1] = step_fn(u, t)
-        u = pair[1]
+        pair = np.empty((channels, grid_size, grid_size), np.float32)
+        if leapfrog:  # (u_{t-1}, u_t, kappa, u_{t+1})
+            pair[0], pair[1], pair[2] = prev, u, kappa(period)
+        else:  # (u_t, u_{t+1})
+            pair[0] = u
+        pair[-1] = step_fn(u, t)
+        prev, u = u, pair[-1]
         t1 = time.perf_counter()
         write(t, pair)
         put_s += time.perf_counter() - t1
@@ -414,6 +466,33 @@ def make_model(kernel: int) -> Any:
     )
 
 
+def make_leapfrog_model(kernel: int) -> Any:
+    """A leapfrog step with a learned spatial operator, for records (u_{t-1}, u_t, kappa).
+
+    u_{t+1} = 2 u_t - u_{t-1} + kappa * CNN(u_{t-1}, u_t), the CNN being make_model's
+    Conv2d(2, 8, k) -> tanh -> Conv2d(8, 1, k): the wave equation's update with the CNN in
+    the place of the Laplacian. The operator is the same for every simulation (kappa carries
+    the wave speed), so a version fitted to the first simulations' data serves all of them;
+    a CNN that sees u_t alone cannot tell which way the wave travels nor how fast.
+    """
+    import torch
+
+    class LeapfrogCNN(torch.nn.Module):
+        def __init__(self, kernel: int) -> None:
+            super().__init__()
+            self.net = torch.nn.Sequential(
+                torch.nn.Conv2d(2, 8, kernel, padding=kernel // 2),
+                torch.nn.Tanh(),
+                torch.nn.Conv2d(8, 1, kernel, padding=kernel // 2),
+            )
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            prev, u, kappa = x[:, 0:1], x[:, 1:2], x[:, 2:3]
+            return 2 * u - prev + kappa * self.net(x[:, 0:2])
+
+    return LeapfrogCNN(kernel)
+
+
 class Adam:
     """Adam (Kingma and Ba), for plain tensors: creating a torch.optim optimizer imports
     torch._dynamo, seconds of start-up in every trainer process for nothing used here."""
@@ -449,8 +528,12 @@ def train(
     publish: Callable[[Any, int, int, float], None] | None = None,
     publish_every: int | None = None,
     publish_first: int | None = None,
+    build_model: Callable[[int], Any] = make_model,
 ) -> dict[str, Any]:
     """Fit the CNN of kernel size `kernel` to every pair `source` yields, `epochs` times.
+
+    `build_model(kernel)` makes the model: it reads a record's channels but the last (u_t of
+    a pair), and the last is its target (u_{t+1}).
 
     Each pair gives one optimizer step on `patches` random `patch` x `patch` crops (the net
     is convolutional, so crops train it for the whole grid at a fraction of the cost); the
@@ -467,7 +550,7 @@ def train(
     torch.set_num_threads(1)
     torch.manual_seed(seed + kernel)
     rng = random.Random(seed + kernel)
-    model = make_model(kernel)
+    model = build_model(kernel)
     opt = Adam(list(model.parameters()), lr=lr)
     t0 = time.perf_counter()
     margin = 2 * (kernel // 2)
@@ -489,11 +572,12 @@ def train(
             t1 = time.perf_counter()
             n = pair.shape[-1]
             size = min(patch, n)
-            crops = np.empty((2, patches, 1, size, size), np.float32)
+            crops = np.empty((patches, pair.shape[0], size, size), np.float32)
             for j in range(patches):
                 y, x = rng.randrange(n - size + 1), rng.randrange(n - size + 1)
-                crops[:, j, 0] = pair[:, y : y + size, x : x + size]
-            inp, target = torch.from_numpy(crops[0]), torch.from_numpy(crops[1])
+                crops[j] = pair[:, y : y + size, x : x + size]
+            inp = torch.from_numpy(np.ascontiguousarray(crops[:, :-1]))
+            target = torch.from_numpy(np.ascontiguousarray(crops[:, -1:]))
             out = model(inp)
             inner = (..., slice(margin, size - margin), slice(margin, size - margin))
             loss = torch.nn.functional.mse_loss(out[inner], target[inner])
