@@ -214,7 +214,7 @@ def _first_line(text: str | None, width: int = 100) -> str:
 
 def _status_lines(run_dir: Any, data: dict[str, Any], names: int) -> list[str]:
     """The one-screen text summary of a run."""
-    from simai.observe.formatting import fmt_bytes, fmt_dur, fmt_num
+    from simai.observe.formatting import fmt_bytes, fmt_dur, fmt_mem, fmt_num
 
     config, live = data["config"], data["live"]
     runs = data["runs"]
@@ -284,9 +284,9 @@ def _status_lines(run_dir: Any, data: dict[str, Any], names: int) -> list[str]:
         durations = data["durations"]
         if durations:
             out.append("")
-            out.append("durations of finished tasks:")
+            out.append("durations of finished tasks; CPU time and highest peak memory of all:")
             out += _table(
-                ("name", "count", "mean", "min", "max"),
+                ("name", "count", "mean", "min", "max", "cpu", "peak memory"),
                 [
                     (
                         name,
@@ -294,6 +294,8 @@ def _status_lines(run_dir: Any, data: dict[str, Any], names: int) -> list[str]:
                         fmt_dur(d["mean"]),
                         fmt_dur(d["min"]),
                         fmt_dur(d["max"]),
+                        fmt_dur(d.get("cpu")),
+                        fmt_mem(d.get("peak_rss")),
                     )
                     for name, d in sorted(durations.items(), key=lambda kv: -kv[1]["count"])[:names]
                 ],
@@ -319,10 +321,14 @@ def _status_lines(run_dir: Any, data: dict[str, Any], names: int) -> list[str]:
     if data["failures_total"]:
         shown = len(data["failures"])
         out.append("")
-        out.append(f"failures: {data['failures_total']} (newest {shown} shown)")
+        reasons = sorted(data.get("failure_reasons", {}).items(), key=lambda kv: (-kv[1], kv[0]))
+        why = ": " + ", ".join(f"{n} {reason}" for reason, n in reasons) if reasons else ""
+        out.append(f"failures: {data['failures_total']} (newest {shown} shown){why}")
         for f in data["failures"]:
             item = f"{f['name']}[{f['item_id']}]" if f["item_id"] is not None else f["name"]
-            out.append(f"  {f['kind']} {item} at {_when(f['time'])} on {f['host'] or '-'}:")
+            reason = f" ({f['reason']})" if f.get("reason") else ""
+            where = f"at {_when(f['time'])} on {f['host'] or '-'}"
+            out.append(f"  {f['kind']} {item} {where}{reason}:")
             detail = (f["detail"] or "(no detail recorded)").rstrip().splitlines()[-3:]
             out += [f"    {line}" for line in detail]
     return out

@@ -138,10 +138,13 @@ def test_command_writes_stdout_to_the_named_file(ex, tmp_path):
         stdout=out,
         stderr=err,
     )
-    result = ex.submit_command(cmd).result(60)
+    fut = ex.submit_command(cmd)
+    result = fut.result(60)
     assert isinstance(result, CommandResult)
     assert result.returncode == 0 and result.stdout == out and result.stderr == err
     assert out.read_text() == "hello world\n"
+    assert result.cpu_time > 0  # what it used travels back with it, into the task
+    assert fut.simai_task.cpu_time == result.cpu_time
 
 
 def test_command_failure_carries_returncode_and_stderr_tail(ex, tmp_path):
@@ -149,7 +152,7 @@ def test_command_failure_carries_returncode_and_stderr_tail(ex, tmp_path):
     cmd = Command([sys.executable, "-c", code], stderr=tmp_path / "bad.err", name="bad")
     err = ex.submit_command(cmd).exception(60)
     assert isinstance(err, CommandError)
-    assert err.returncode == 7
+    assert err.returncode == 7 and err.cpu_time > 0 and not err.oom
     assert err.stderr_tail.splitlines()[-1] == "line 29"
     assert "line 29" in str(err) and "'bad'" in str(err)
 

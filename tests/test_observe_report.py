@@ -201,8 +201,9 @@ def test_status_json_and_text(sample_run: tuple[Path, Path]) -> None:
     assert "tasks: 10 (0 queued)" in text
     assert re.search(r"^  square +8 +0$", text, re.M)
     assert re.search(r"^  flaky +failed +1 ", text, re.M)
-    assert "durations of finished tasks:" in text
-    assert re.search(r"^  square +8 +\S+ ", text.split("durations of finished tasks:")[1], re.M)
+    head = "durations of finished tasks; CPU time and highest peak memory of all:"
+    assert head in text
+    assert re.search(r"^  square +8 +\S+ ", text.split(head)[1], re.M)
     assert re.search(r"^  loss +0\.02 +49 ", text, re.M)
     assert "failures: 3 (newest 1 shown)" in text
 

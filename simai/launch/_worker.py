@@ -4,11 +4,19 @@
 Protocol over one socket (fd in argv[1]), each frame an 8-byte little-endian length and a
 pickle. Parent to worker: ``("init", sys_path)``, then ``("run", [(task_id, payload, cores,
 env, memo), ...], journal_dir)`` batches, or ``("exit",)``. Worker to parent, in task order:
-a frame ``(task_id, ok, value_or_exception, traceback_text, seconds)`` for each task, or one
-``([(seconds, kept, result_pickle), ...],)`` for consecutive results with a memo (below).
-The frames of quick tasks (under ``QUICK`` seconds) of one batch are sent together, when the
-batch ends or before the next task once the first of them waited ``HOLD`` seconds: a batch
-of tiny tasks then costs one send, not one per task.
+a frame ``(task_id, ok, value_or_exception, traceback_text, seconds, cpu, rss)`` for each
+task, or one ``([(seconds, kept, result_pickle, cpu, rss), ...],)`` for consecutive results
+with a memo (below). The frames of quick tasks (under ``QUICK`` seconds) of one batch are sent
+together, when the batch ends or before the next task once the first of them waited ``HOLD``
+seconds: a batch of tiny tasks then costs one send, not one per task.
+
+``cpu`` is the task's CPU time (user + system seconds of this process from the end of the
+task before, its arguments' unpickling included, plus those of the processes it waited for),
+``rss`` its peak resident memory in bytes: this process's high-water mark (``VmHWM``), reset
+(``/proc/self/clear_refs``) after each task longer than ``SLOW`` seconds, or that of a process
+it waited for when that is higher; a quicker task costs one ``getrusage`` and gets what was
+resident when the mark was last reset (see ``_Meter.task``). Where the mark cannot be reset
+(not Linux) ``rss`` is the process's peak so far, an upper bound.
 
 ``memo`` is None, or ``(name, memo_key)`` for a task whose result the workflow memoizes:
 this process keeps the memo itself, off the executor's busy process. It takes the key as
@@ -26,6 +34,7 @@ import importlib.util
 import marshal
 import os
 import pickle
+import resource
 import socket
 import struct
 import sys
@@ -39,6 +48,12 @@ _JOURNAL_RECORD = struct.Struct("<II")  # as _recorder.JOURNAL_RECORD reads it
 QUICK = 50e-6
 #: ... for this long at most (unless the next task runs longer: it is not known in advance)
 HOLD = 200e-6
+#: after a task longer than this (seconds) the memory high-water mark is reset (cheap beside
+#: the task), so that a task that freed memory leaves no stale peak to the next ones
+SLOW = 1e-3
+#: ... and at least this often (seconds) among quick tasks
+RECHECK = 0.1
+_RSS_UNIT = 1 if sys.platform == "darwin" else 1024  # of ru_maxrss: kB on Linux
 
 
 def _load_memokey():
@@ -116,15 +131,104 @@ def _memo_key(fn, args, kwargs):
     return _memokey.function_key(fn, args, kwargs)
 
 
-def _encode_error(task_id, exc, seconds):
+def _encode_error(task_id, exc, seconds, cpu, rss):
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
-        data = _dumps((task_id, False, exc, tb, seconds))
+        data = _dumps((task_id, False, exc, tb, seconds, cpu, rss))
         pickle.loads(data)
         return data
     except Exception:  # noqa: BLE001 - the exception cannot travel: send its text instead
         substitute = RuntimeError(f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}")
-        return pickle.dumps((task_id, False, substitute, tb, seconds), protocol=5)
+        return pickle.dumps((task_id, False, substitute, tb, seconds, cpu, rss), protocol=5)
+
+
+def _open(path, flags):
+    try:
+        return os.open(path, flags | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+
+
+class _Meter:
+    """Each task's CPU time and peak memory (see the module's docstring)."""
+
+    def __init__(self):
+        try:
+            self.page = os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, ValueError, OSError):
+            self.page = 4096
+        self.clear_refs = _open("/proc/self/clear_refs", os.O_WRONLY)
+        self.status = _open("/proc/self/status", os.O_RDONLY)
+        self.statm = _open("/proc/self/statm", os.O_RDONLY)
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.children_cpu = usage.ru_utime + usage.ru_stime
+        self.children_rss = usage.ru_maxrss
+        self.cpu = 0.0
+        self.resident = 0  # bytes resident at the last check
+        self.checked = 0.0  # when that was (perf_counter)
+        self.check()
+
+    def check(self):
+        """Reset the high-water mark and note what is resident now."""
+        if self.clear_refs is not None:
+            try:
+                os.write(self.clear_refs, b"5")  # VmHWM := VmRSS
+            except OSError:
+                os.close(self.clear_refs)
+                self.clear_refs = None
+        resident = None
+        if self.statm is not None:
+            try:
+                resident = int(os.pread(self.statm, 128, 0).split()[1]) * self.page
+            except (OSError, ValueError, IndexError):
+                pass
+        if resident is None:
+            resident = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * _RSS_UNIT
+        self.resident = resident
+        self.checked = time.perf_counter()
+
+    def high_water(self):
+        """The peak resident memory since the last check, in bytes: ``VmHWM`` (the
+        process's peak where it cannot be reset), else ``ru_maxrss``."""
+        if self.status is not None:
+            try:
+                text = os.pread(self.status, 8192, 0)
+                at = text.index(b"VmHWM:") + 6
+                return int(text[at : text.index(b"kB", at)]) * 1024
+            except (OSError, ValueError):
+                pass
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * _RSS_UNIT
+
+    def start(self):
+        """Before the first task of a batch (between batches the worker only waits)."""
+        self.cpu = time.process_time()
+
+    def task(self, seconds):
+        """``(cpu, rss)`` of the task that just ended.
+
+        A quick task (under ``SLOW`` seconds) costs one ``process_time()``: its peak is what
+        was resident at the last check (it had no time to touch more than a few MB). After a
+        longer one (or ``RECHECK`` seconds of quick ones) the high-water mark is read and
+        reset, and the CPU time of the processes it waited for is added. ``ru_maxrss`` would
+        not do: it is never below the peak of the process that started this one (the kernel
+        keeps the mark of the memory an exec replaced), so only ``VmHWM`` tells a small
+        task's peak."""
+        cpu = time.process_time()
+        spent = cpu - self.cpu
+        self.cpu = cpu
+        if seconds < SLOW and time.perf_counter() - self.checked < RECHECK:
+            return spent, self.resident
+        peak = self.high_water()
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        children = usage.ru_utime + usage.ru_stime
+        if children != self.children_cpu:  # processes it waited for
+            spent += children - self.children_cpu
+            self.children_cpu = children
+        if usage.ru_maxrss > self.children_rss:
+            self.children_rss = usage.ru_maxrss
+            peak = max(peak, usage.ru_maxrss * _RSS_UNIT)
+        self.check()
+        return spent, peak
 
 
 def _journal_record(memos):
@@ -138,8 +242,8 @@ class _Results:
 
     def __init__(self, send):
         self.send = send
-        self.frames = []  # frames, and (seconds, result_pickle, has_memo) of results with a
-        # memo, whose frame says whether the journal kept them
+        self.frames = []  # frames, and (seconds, result_pickle, has_memo, cpu, rss) of results
+        # with a memo, whose frame says whether the journal kept them
         self.memos = []
         self.since = 0.0
         self.journals = {}  # this worker's journal file in each directory, once used
@@ -158,8 +262,8 @@ class _Results:
         out, group = [], []
         for item in self.frames:
             if type(item) is tuple:
-                seconds, blob, has_memo = item
-                group.append((seconds, kept and has_memo, blob))
+                seconds, blob, has_memo, cpu, rss = item
+                group.append((seconds, kept and has_memo, blob, cpu, rss))
                 continue
             if group:
                 out.append(_dumps((group,)))
@@ -225,6 +329,8 @@ def main() -> None:
     functions = {}
     results = _Results(send)
     pack = _HEADER.pack
+    meter = _Meter()
+    measure = meter.task
     ready = pickle.dumps(("ready",), protocol=5)
     send(pack(len(ready)) + ready)  # a task's walltime starts now, not when it was sent
     while True:
@@ -235,6 +341,7 @@ def main() -> None:
         if msg[0] != "run":
             return
         journal, seconds = msg[2], 0.0
+        meter.start()
         for task_id, payload, cores, env, memo in msg[1]:
             if results.frames and (seconds > QUICK or time.perf_counter() - results.since > HOLD):
                 results.flush(journal)
@@ -263,20 +370,25 @@ def main() -> None:
                     if key is None:
                         key = _memo_key(fn, args, kwargs)
                 result = fn(*args, **kwargs)
-                seconds = time.perf_counter() - start
-                try:
-                    if memo is None:
-                        results.add(_dumps((task_id, True, result, None, seconds)))
-                    else:
-                        blob = _dumps(result)
-                        memo = None if key is None else (key, name, blob)
-                        results.add((seconds, blob, memo is not None), memo)
-                except Exception as exc:  # noqa: BLE001
-                    err = TypeError(f"cannot send the result back to the executor: {exc}")
-                    results.add(_encode_error(task_id, err, seconds))
             except BaseException as exc:  # noqa: BLE001 - every failure goes to the future
                 seconds = time.perf_counter() - start
-                results.add(_encode_error(task_id, exc, seconds))
+                cpu, rss = measure(seconds)
+                results.add(_encode_error(task_id, exc, seconds, cpu, rss))
+                continue
+            seconds = time.perf_counter() - start
+            cpu, rss = measure(seconds)
+            try:
+                if memo is None:
+                    results.add(_dumps((task_id, True, result, None, seconds, cpu, rss)))
+                else:
+                    blob = _dumps(result)
+                    memo = None if key is None else (key, name, blob)
+                    results.add((seconds, blob, memo is not None, cpu, rss), memo)
+            except Exception as exc:  # noqa: BLE001
+                err = TypeError(f"cannot send the result back to the executor: {exc}")
+                results.add(_encode_error(task_id, err, seconds, cpu, rss))
+            except BaseException as exc:  # noqa: BLE001 - goes to the future too
+                results.add(_encode_error(task_id, exc, seconds, cpu, rss))
         if results.frames:
             results.flush(journal)
         for stream in (sys.stdout, sys.stderr):

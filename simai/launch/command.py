@@ -35,9 +35,33 @@ def _tail(path: Path | None, lines: int = 20, max_bytes: int = 16384) -> str:
 class CommandError(RuntimeError):
     """A command exited with a non-zero status.
 
-    ``returncode`` is the exit status (negative: killed by that signal), ``stderr_tail``
-    the last lines it wrote to stderr, ``stdout``/``stderr`` the log file paths.
+    Its message names the command, its status (and the signal that killed it, or the
+    kernel's out-of-memory killer with its peak memory) and the last lines of its stderr;
+    ``stderr_tail`` holds those lines.
+
+    Parameters
+    ----------
+    argv : list of str
+        The argv it ran.
+    returncode : int
+        Its exit status (negative: killed by that signal).
+    stdout : Path or None
+        Its stdout log file.
+    stderr : Path or None
+        Its stderr log file.
+    name : str or None
+        Its name.
+    cpu_time : float or None
+        The CPU seconds (user + system) it used, those of what it waited for included.
+    max_rss : int or None
+        Its peak resident memory in bytes (see :class:`CommandResult`).
+    oom : bool
+        Whether the kernel's out-of-memory killer killed it.
     """
+
+    cpu_time: float | None = None
+    max_rss: int | None = None
+    oom: bool = False
 
     def __init__(
         self,
@@ -46,15 +70,27 @@ class CommandError(RuntimeError):
         stdout: Path | None = None,
         stderr: Path | None = None,
         name: str | None = None,
+        *,
+        cpu_time: float | None = None,
+        max_rss: int | None = None,
+        oom: bool = False,
     ) -> None:
         self.argv = list(argv)
         self.returncode = returncode
         self.stdout = stdout
         self.stderr = stderr
         self.stderr_tail = _tail(stderr)
+        self.cpu_time, self.max_rss, self.oom = cpu_time, max_rss, oom
         what = f"command {name!r}" if name else "command"
-        msg = f"{what} {self.argv!r} exited with status {returncode}"
-        if returncode < 0:
+        if oom:
+            peak = "unknown" if max_rss is None else f"{max_rss / (1 << 20):.0f} MiB"
+            msg = (
+                f"{what} {self.argv!r} was killed by the kernel's out-of-memory killer "
+                f"(peak memory {peak}; exit status {returncode})"
+            )
+        else:
+            msg = f"{what} {self.argv!r} exited with status {returncode}"
+        if returncode < 0 and not oom:
             import signal
 
             try:
@@ -80,13 +116,37 @@ def _rebuild_command_error(state: dict[str, Any], message: str) -> CommandError:
 
 @dataclass(frozen=True)
 class CommandResult:
-    """A finished command: the argv actually run, its exit status and log files."""
+    """A finished command.
+
+    Attributes
+    ----------
+    argv : list of str
+        The argv actually run (with the MPI launcher in front, for an MPI run).
+    returncode : int
+        Its exit status (0).
+    stdout : Path
+        Its stdout log file.
+    stderr : Path
+        Its stderr log file.
+    duration : float
+        Seconds from its start to its end.
+    cpu_time : float or None
+        CPU seconds (user + system) of its process and of the processes it waited for, as
+        the kernel reports them (None when not known).
+    max_rss : int or None
+        Its peak resident memory in bytes: the kernel's ``ru_maxrss`` of its process tree,
+        or, where that cannot be told from the memory of the process that started it, the
+        highest ``VmHWM`` read while it ran (see :class:`simai.launch.usage.Reaper`; None
+        when not known).
+    """
 
     argv: list[str]
     returncode: int
     stdout: Path
     stderr: Path
     duration: float
+    cpu_time: float | None = None
+    max_rss: int | None = None
 
 
 class Command:

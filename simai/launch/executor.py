@@ -42,6 +42,7 @@ __all__ = [
     "Task",
     "TaskTimeoutError",
     "WorkerLostError",
+    "failure_reason",
     "get_executor",
     "register_executor",
 ]
@@ -73,7 +74,62 @@ class TaskTerminated(RuntimeError):
 
 
 class WorkerLostError(RuntimeError):
-    """The process running a task died before reporting a result (signal, crash, OOM)."""
+    """The process running a task died before reporting a result (signal, crash, OOM).
+
+    ``returncode`` is its exit status (negative: the signal that killed it; None when not
+    known), ``oom`` whether the kernel's out-of-memory killer killed it, ``max_rss`` its
+    peak memory in bytes (None when not known).
+    """
+
+    returncode: int | None = None
+    oom: bool = False
+    max_rss: int | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        returncode: int | None = None,
+        oom: bool = False,
+        max_rss: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.returncode, self.oom, self.max_rss = returncode, oom, max_rss
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_error, (type(self), str(self), self.__dict__))
+
+
+def _rebuild_error(cls: type, message: str, state: dict[str, Any]) -> BaseException:
+    err = cls.__new__(cls)
+    RuntimeError.__init__(err, message)
+    err.__dict__.update(state)
+    return err
+
+
+#: the reasons :func:`failure_reason` gives
+FAILURE_REASONS = ("exit", "signal", "walltime", "oom", "exception", "cancelled")
+
+
+def failure_reason(error: BaseException) -> str:
+    """Why a task failed, in one word (what the records keep): ``oom`` (the kernel's
+    out-of-memory killer killed it), ``walltime`` (killed at its walltime), ``signal``
+    (its process died of a signal, or was lost), ``exit`` (its process exited with a
+    non-zero status),
+    ``cancelled`` (not run to its end: cancelled, a dependency failed, the executor was
+    terminated) or ``exception`` (it raised, or anything else)."""
+    if getattr(error, "oom", False) is True:
+        return "oom"
+    if isinstance(error, TaskTimeoutError):
+        return "walltime"
+    if isinstance(error, DependencyError | TaskTerminated | CancelledError):
+        return "cancelled"
+    from simai.launch.command import CommandError
+
+    if isinstance(error, WorkerLostError | CommandError):
+        returncode = error.returncode
+        return "exit" if returncode is not None and returncode >= 0 else "signal"
+    return "exception"
 
 
 @dataclass(eq=False)
@@ -122,6 +178,11 @@ class Task:
         When it was submitted (``time.time()``).
     started_at : float or None
         When its first attempt started.
+    cpu_time : float or None
+        CPU seconds (user + system) its latest attempt used, when its backend measures it
+        (the local executor does); None before it ended or when not known.
+    max_rss : int or None
+        Peak resident memory of its latest attempt, in bytes, likewise.
     """
 
     id: int
@@ -144,6 +205,8 @@ class Task:
     result_bytes: bytes | None = None
     submitted_at: float = 0.0
     started_at: float | None = None
+    cpu_time: float | None = None
+    max_rss: int | None = None
 
     @property
     def label(self) -> str:
@@ -570,6 +633,7 @@ class Executor(abc.ABC):
         ):
             task.attempt += 1
             task.notify("retried", error)
+            task.cpu_time = task.max_rss = None  # the next attempt's, once it ends
             try:
                 self._run(task)
                 return

@@ -36,6 +36,7 @@ from simai.launch.executor import Executor, Task, TaskTerminated, TaskTimeoutErr
 from simai.launch.payload import checked_payload, dumps_payload
 from simai.launch.processes import kill_tree, run_command
 from simai.launch.signals import leave_stop_signals_to_main_thread, unblock_stop_signals
+from simai.launch.usage import KILLED, fmt_mib, oom_watch, spawn_floor, wait_process
 
 __all__ = ["LocalExecutor", "node_gpus"]
 
@@ -91,6 +92,9 @@ class _Worker:
     _fds = itertools.count()
 
     def __init__(self, executor_sys_path: list[str]) -> None:
+        # the out-of-memory kill counts of the cgroups it starts in (ours), see _on_worker_exit
+        self.oom_before = oom_watch.before(os.getpid())
+        self.floor = spawn_floor(False)  # its ru_maxrss starts from ours (see Reaper)
         parent, child = socket.socketpair()
         try:  # -P: the script's own folder (simai/launch) must not shadow top-level packages
             self.proc = subprocess.Popen(
@@ -611,8 +615,9 @@ class LocalExecutor(Executor):
                     if worker.deadline is not None and worker.walltime is not None:
                         self._set_deadline(worker, time.monotonic() + worker.walltime)
                     continue
-                for seconds, kept, blob in frame[0]:  # results with a memo: kept
+                for seconds, kept, blob, cpu, rss in frame[0]:  # results with a memo: kept
                     task = outstanding.popleft()  # by the worker, or for the memo to keep
+                    task.cpu_time, task.max_rss = cpu, rss
                     ema = seconds if ema is None else 0.8 * ema + 0.2 * seconds
                     try:
                         value = pickle.loads(blob)
@@ -625,7 +630,7 @@ class LocalExecutor(Executor):
                     ended.append((task, value, None))
                 continue
             task = outstanding.popleft()
-            ok, value, tb, seconds = frame[1:]
+            ok, value, tb, seconds, task.cpu_time, task.max_rss = frame[1:]
             ema = seconds if ema is None else 0.8 * ema + 0.2 * seconds
             if ok:
                 ended.append((task, value, None))
@@ -645,30 +650,49 @@ class LocalExecutor(Executor):
 
     def _on_worker_exit(self, worker: _Worker) -> None:
         try:
-            returncode = worker.proc.wait(timeout=2)
+            returncode, usage, after = wait_process(worker.proc, 2, worker.floor)
         except subprocess.TimeoutExpired:
             worker.kill()
-            returncode = worker.proc.wait()
+            returncode, usage, after = wait_process(worker.proc, floor=worker.floor)
         lost = list(worker.outstanding)
         worker.outstanding.clear()
         reason = worker.kill_reason
+        if reason is None and self._terminated:  # terminate() killed it, before the loop knew
+            reason = TaskTerminated("the executor was terminated before the task ended")
         if worker in self._active:
             self._release(worker.cores, worker.gpus)
         self._forget(worker)
         if len(lost) > 1 and reason is None and not worker.alone:
             # A worker holds the results of quick tasks for a moment (see _worker.py), so
-            # the task that killed it may be any of these: each runs again by itself.
+            # the task that killed it may be any of these: each runs again by itself (an
+            # out-of-memory kill is claimed here, so that no later death is blamed on it).
+            if returncode in KILLED:
+                oom_watch.claim(worker.oom_before, after)
             for task in reversed(lost):
                 self._suspects.add(task.id)
                 self._requeue(task)
         elif lost:
             first, rest = lost[0], lost[1:]
             self._outstanding -= 1
+            first.max_rss = usage.max_rss  # the worker's peak: its last task's, or above
             if reason is None:
-                reason = WorkerLostError(
-                    f"the worker process running {first.label} died with "
-                    f"{_signal_text(returncode)} (pid {worker.proc.pid})"
-                )
+                pid = worker.proc.pid
+                if returncode in KILLED and oom_watch.claim(worker.oom_before, after):
+                    reason = WorkerLostError(
+                        f"the worker process running {first.label} was killed by the "
+                        f"kernel's out-of-memory killer (peak memory {fmt_mib(usage.max_rss)}, "
+                        f"pid {pid})",
+                        returncode=returncode,
+                        oom=True,
+                        max_rss=usage.max_rss,
+                    )
+                else:
+                    reason = WorkerLostError(
+                        f"the worker process running {first.label} died with "
+                        f"{_signal_text(returncode)} (pid {pid})",
+                        returncode=returncode,
+                        max_rss=usage.max_rss,
+                    )
             self._finish(first, None, reason)
             for task in reversed(rest):
                 self._requeue(task)
@@ -743,6 +767,7 @@ class LocalExecutor(Executor):
                 walltime=task.walltime,
                 label=task.label,
                 popen=popen,
+                popen_forks=True,  # a preexec_fn: subprocess forks
             )
         except BaseException as exc:  # noqa: BLE001 - reported through the future
             error = exc
@@ -750,6 +775,9 @@ class LocalExecutor(Executor):
             with self._command_lock:
                 for proc in started:
                     self._commands.pop(proc.pid, None)
+        measured = result if error is None else error
+        task.cpu_time = getattr(measured, "cpu_time", None)
+        task.max_rss = getattr(measured, "max_rss", None)
         with self._command_lock:
             mine = self._command_tasks.pop(task.id, None) is not None
             if mine and not self._loop_exited:

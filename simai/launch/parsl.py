@@ -325,6 +325,10 @@ class ParslExecutor(Executor):
     def _on_done(self, task: Task, fut: Future) -> None:
         error = fut.exception()
         result = None if error is not None else fut.result()
+        if task.command is not None:  # its CommandResult or error tells what it used
+            measured = result if error is None else error
+            task.cpu_time = getattr(measured, "cpu_time", None)
+            task.max_rss = getattr(measured, "max_rss", None)
         if error is not None and type(error).__name__ in ("WorkerLost", "ManagerLost"):
             lost = WorkerLostError(f"the Parsl worker running {task.label} was lost: {error}")
             lost.__cause__ = error

@@ -14,6 +14,7 @@ from typing import Any
 
 from simai.launch.command import Command, CommandError, CommandResult, open_logs
 from simai.launch.executor import TaskTimeoutError
+from simai.launch.usage import KILLED, Reaper, oom_watch, spawn_floor
 
 
 def _descendants(pid: int) -> list[int]:
@@ -63,12 +64,17 @@ def run_command(
     walltime: float | None,
     label: str,
     popen: Callable[..., subprocess.Popen] = subprocess.Popen,
+    popen_forks: bool = False,
 ) -> CommandResult:
     """Run `argv` (built from `cmd`) in a session of its own, its output appended to the log
     files; kill its process tree when it exits, passes `walltime`, or the wait is interrupted.
 
     `popen` starts the process (an executor passes one that also registers it, so a shutdown
-    can kill it); the result is a CommandResult, or CommandError / TaskTimeoutError.
+    can kill it; ``popen_forks``: one that forks, as Popen with a ``preexec_fn`` does, not
+    vforks, see :func:`~simai.launch.usage.spawn_floor`). The result is a CommandResult, or
+    CommandError / TaskTimeoutError; each carries the command's CPU time and peak memory
+    (``cpu_time``, ``max_rss``), and a CommandError tells an out-of-memory kill (``oom``,
+    see :class:`~simai.launch.usage.OomWatch`).
     """
     start = time.monotonic()
     options: dict[str, Any] = {
@@ -78,28 +84,44 @@ def run_command(
         "start_new_session": True,
         "close_fds": True,
     }
+    before = oom_watch.before(os.getpid())  # the cgroups it starts in: ours
+    floor = spawn_floor(popen_forks)  # its ru_maxrss starts from our memory (see Reaper)
     with open_logs(stdout, stderr) as (out, err):
         proc = popen(list(argv), stdout=out, stderr=err, **options)
+    reaper = Reaper(proc, floor)
     try:
-        returncode = proc.wait(timeout=walltime)
+        returncode, usage, after = reaper.wait(walltime)
     except subprocess.TimeoutExpired:
         kill_tree(proc.pid)
-        proc.wait()
-        raise TaskTimeoutError(
+        _, usage, _ = reaper.wait()
+        error = TaskTimeoutError(
             f"{label} ran past its walltime of {walltime:g} s; its process tree was killed "
             f"(command {list(argv)!r})"
-        ) from None
+        )
+        error.cpu_time, error.max_rss = usage.cpu_time, usage.max_rss  # type: ignore[attr-defined]
+        raise error from None
     except BaseException:
         kill_tree(proc.pid)
         proc.wait()
         raise
     kill_tree(proc.pid)  # leftovers in its session
     if returncode != 0:
-        raise CommandError(argv, returncode, Path(stdout), Path(stderr), name=cmd.name)
+        raise CommandError(
+            argv,
+            returncode,
+            Path(stdout),
+            Path(stderr),
+            name=cmd.name,
+            cpu_time=usage.cpu_time,
+            max_rss=usage.max_rss,
+            oom=returncode in KILLED and oom_watch.claim(before, after),
+        )
     return CommandResult(
         argv=list(argv),
         returncode=returncode,
         stdout=Path(stdout),
         stderr=Path(stderr),
         duration=time.monotonic() - start,
+        cpu_time=usage.cpu_time,
+        max_rss=usage.max_rss,
     )

@@ -1,4 +1,4 @@
-"""Short human forms of numbers, byte counts and durations, as reports and `simai status`
+"""Short human forms of numbers, byte counts, memory and durations, as reports and `simai status`
 show them."""
 
 from __future__ import annotations
@@ -27,6 +27,17 @@ def fmt_bytes(v: float) -> str:
         if abs(v) >= scale:
             return f"{v / scale:.3g} {unit}"
     return f"{v:.3g} B"
+
+
+def fmt_mem(v: float | None) -> str:
+    """Memory in binary units, as ``free`` and batch systems give it: ``800 KiB``,
+    ``512 MiB``, ``1.5 GiB`` (``-`` when not known)."""
+    if v is None or not math.isfinite(v):
+        return "-"
+    for unit, scale in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if abs(v) >= scale:
+            return f"{v / scale:.3g} {unit}" if v < 100 * scale else f"{v / scale:.0f} {unit}"
+    return f"{v:.0f} B"
 
 
 def fmt_dur(s: float | None) -> str:

@@ -52,6 +52,13 @@ class Tasks:
         Each task's cores (cpus × ranks).
     retries : numpy.ndarray
         Each task's retries (int32).
+    cpu : numpy.ndarray
+        Each task's CPU seconds, its tries together (``nan`` where not measured).
+    peak_rss : numpy.ndarray
+        Each task's peak resident memory in bytes, the highest of its tries (``nan`` where
+        not measured).
+    reason : list of str or None
+        Why each task's last failed try failed (``oom``, ``walltime``, ...; None if none).
     """
 
     names: list[str]
@@ -65,6 +72,9 @@ class Tasks:
     worker: list[str | None]
     cpus: np.ndarray
     retries: np.ndarray
+    cpu: np.ndarray = field(default_factory=lambda: np.empty(0))
+    peak_rss: np.ndarray = field(default_factory=lambda: np.empty(0))
+    reason: list[str | None] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.name)
@@ -196,9 +206,8 @@ def load_tasks(records: Records) -> Tasks:
             empty,
             np.empty(0, np.int32),
         )
-    name, item, state, submitted, started, ended, host, worker, resources, retries = zip(
-        *rows, strict=True
-    )
+    (name, item, state, submitted, started, ended, host, worker, resources, retries, cpu_time,
+     peak_rss, reason) = zip(*rows, strict=True)  # fmt: skip
     index: dict[str, int] = {}
     codes = [index.setdefault(n, len(index)) for n in name]
     cache: dict[str | None, float] = {}
@@ -215,6 +224,9 @@ def load_tasks(records: Records) -> Tasks:
         worker=list(worker),
         cpus=np.array(cpus, dtype=float),
         retries=np.array([r or 0 for r in retries], np.int32),
+        cpu=np.array(cpu_time, dtype=float),
+        peak_rss=np.array(peak_rss, dtype=float),
+        reason=list(reason),
     )
 
 
@@ -255,6 +267,7 @@ def failures(records: Records, limit: int, tasks: Tasks) -> tuple[list[dict[str,
                         "kind": kind if e["event"] == "failed" else "restart",
                         "item_id": None,
                         **{k: e[k] for k in ("name", "time", "host", "worker", "detail")},
+                        "reason": None,
                     }
                 )
     out.sort(key=lambda f: f["time"] or 0, reverse=True)
@@ -418,9 +431,11 @@ def summary(run_dir: RunDir, failure_limit: int = 20) -> dict[str, Any]:
     plus ``run_dir``, ``config``, ``live``, ``elapsed`` (seconds from the first start to
     the last record, or to now while live), ``queued`` (tasks submitted or retried and not
     started), ``durations`` (per task name: count, mean, min, max and total seconds of the
-    finished tasks), ``uptime`` per component, ``metrics`` (per name: the latest value,
-    step, time, source and how many values) and ``store`` (bytes per component, ``None``
-    when no store counters were recorded).
+    finished tasks, and ``cpu``, the CPU seconds of all its tasks, and ``peak_rss``, the
+    highest peak memory of any in bytes; None where not measured), ``uptime`` per
+    component, ``metrics`` (per name: the latest value, step, time, source and how many
+    values) and ``store`` (bytes per component, ``None`` when no store counters were
+    recorded).
     """
     now = time.time()
     live = run_dir.holder()
@@ -435,6 +450,7 @@ def summary(run_dir: RunDir, failure_limit: int = 20) -> dict[str, Any]:
             "events": {},
             "failures": [],
             "failures_total": 0,
+            "failure_reasons": {},
             "elapsed": None,
             "queued": 0,
             "durations": {},
@@ -448,8 +464,10 @@ def summary(run_dir: RunDir, failure_limit: int = 20) -> dict[str, Any]:
         for d in records.task_durations():
             firsts.append(d["first"])
             lasts.append(d["last"])
-            if d["count"]:
-                durations[d["name"]] = {k: d[k] for k in ("count", "mean", "min", "max", "total")}
+            if d["count"] or d["cpu"] is not None or d["peak_rss"] is not None:
+                durations[d["name"]] = {
+                    k: d[k] for k in ("count", "mean", "min", "max", "total", "cpu", "peak_rss")
+                }
         first_task = min((t for t in firsts if t), default=None)
         last_task = max((t for t in lasts if t), default=None)
         uptime = {}

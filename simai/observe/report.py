@@ -31,7 +31,7 @@ import numpy as np
 
 from simai.observe import _report_assets as assets
 from simai.observe import _report_svg as s
-from simai.observe.formatting import fmt_bytes, fmt_dur, fmt_num
+from simai.observe.formatting import fmt_bytes, fmt_dur, fmt_mem, fmt_num
 from simai.observe.queries import RunData, Series, is_backlog, load
 from simai.workflow.rundir import RunDir
 
@@ -199,6 +199,11 @@ class _Page:
                 f"median; max {fmt_dur(float(dur.max()))}" if len(dur) else "none finished",
             ),
         ]
+        peaks, cpus = t.peak_rss[np.isfinite(t.peak_rss)], t.cpu[np.isfinite(t.cpu)]
+        if len(peaks) or len(cpus):
+            worst = fmt_mem(float(peaks.max())) if len(peaks) else "-"
+            total = f"CPU time {fmt_dur(float(cpus.sum()))} in all" if len(cpus) else "no CPU time"
+            cards.append(("peak memory", worst, f"of a task; {total}"))
         if not len(t):  # a run of components only
             cards = [c for c in cards if c[0] in ("components", "wall time")]
         for m in self._latest_metrics()[: 10 - len(cards)]:
@@ -344,6 +349,10 @@ class _Page:
                 f"{t.names[int(t.name[i])]}[{t.item[i]}] {state}: {fmt_dur(b - a)} "
                 f"from +{fmt_dur(a - d.t0)} on {t.host[i] or '?'}"
             )
+            if state == "failed" and t.reason[i]:
+                tip += f" ({t.reason[i]})"
+            if np.isfinite(t.cpu[i]) or np.isfinite(t.peak_rss[i]):
+                tip += f"; CPU {fmt_dur(float(t.cpu[i]))}, peak memory {fmt_mem(t.peak_rss[i])}"
             y = base + int(lane[i]) * row_h + pad
             out.append(
                 f'<rect class="{cls}" x="{x0:.1f}" y="{y:.1f}" width="{max(x1 - x0, 0.8):.1f}" '
@@ -667,10 +676,13 @@ class _Page:
             if tail:
                 body += f"<h4>log tail: {escape(tail[0])}</h4><pre>{escape(tail[1])}</pre>"
             when = "-" if not f["time"] else f"+{fmt_dur(f['time'] - d.t0)}"
+            reason = f.get("reason") or "-"
+            if f.get("peak_rss") is not None:
+                reason += f", peak memory {fmt_mem(f['peak_rss'])}"
             rows.append(
                 f'<tr><td><span class="kind {escape(f["kind"])}">{escape(f["kind"])}</span></td>'
                 f"<td>{escape(item)}</td><td>{escape(when)}</td>"
-                f"<td>{escape(str(f['host'] or '-'))}</td>"
+                f"<td>{escape(str(f['host'] or '-'))}</td><td>{escape(reason)}</td>"
                 f"<td><details><summary>{escape(first[:160])}</summary>{body}</details></td></tr>"
             )
         more = ""
@@ -681,8 +693,8 @@ class _Page:
             )
         return (
             '<div class="scroll"><table class="fail"><thead><tr><th>kind</th><th>what</th>'
-            "<th>when</th>"
-            "<th>host</th><th>error (click for details and log tail)</th></tr></thead><tbody>"
+            "<th>when</th><th>host</th><th>reason</th>"
+            "<th>error (click for details and log tail)</th></tr></thead><tbody>"
             + "".join(rows)
             + "</tbody></table></div>"
             + more

@@ -77,12 +77,19 @@ LOGGED_TASK_EVENTS = frozenset(("failed", "retried", "cancelled"))
 ENDED = frozenset(("done", "failed", "cancelled", "recalled", "lost"))
 
 INSERT_EVENT = "INSERT INTO events VALUES (NULL,?,?,?,?,?,?,?,?,?,?)"
+#: what a row's attempts used: CPU seconds add up, the peak memory is the highest
+_USAGE = """
+    cpu = CASE WHEN excluded.cpu IS NULL THEN tasks.cpu
+               ELSE coalesce(tasks.cpu, 0) + excluded.cpu END,
+    peak_rss = max(coalesce(excluded.peak_rss, tasks.peak_rss),
+                   coalesce(tasks.peak_rss, excluded.peak_rss))"""
 #: a task's row from (name, item_id, attempt, state, last_event, submitted, started, ended,
-#: host, worker, resources, retries, detail, recording host): times and the last host
-#: named are kept, retries add up; each attempt has rows of its own (a task's id is one
-#: of its attempt: ids start again when a run is resumed)
-UPSERT_TASK = """
-INSERT INTO tasks VALUES (?1,?2,?3,?4,?5,?6,?7,?8,coalesce(?9,?14),?10,?11,?12,?13)
+#: host, worker, resources, retries, detail, recording host, cpu, peak_rss, reason): times
+#: and the last host named are kept, retries and CPU seconds add up, the peak memory is the
+#: highest, the reason (like the detail) that of its last failure; each attempt has rows of its
+#: own (a task's id is one of its attempt: ids start again when a run is resumed)
+UPSERT_TASK = f"""
+INSERT INTO tasks VALUES (?1,?2,?3,?4,?5,?6,?7,?8,coalesce(?9,?14),?10,?11,?12,?13,?15,?16,?17)
 ON CONFLICT (attempt, name, item_id) DO UPDATE SET
     state = excluded.state, last_event = excluded.last_event,
     submitted = coalesce(tasks.submitted, excluded.submitted),
@@ -92,20 +99,21 @@ ON CONFLICT (attempt, name, item_id) DO UPDATE SET
                  ELSE coalesce(excluded.ended, tasks.ended) END,
     host = coalesce(?9, tasks.host), worker = coalesce(excluded.worker, tasks.worker),
     resources = coalesce(excluded.resources, tasks.resources),
-    retries = tasks.retries + excluded.retries, detail = coalesce(excluded.detail, tasks.detail)
+    retries = tasks.retries + excluded.retries, detail = coalesce(excluded.detail, tasks.detail),
+    reason = coalesce(excluded.reason, tasks.reason),{_USAGE}
 """
 #: the row of a task that finished (nearly every row of a run): (name, item_id, attempt,
-#: submitted, started, ended, resources, retries, recording host), none of them None (binding
-#: None costs sqlite3 several times what a number does); what :data:`UPSERT_TASK` does with
-#: such a row
-UPSERT_FINISHED = """
-INSERT INTO tasks VALUES (?1,?2,?3,'done','finished',?4,?5,?6,?9,NULL,?7,?8,NULL)
+#: submitted, started, ended, resources, retries, recording host, cpu, peak_rss), none of the
+#: first nine None (binding None costs sqlite3 several times what a number does); what
+#: :data:`UPSERT_TASK` does with such a row
+UPSERT_FINISHED = f"""
+INSERT INTO tasks VALUES (?1,?2,?3,'done','finished',?4,?5,?6,?9,NULL,?7,?8,NULL,?10,?11,NULL)
 ON CONFLICT (attempt, name, item_id) DO UPDATE SET
     state = 'done', last_event = 'finished',
     submitted = coalesce(tasks.submitted, excluded.submitted),
     started = excluded.started, ended = excluded.ended,
     resources = coalesce(excluded.resources, tasks.resources),
-    retries = tasks.retries + excluded.retries
+    retries = tasks.retries + excluded.retries,{_USAGE}
 """
 INSERT_MEMO = "INSERT INTO memo VALUES (?,?,?,?,?)"
 SET_JOURNAL_OFFSET = "INSERT OR REPLACE INTO memo_journals VALUES (?,?)"
@@ -131,7 +139,8 @@ def merge_task(
 
     A task's host is the last one an event named; the recording host if none did.
     """
-    at, attempt, _, name, item_id, event, host, worker, resources, detail, started = row
+    at, attempt, _, name, item_id, event, host, worker, resources, detail, started = row[:11]
+    cpu, peak_rss, reason = row[11:14]
     key = (attempt or 0, name, str(item_id))
     t = tasks.get(key)
     if t is None:
@@ -150,8 +159,17 @@ def merge_task(
             0,
             None,
             host_default,
+            None,
+            None,
+            None,
         ]
         tasks[key] = t
+    if cpu is not None:
+        t[14] = cpu if t[14] is None else t[14] + cpu
+    if peak_rss is not None and (t[15] is None or peak_rss > t[15]):
+        t[15] = peak_rss
+    if reason is not None:
+        t[16] = reason
     t[3], t[4] = STATE_OF[event], event
     if event == "submitted":
         t[5] = t[5] or at
@@ -177,19 +195,22 @@ def merge_task(
 def task_rows(
     attempt: int, host: str, rows: list[tuple], events: list[tuple], runs: list[tuple[str, list]]
 ) -> None:
-    """Append the rows of a TASK item (``Records.tasks``) to ``runs``, ``(sql, rows)`` runs
+    """Append the rows of a TASK item (``Records.tasks``: 9 fields, or 12 with the usage and
+    failure reason) to ``runs``, ``(sql, rows)`` runs
     of consecutive rows for one statement (:data:`UPSERT_FINISHED` or :data:`UPSERT_TASK`;
     in order, since a task may have several), and the events log's rows of its failed,
     retried and cancelled tasks to ``events``. ``attempt`` None (no run started) is 0."""
     attempt = attempt or 0
-    for name, item, event, submitted, started, ended, resources, retries, detail in rows:
+    for name, item, event, submitted, started, ended, resources, retries, detail, *usage in rows:
         if event == "finished" and detail is None and started is not None and ended is not None:
             sql = UPSERT_FINISHED  # item_id: the column's TEXT affinity stores an int as text
             row: tuple = (name, item, attempt, submitted, started, ended, resources, retries, host)
+            row += (usage[0], usage[1]) if usage else (None, None)
         else:
             sql, item = UPSERT_TASK, str(item)
             row = (name, item, attempt, STATE_OF[event], event, submitted, started, ended)
             row += (None, None, resources, retries, detail, host)
+            row += tuple(usage) if usage else (None, None, None)
             if event in LOGGED_TASK_EVENTS:
                 at = ended if ended is not None else time.time()
                 log = (at, attempt, "task", name, item, event, host, None, resources, detail)

@@ -30,11 +30,16 @@ Tables (plain SQL: ``sqlite3 records.db`` answers ad-hoc questions):
   ``failed``, ``interrupted`` (a later attempt found it still ``running``: the process was
   killed); ``seen`` when the workflow was last known alive (:meth:`Records.heartbeat`).
 - ``tasks(name, item_id, attempt, state, last_event, submitted, started, ended, host,
-  worker, resources, retries, detail)``: one row per task and attempt, updated by its
-  events (its state is that of its latest event, see :data:`STATE_OF`); what a Gantt
-  chart needs. One row per task rather than one per event keeps 100k-task runs small and
-  fast. A resume recalls the tasks an earlier attempt finished (state ``recalled``: their
-  results come from the memo, they do not run again), and the start of an attempt marks
+  worker, resources, retries, detail, cpu, peak_rss, reason)``: one row per task and
+  attempt, updated by its events (its state is that of its latest event, see
+  :data:`STATE_OF`); what a Gantt chart needs. ``cpu`` is the CPU seconds (user + system) its
+  tries used, ``peak_rss`` the highest peak resident memory of its tries in bytes (both
+  NULL where the executor does not measure them), ``reason`` why its last failed try failed,
+  in one word (:data:`simai.launch.executor.FAILURE_REASONS`: ``exit``, ``signal``,
+  ``walltime``, ``oom``, ``exception``, ``cancelled``) beside ``detail``, its error. One
+  row per task rather than one per event keeps 100k-task runs small and fast. A resume
+  recalls the tasks an earlier attempt finished (state ``recalled``: their results come
+  from the memo, they do not run again), and the start of an attempt marks
   the unfinished tasks and components of the earlier ones ``lost`` (their process was
   killed), ended when that attempt was last known alive.
 - ``events(id, time, attempt, kind, name, item_id, event, host, worker, resources,
@@ -122,7 +127,7 @@ _EVENTS = frozenset(EVENTS)
 
 #: the version of the tables below, kept in the database's ``PRAGMA user_version``: change
 #: it with them (a database of another version is refused, see :class:`Records`)
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     attempt INTEGER PRIMARY KEY, started REAL NOT NULL, ended REAL,
@@ -135,8 +140,8 @@ CREATE INDEX IF NOT EXISTS events_name ON events (kind, name);
 CREATE TABLE IF NOT EXISTS tasks (
     name TEXT NOT NULL, item_id TEXT NOT NULL, attempt INTEGER NOT NULL, state TEXT NOT NULL,
     last_event TEXT NOT NULL, submitted REAL, started REAL, ended REAL, host TEXT,
-    worker TEXT, resources TEXT, retries INTEGER NOT NULL, detail TEXT,
-    PRIMARY KEY (attempt, name, item_id)) WITHOUT ROWID;
+    worker TEXT, resources TEXT, retries INTEGER NOT NULL, detail TEXT, cpu REAL,
+    peak_rss INTEGER, reason TEXT, PRIMARY KEY (attempt, name, item_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS memo (
     key TEXT NOT NULL, name TEXT, status TEXT NOT NULL, result BLOB, finished REAL);
 CREATE TABLE IF NOT EXISTS metrics (
@@ -440,6 +445,9 @@ class Records:
         detail: str | None = None,
         at: float | None = None,
         started: float | None = None,
+        cpu: float | None = None,
+        peak_rss: int | None = None,
+        reason: str | None = None,
     ) -> None:
         """Queue one event (committed by the writer thread within ``interval`` seconds).
 
@@ -451,7 +459,10 @@ class Records:
         JSON-serialisable dict (or JSON text); ``detail`` an error message or log tail.
         ``started`` (a task's ``finished``/``failed`` event only) is when it started, so one
         event records both ends: executors learn both at completion, and two events per
-        task cost less than three.
+        task cost less than three. A task's ``finished``, ``failed`` or ``retried`` event
+        may tell what that try used, ``cpu`` seconds (they add up over its tries) and
+        ``peak_rss`` bytes (the highest is kept), and a failure its ``reason`` (see the
+        ``tasks`` table).
         """
         if kind not in _KINDS or event not in _EVENTS:
             raise ValueError(
@@ -479,14 +490,19 @@ class Records:
                     resources,
                     detail,
                     None if started is None else float(started),
+                    None if cpu is None else float(cpu),
+                    None if peak_rss is None else int(peak_rss),
+                    reason,
                 ),
             )
         )
 
     def tasks(self, rows: list[tuple]) -> None:
         """Queue tasks' whole rows: ``(name, item_id, event, submitted, started, ended,
-        resources, retries, detail)``, each task as it stands after ``event`` (one of
-        :data:`EVENTS`), ``resources`` JSON text and ``retries`` those since its last row.
+        resources, retries, detail, cpu, peak_rss, reason)`` (the last three may be left
+        out), each task as it stands after ``event`` (one of :data:`EVENTS`), ``resources``
+        JSON text, ``retries`` those since its last row, ``cpu`` and ``peak_rss`` what the
+        try that ended with ``event`` used (see the ``tasks`` table).
         For a caller that keeps each task's times itself (the workflow): one write per
         task instead of one per event, and the writer process builds the rows. Unchecked:
         the workflow's hot path. ``failed``, ``retried`` and ``cancelled`` rows also go to
@@ -820,7 +836,8 @@ class Records:
     ) -> list[dict[str, Any]]:
         """One row per task, in submission order: ``name``, ``item_id``, ``state`` (of its
         latest event), ``last_event``, ``submitted``/``started``/``ended`` times, ``host``,
-        ``worker``, ``resources``, ``retries``, ``detail`` (its last error), ``attempt``."""
+        ``worker``, ``resources``, ``retries``, ``detail`` (its last error), ``attempt``,
+        ``cpu`` (seconds), ``peak_rss`` (bytes) and ``reason`` (of its last failure)."""
         where, args = [], []
         for column, value in (("name", name), ("state", state)):
             if value is not None:
@@ -866,12 +883,13 @@ class Records:
     @_locked
     def failed_tasks(self, limit: int) -> list[dict[str, Any]]:
         """The newest ``limit`` tasks whose state is ``failed``: ``kind`` (``task``),
-        ``name``, ``item_id``, ``time`` (when it ended), ``host``, ``worker``, ``detail``."""
+        ``name``, ``item_id``, ``time`` (when it ended), ``host``, ``worker``, ``detail``,
+        ``reason``, ``cpu`` and ``peak_rss``."""
         return [
             {"kind": "task"} | dict(r)
             for r in self._db.execute(
-                "SELECT name, item_id, ended AS time, host, worker, detail FROM tasks "
-                "WHERE state = 'failed' ORDER BY ended DESC LIMIT ?",
+                "SELECT name, item_id, ended AS time, host, worker, detail, reason, cpu, "
+                "peak_rss FROM tasks WHERE state = 'failed' ORDER BY ended DESC LIMIT ?",
                 (int(limit),),
             )
         ]
@@ -885,23 +903,26 @@ class Records:
     @_locked
     def task_columns(self) -> list[tuple]:
         """Every task's ``(name, item_id, state, submitted, started, ended, host, worker,
-        resources, retries)``, in submission order, as tuples: what a report of 100k
-        tasks loads (see :meth:`tasks_table` for dicts)."""
+        resources, retries, cpu, peak_rss, reason)``, in submission order, as tuples: what a
+        report of 100k tasks loads (see :meth:`tasks_table` for dicts)."""
         return self._tuples(
             "SELECT name, item_id, state, submitted, started, ended, host, worker, resources, "
-            "retries FROM tasks ORDER BY submitted"
+            "retries, cpu, peak_rss, reason FROM tasks ORDER BY submitted"
         )
 
     @_locked
     def task_durations(self) -> list[dict[str, Any]]:
         """Per task name: ``name``, ``first`` (its first submission), ``last`` (its last
-        end), and the ``count``, ``mean``, ``min``, ``max`` and ``total`` seconds of its
-        finished (``done``) tasks (``None`` but the count when there are none)."""
+        end), the ``count``, ``mean``, ``min``, ``max`` and ``total`` seconds of its
+        finished (``done``) tasks (``None`` but the count when there are none), and of all
+        its tasks the ``cpu`` seconds in all and the highest ``peak_rss`` (bytes; ``None``
+        when none was measured)."""
         done = "CASE WHEN state = 'done' THEN ended - started END"
-        keys = ("name", "first", "last", "count", "mean", "min", "max", "total")
+        keys = ("name", "first", "last", "count", "mean", "min", "max", "total", "cpu", "peak_rss")
         rows = self._tuples(
             f"SELECT name, min(submitted), max(ended), count({done}), avg({done}), "
-            f"min({done}), max({done}), sum({done}) FROM tasks GROUP BY name"
+            f"min({done}), max({done}), sum({done}), sum(cpu), max(peak_rss) FROM tasks "
+            "GROUP BY name"
         )
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
@@ -986,8 +1007,9 @@ class Records:
         counts per state over all attempts: they add up), ``task_names`` (the same per task
         name), ``components`` (see :meth:`components`), ``events`` (counts per kind and
         event in the events log), ``failures`` (up to ``failures`` tasks and components
-        whose latest event is ``failed``, newest first, with their detail) and
-        ``failures_total``.
+        whose latest event is ``failed``, newest first, with their detail and ``reason``),
+        ``failures_total`` and ``failure_reasons`` (failed tasks per reason, see the
+        ``tasks`` table; ``unknown`` for those recorded without one).
         """
         db = self._db
         tasks: dict[str, int] = {}
@@ -1011,9 +1033,16 @@ class Records:
         failed = [
             {"kind": "component", "name": c["name"], "item_id": None, "time": c["time"]}
             | {k: c[k] for k in ("host", "worker", "detail")}
+            | {"reason": None, "cpu": None, "peak_rss": None}
             for c in components
             if c["state"] == "failed"
         ]
+        reasons = dict(
+            db.execute(
+                "SELECT coalesce(reason, 'unknown') AS r, count(*) FROM tasks "
+                "WHERE state = 'failed' GROUP BY r ORDER BY r"
+            ).fetchall()
+        )
         failed += self.failed_tasks(failures)
         failed.sort(key=lambda f: f["time"] or 0, reverse=True)
         runs = self.runs()
@@ -1028,4 +1057,5 @@ class Records:
             "failures": failed[: int(failures)],
             "failures_total": tasks.get("failed", 0)
             + sum(c["state"] == "failed" for c in components),
+            "failure_reasons": reasons,
         }

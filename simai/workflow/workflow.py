@@ -21,7 +21,7 @@ from typing import Any
 from simai import launch
 from simai.checks import check_int
 from simai.launch import Command, Executor, Resources, get_executor
-from simai.launch.executor import Task, check_executor
+from simai.launch.executor import Task, check_executor, failure_reason
 from simai.launch.signals import leave_stop_signals_to_main_thread
 from simai.store import ENV_PASSWORD, ENV_URL, Store, open_store
 from simai.store.counters import COMPONENT_ENV
@@ -39,6 +39,8 @@ STOP_REQUEST = "stop-request"
 #: seconds a task that has not ended waits for a row: a short one gets one when it ends
 HOLD = 1.0
 _ONE_CORE = json.dumps({"cpus": 1, "gpus": 0, "ranks": 1})  # most tasks' resources
+#: the events that end a try: their rows tell what it used (cpu, peak memory)
+_MEASURED = frozenset(("finished", "failed", "retried"))
 _NAME = re.compile(r"[A-Za-z0-9._-]+")
 _log = logging.getLogger(__name__)
 
@@ -407,7 +409,8 @@ class Workflow:
                 for task, _, _ in events:  # _row's tuple, inlined
                     pop(task.id, None)
                     add((task.name, task.id, "finished", task.submitted_at, task.started_at,
-                         now, resources(task), task.attempt, None))  # fmt: skip
+                         now, resources(task), task.attempt, None, task.cpu_time,
+                         task.max_rss, None))  # fmt: skip
                 self.records.tasks(rows)
             return
         with self._rows_lock:
@@ -430,6 +433,8 @@ class Workflow:
                         None if event == "retried" else now,
                         last,
                         None if error is None else f"{type(error).__name__}: {error}",
+                        None if error is None else failure_reason(error),
+                        event in _MEASURED,
                     )
                 )
             self.records.tasks(rows)
@@ -442,12 +447,17 @@ class Workflow:
         ended: float | None,
         last: tuple[str, int] | None,
         detail: str | None = None,
+        reason: str | None = None,
+        measured: bool = False,
     ) -> tuple:
         """A task's row for :meth:`Records.tasks`, as it stands after ``event``; ``last`` is
-        its previous row (event, retries), whose retries the records have counted already."""
+        its previous row (event, retries), whose retries the records have counted already;
+        ``measured``: the row of the end of a try, with what that try used."""
         retries = task.attempt - last[1] if last else task.attempt
         times = (task.submitted_at, started, ended)
-        return (task.name, task.id, event, *times, self._resources(task), retries, detail)
+        usage = (task.cpu_time, task.max_rss) if measured else (None, None)
+        row = (task.name, task.id, event, *times, self._resources(task), retries, detail)
+        return (*row, *usage, reason)
 
     def _resources(self, task: Task) -> str:
         """The task's resources as JSON text (cached by shape)."""
@@ -491,7 +501,7 @@ class Workflow:
                     self._ended["cancelled"] += 1
                     last = written.pop(task.id, None)
                     detail = "CancelledError: its future was cancelled"
-                    rows.append(self._row(task, event, None, now, last, detail))
+                    rows.append(self._row(task, event, None, now, last, detail, "cancelled"))
                     continue
                 last = written.get(task.id)
                 written[task.id] = (event, task.attempt)
