@@ -347,6 +347,7 @@ def test_report_refuses_bad_input(tmp_path: Path) -> None:
     assert out.returncode == 1 and "not a simai records database" in out.stderr
     out = _simai("report", str(bad), "-o", str(tmp_path / "no" / "such" / "dir.html"))
     assert out.returncode == 1
+    assert f"{tmp_path / 'no' / 'such'} is not a directory" in out.stderr
 
 
 def render_head_only() -> str:

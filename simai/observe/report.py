@@ -50,8 +50,12 @@ LOG_TAIL_LINES = 30
 
 def write_report(run: str | os.PathLike[str] | RunDir, output: str | os.PathLike[str]) -> Path:
     """Write the report of run directory ``run`` to ``output`` (atomically); returns the path."""
-    html = render(run)
     out = Path(output)
+    if not out.parent.is_dir():
+        raise FileNotFoundError(
+            f"cannot write the report to {out}: {out.parent} is not a directory"
+        )
+    html = render(run)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     tmp.write_text(html, encoding="utf-8")
     os.replace(tmp, out)
