@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -113,6 +114,7 @@ def test_a_sigkilled_and_resumed_run_counts_every_task_once_per_attempt(tmp_path
     ]
     assert status["queued"] == 0 and status["failures_total"] == 0
     assert status["runs"][0]["ended"] is not None
+    assert {r["host"] for r in status["runs"]} == {socket.gethostname()}
     (ticker,) = status["components"]
     assert ticker["state"] == "done"
     assert status["events"]["component"] == {"started": 2, "lost": 1, "finished": 1}

@@ -391,7 +391,8 @@ class Records:
 
     @_locked
     def start_run(self, host: str | None = None, pid: int | None = None) -> int:
-        """Record a start of the run and return its attempt number (1, 2, ...).
+        """Record a start of the run (on `host`, default this one) and return its attempt
+        number (1, 2, ...).
 
         Earlier attempts still marked ``running`` become ``interrupted``, ended when last
         known alive; their tasks and components that had not ended become ``lost``. Later
@@ -408,7 +409,12 @@ class Records:
             self.attempt = last + 1
             db.execute(
                 "INSERT INTO runs VALUES (?,?,NULL,'running',?,?,NULL)",
-                (self.attempt, time.time(), host, os.getpid() if pid is None else pid),
+                (
+                    self.attempt,
+                    time.time(),
+                    host or self._host,
+                    os.getpid() if pid is None else pid,
+                ),
             )
         return self.attempt
 
