@@ -543,6 +543,13 @@ def test_state_is_kept_in_the_run_dir_store_and_records(wf):
     wf.records.flush()
     names = {t["name"] for t in wf.records.tasks_table()}
     assert names == {"simulate_gated", "fit", "predict_mean_std"}  # the user's functions
+    metrics = wf.records.latest_metrics()
+    best = max(r.value for r in results if r.ok)
+    assert (
+        metrics["steer/steer/best"]["value"] == best and metrics["steer/steer/best"]["step"] == 16
+    )
+    assert metrics["steer/steer/value"]["count"] == 16
+    assert metrics["steer/steer/model_version"]["value"] == results[-1].model_version
 
 
 def test_ucb_without_uncertainty_stops_with_a_clear_error(wf):

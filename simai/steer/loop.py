@@ -37,6 +37,7 @@ from simai.steer.saving import Saver
 from simai.steer.tasks import SimulationError, named, simulate_one
 from simai.steer.training import Published, Trainer
 from simai.workflow import Workflow
+from simai.workflow.metrics import log_metric
 
 __all__ = ["Steering"]
 
@@ -325,6 +326,7 @@ class Steering:
         self._results: list[Result] = []
         self._ok: list[tuple[int, float]] = []
         self._failed = 0
+        self._best: float | None = None
         self._flights: dict[int, _Flight] = {}
         self._order: CandidateOrder | Proposals
         if self.proposer is not None:
@@ -849,8 +851,23 @@ class Steering:
         if self._saver is not None:
             self._saver.append(result)
         self._record(result)
+        self._log(result)
         self._save()
         self._out.put(result)
+
+    def _log(self, result: Result) -> None:
+        """A success's value, the best so far and the model version behind the pick, as the
+        run's metrics ``steer/<name>/...`` at step = successes so far: the report draws them
+        against simulations and against time. Resumed results were logged when they ended."""
+        if self.workflow is None or not result.ok:
+            return
+        if self._best is None:
+            self._best = max(v for _, v in self._ok)
+        self._best = max(self._best, float(result.value))  # type: ignore[arg-type]
+        prefix, step = f"steer/{self.options.name}", len(self._ok)
+        log_metric(f"{prefix}/value", float(result.value), step=step)  # type: ignore[arg-type]
+        log_metric(f"{prefix}/best", self._best, step=step)
+        log_metric(f"{prefix}/model_version", result.model_version, step=step)
 
     def _record(self, result: Result) -> None:
         self._results.append(result)
