@@ -9,8 +9,6 @@ is going on. User code reads results from a queue: a slow ``for`` body delays no
 from __future__ import annotations
 
 import functools
-import inspect
-import operator
 import os
 import queue
 import socket
@@ -26,12 +24,13 @@ import numpy as np
 
 from simai.checks import check_int
 from simai.launch import Command, Executor, LocalExecutor, TaskTimeoutError, current_executor
+from simai.steer.arguments import check_arguments, plain, returns_command
 from simai.steer.asktell import Proposer
 from simai.steer.errors import SteeringError
 from simai.steer.options import SteeringOptions
 from simai.steer.outputs import as_value, error_text, last_line_value
 from simai.steer.picking import CandidateOrder, Proposals, as_points
-from simai.steer.policies import Policy, get_policy
+from simai.steer.policies import Policy
 from simai.steer.result import Result
 from simai.steer.saving import Saver
 from simai.steer.tasks import SimulationError, named, simulate_one
@@ -45,21 +44,6 @@ _END = object()
 _STOP = object()
 
 
-def _plain(fn: Any) -> Any:
-    """The function itself for a ``@simai.task`` (calling that in a worker would submit)."""
-    return getattr(fn, "__simai_function__", fn)
-
-
-def _returns_command(fn: Callable[..., Any]) -> bool:
-    """Whether ``fn`` is annotated ``-> Command``: the loop then calls it itself and runs the
-    command it builds, instead of sending it as a task."""
-    try:
-        ret = inspect.signature(fn).return_annotation
-    except (TypeError, ValueError):
-        return False
-    return ret is Command or ret in ("Command", "simai.Command", "simai.launch.Command")
-
-
 @dataclass
 class _Flight:
     index: int
@@ -67,52 +51,6 @@ class _Flight:
     submitted: float
     future: Future | None = None
     command: bool = False
-
-
-def _published_model(data: Any) -> Any:
-    raise AssertionError("a published model is not trained by the loop")
-
-
-class _Proposed(Policy):
-    """The policy of a loop whose proposer picks: the loop trains and ranks nothing."""
-
-    needs_model = False
-
-    def __init__(self, proposer: Proposer) -> None:
-        self.proposer = proposer
-
-    def priority(self, mean: np.ndarray, std: np.ndarray | None) -> np.ndarray:
-        raise TypeError("a proposer's candidates are not ranked by model scores")
-
-    def __repr__(self) -> str:
-        return repr(self.proposer)
-
-
-def _indices(given: Any, n: int, initial: int) -> list[int]:
-    """The ``initial_candidates`` as a list of distinct indices into ``n`` candidates."""
-    if isinstance(given, str | bytes | Mapping) or not hasattr(given, "__iter__"):
-        raise TypeError(f"initial_candidates must be a sequence of indices or None, not {given!r}")
-    indices: list[int] = []
-    for i in given:
-        try:
-            if isinstance(i, bool):
-                raise TypeError
-            index = operator.index(i)
-        except TypeError:
-            raise TypeError(
-                f"initial_candidates must hold indices into the candidates (ints), not {i!r}"
-            ) from None
-        if not 0 <= index < n:
-            raise ValueError(f"initial_candidates index {index} is out of range for {n} candidates")
-        indices.append(index)
-    if len(set(indices)) != len(indices):
-        raise ValueError("initial_candidates holds an index twice")
-    if len(indices) > initial:
-        raise ValueError(
-            f"initial_candidates holds {len(indices)} indices, more than options.initial "
-            f"({initial}): they are the initial batch's first picks; raise initial"
-        )
-    return indices
 
 
 def _slots(executor: Executor, cpus: int, in_flight: int | None) -> int:
@@ -229,79 +167,23 @@ class Steering:
         ai_executor: Executor | None = None,
         state_dir: str | os.PathLike[str] | None = None,
     ) -> None:
-        self.proposer: Proposer | None = candidates if isinstance(candidates, Proposer) else None
-        if options is None:
-            options = SteeringOptions()
-        elif not isinstance(options, SteeringOptions):
-            raise TypeError(f"options must be SteeringOptions or None, not {options!r}")
-        if self.proposer is not None:
-            extra = {
-                "train": train,
-                "predict": predict,
-                "model": model,
-                "initial_candidates": initial_candidates,
-                "options.min_distance": options.min_distance,
-            }
-            for what, given in extra.items():
-                if given is not None:
-                    raise TypeError(
-                        f"a proposer picks the candidates itself: leave {what} out "
-                        "(ModelSearch takes train, predict and min_distance)"
-                    )
-            if policy != "greedy":
-                raise TypeError("a proposer picks the candidates itself: leave policy out")
-            self.policy: Policy = _Proposed(self.proposer)
-        else:
-            if isinstance(candidates, str | bytes | Mapping) or not (
-                hasattr(candidates, "__len__") and hasattr(candidates, "__getitem__")
-            ):
-                raise TypeError(
-                    "candidates must be a sequence (list, tuple, array) or a proposer, "
-                    f"not {type(candidates).__name__}"
-                )
-            if len(candidates) == 0:
-                raise ValueError("the candidate set is empty: nothing to steer")
-            if options.budget > len(candidates):
-                raise ValueError(
-                    f"budget ({options.budget}) exceeds the {len(candidates)} candidates"
-                )
-            self.policy = get_policy(policy)
-        if model is not None:
-            from simai.models.registry import check_model_name
-
-            check_model_name(model)
-            if train is not None:
-                raise TypeError("give train= or model=, not both: model= replaces training")
-            if not self.policy.needs_model:
-                raise ValueError(f"policy {self.policy!r} uses no model, yet model= was given")
-            if workflow is None:
-                raise TypeError("model= reads the registry in the workflow's store: give workflow=")
-            train = _published_model  # never called
-        if self.policy.needs_model:
-            for what, fn in (("train", train), ("predict", predict)):
-                if not callable(fn):
-                    raise TypeError(
-                        f"{what} must be callable for policy {self.policy!r}, not {fn!r}"
-                    )
-        if not callable(simulate):
-            raise TypeError(f"simulate must be callable, not {simulate!r}")
-        given = (
-            []
-            if initial_candidates is None
-            else _indices(initial_candidates, len(candidates), options.initial)
+        args = check_arguments(
+            candidates,
+            simulate,
+            train,
+            predict,
+            policy,
+            options,
+            initial_candidates=initial_candidates,
+            model=model,
+            workflow=workflow,
+            executor=executor,
+            state_dir=state_dir,
         )
-        if workflow is not None:
-            if executor is not None or state_dir is not None:
-                raise TypeError(
-                    "give workflow= or executor=/state_dir=, not both: a workflow's executor "
-                    "runs the simulations and its run directory keeps the state"
-                )
-            if not isinstance(workflow, Workflow):
-                raise TypeError(f"workflow must be a simai.Workflow, not {workflow!r}")
-            if not hasattr(workflow, "executor"):
-                raise RuntimeError("the workflow is not running: create Steering inside `with wf:`")
-            executor = workflow.executor
-            state_dir = Path(workflow.run_dir.path, "steer", options.name)
+        options, train, given = args.options, args.train, args.given
+        executor, state_dir = args.executor, args.state_dir
+        self.proposer = args.proposer
+        self.policy = args.policy
         self.options = options
         self.model = model
         self.workflow = workflow
@@ -313,8 +195,8 @@ class Steering:
         self._max_failures = (
             options.budget if options.max_failures is None else options.max_failures
         )
-        self._simulate = _plain(simulate)
-        self._builds_command = _returns_command(self._simulate)
+        self._simulate = plain(simulate)
+        self._builds_command = returns_command(self._simulate)
         self._simulate_task = named(simulate_one, self._simulate)
         self._local_host = (
             socket.gethostname() if isinstance(self.executor, LocalExecutor) else None
@@ -354,8 +236,8 @@ class Steering:
             self.candidates,
             self.policy,
             options,
-            _plain(train),
-            _plain(predict),
+            plain(train),
+            plain(predict),
             ai_executor=ai_executor,
             observer=self.executor.observer,
             log_dir=workflow.run_dir.logs_dir if workflow is not None else None,
