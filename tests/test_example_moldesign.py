@@ -225,3 +225,20 @@ def test_ctrl_c_stops_everything_and_resume_finishes_the_run(tmp_path):
         rows = list(csv.DictReader(f))
     assert sum(r["ok"] == "1" for r in rows) == 40
     assert len({r["smiles"] for r in rows}) == len(rows)  # nothing simulated twice
+
+
+def test_batch_mode_picks_from_a_model_after_the_initial_ones(tmp_path):
+    """--mode batch: after the random initial picks, every batch is the top of a model that
+    was trained on all results so far, so budget - initial picks carry a model version."""
+    write_space(tmp_path / "space.csv", 60)
+    out = tmp_path / "out"
+    proc = run_example(
+        tmp_path,
+        *("--search-space", str(tmp_path / "space.csv"), "--budget", "16", "--no-compare"),
+        *("--initial", "4", "--batch-size", "4", "--mode", "batch", "--out", str(out)),
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with open(out / "greedy.csv", newline="") as f:
+        versions = [int(r["model_version"]) for r in csv.DictReader(f) if r["ok"] == "1"]
+    assert len(versions) == 16
+    assert sorted(versions) == [0] * 4 + [1] * 4 + [2] * 4 + [3] * 4, versions

@@ -58,6 +58,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--initial", type=int, default=20, help="random picks before a model")
     parser.add_argument("--batch-size", type=int, default=10, help="new results per retrain")
     parser.add_argument("--policy", default="greedy", choices=["greedy", "ucb", "random"])
+    parser.add_argument(
+        "--mode",
+        default="async",
+        choices=["async", "batch"],
+        help="async: workers never wait once a model exists (random picks fill the wait for "
+        "the first one); batch: train, score, run the top batch, wait, repeat",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--compare",
@@ -199,7 +206,9 @@ def steer(
             seed=args.seed,
             name=policy,
             sim_walltime=args.sim_walltime,
-            random_fill=True,  # as the committed results were measured: no idle wait
+            mode=args.mode,
+            # async as the committed results were measured: no idle wait for the first model
+            random_fill=args.mode == "async",
         ),
         workflow=wf,
         ai_executor=ai,
