@@ -62,7 +62,7 @@ def test_bad_commands_are_refused_early(ex, tmp_path):
         Command([])
     with pytest.raises(NotADirectoryError):
         Command(["echo"], cwd=tmp_path / "missing")
-    with pytest.raises(ValueError, match="cpus must be an int >= 1"):
+    with pytest.raises(ValueError, match="cpus must be an int >= 0"):
         Command(["echo"], cpus_per_rank=-1)
     with pytest.raises(TypeError, match="Command arguments must be str or paths, not 3"):
         Command(["echo", 3])

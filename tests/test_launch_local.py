@@ -362,7 +362,7 @@ def test_bad_input_is_refused_at_submission(ex):
         ex.submit(42)
     with pytest.raises(TypeError, match="cannot send the function or its arguments"):
         ex.submit(add, Unpicklable(), 1)
-    with pytest.raises(ValueError, match="cpus must be an int >= 1"):
+    with pytest.raises(ValueError, match="cpus must be an int >= 0"):
         ex.submit(add, 1, 2, resources={"cpus": -1})
     with pytest.raises(ValueError, match="walltime must be"):
         ex.submit(add, 1, 2, walltime=-1)

@@ -19,8 +19,7 @@ def test_defaults_and_derived_nodes():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"cpus": -1}, "cpus must be an int >= 1"),
-        ({"cpus": 0}, "cpus must be an int >= 1"),
+        ({"cpus": -1}, "cpus must be an int >= 0"),
         ({"gpus": -2}, "gpus must be an int >= 0"),
         ({"ranks": 0}, "ranks must be an int >= 1"),
         ({"ranks_per_node": 0}, "ranks_per_node must be an int >= 1"),

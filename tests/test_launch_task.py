@@ -71,7 +71,7 @@ def test_decorator_resources_retries_walltime(ex, tmp_path):
 
 
 def test_decorator_validates_at_definition():
-    with pytest.raises(ValueError, match="cpus must be an int >= 1"):
+    with pytest.raises(ValueError, match="cpus must be an int >= 0"):
         task(cpus=-1)
     with pytest.raises(ValueError, match="walltime must be"):
         task(walltime=0)

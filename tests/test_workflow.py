@@ -113,6 +113,7 @@ def test_missing_component_command_is_refused_at_start(tmp_path, clean):
 
 
 def serve_until_stopped(marker: str) -> None:
+    Path(marker).write_text("serving")
     try:
         while True:
             time.sleep(0.05)
@@ -126,7 +127,9 @@ def test_stop_is_graceful_and_executable_components_work(tmp_path, clean):
         service = wf.start(serve_until_stopped, str(marker), name="service")
         echo = wf.start(simai.Command(["sh", "-c", "echo from an executable"]), name="echo")
         assert echo.wait(60) == "done"
-        time.sleep(0.5)
+        deadline = time.monotonic() + 60
+        while not marker.exists() and time.monotonic() < deadline:  # it serves: stop it
+            time.sleep(0.05)
         assert service.stop(grace=10) == "stopped"
     assert marker.read_text() == "cleaned up"
     assert "from an executable" in (tmp_path / "run/logs/echo.log").read_text()

@@ -162,7 +162,8 @@ class Command:
     ranks_per_node : int or None
         Ranks placed on each node (default: as many as fit).
     cpus_per_rank : int
-        Cores each rank needs.
+        Cores each rank needs; 0 for a program that mostly waits (see
+        :class:`~simai.launch.Resources`).
     gpus_per_rank : int
         GPUs each rank needs.
     env : mapping or None
@@ -184,6 +185,9 @@ class Command:
     walltime : float or None
         Seconds before the command is killed, when `submit_command` gives no walltime
         (default: no limit).
+    huge_pages : bool
+        False opts it out of huge pages for its large allocations (see
+        :mod:`simai.launch.memory`).
     """
 
     def __init__(
@@ -203,6 +207,7 @@ class Command:
         mpi: bool | None = None,
         launcher: MpiLauncher | None = None,
         walltime: float | None = None,
+        huge_pages: bool = True,
     ) -> None:
         if isinstance(argv, str | bytes):
             raise TypeError(
@@ -242,6 +247,7 @@ class Command:
             gpus=gpus_per_rank,
             ranks=ranks,
             ranks_per_node=ranks_per_node,
+            huge_pages=huge_pages,
         )
         self.hosts: list[str] | None = hosts
         self.env: dict[str, str | None] = dict(env or {})

@@ -183,6 +183,10 @@ class Task:
         (the local executor does); None before it ended or when not known.
     max_rss : int or None
         Peak resident memory of its latest attempt, in bytes, likewise.
+    huge_pages : str or None
+        Whether it runs with huge pages for its large allocations: ``on``, ``off`` or
+        ``unavailable`` (see :func:`simai.launch.memory.huge_pages_setting`); set by its
+        backend when it is submitted.
     """
 
     id: int
@@ -207,6 +211,7 @@ class Task:
     started_at: float | None = None
     cpu_time: float | None = None
     max_rss: int | None = None
+    huge_pages: str | None = None
 
     @property
     def label(self) -> str:
@@ -481,6 +486,12 @@ class Executor(abc.ABC):
     def terminate(self) -> None:
         """Kill every worker and command at once; unfinished futures fail. Idempotent."""
         self.shutdown(wait=False, cancel_futures=True)
+
+    def huge_pages(self, resources: Resources) -> str:
+        """Whether a task of these resources runs with huge pages here: ``on``, ``off`` or
+        ``unavailable`` (see :mod:`simai.launch.memory`). Unless a backend says otherwise,
+        it gets none from simai."""
+        return "off"
 
     # -- for backends -----------------------------------------------------------------
 

@@ -8,6 +8,12 @@ like multiprocessing's forkserver, but without its process-wide state, without
 re-running ``__main__`` and safe with threads and CUDA in the parent). When many short
 tasks are queued, several are sent to a worker in one message. Commands run as
 subprocesses in their own session, so walltime, shutdown and Ctrl-C kill the whole tree.
+
+A task of ``cpus=0`` (one that mostly waits) holds no core: it runs on all of the executor's
+cores at a lower CPU priority (nice +10), at most ``4 x cores`` of them at once. Tasks get huge
+pages for their large allocations unless they or ``$SIMAI_HUGE_PAGES`` opt out (see
+``simai.launch.memory``); a worker's environment and priority are set when it starts, so
+workers are kept per kind (huge pages or not, waiting or not).
 """
 
 from __future__ import annotations
@@ -33,8 +39,10 @@ from typing import Any
 
 from simai.checks import check_int
 from simai.launch.executor import Executor, Task, TaskTerminated, TaskTimeoutError, WorkerLostError
+from simai.launch.memory import huge_pages_default, huge_pages_env, huge_pages_setting, thp_mode
 from simai.launch.payload import checked_payload, dumps_payload
 from simai.launch.processes import kill_tree, run_command
+from simai.launch.resources import Resources
 from simai.launch.signals import leave_stop_signals_to_main_thread, unblock_stop_signals
 from simai.launch.usage import KILLED, fmt_mib, oom_watch, spawn_floor, wait_process
 
@@ -49,6 +57,8 @@ _HEADER = struct.Struct("<Q")
 _WORKER_SCRIPT = str(Path(__file__).with_name("_worker.py"))
 _GPU_VARS = ("CUDA_VISIBLE_DEVICES", "ZE_AFFINITY_MASK")
 _SHORT_TASK = 0.005
+#: tasks of cpus=0 (they mostly wait) that may run at once, per core of the executor
+_WAITING_PER_CORE = 4
 _MAX_BATCH = 64
 # how long a fresh worker may take to start (interpreter, imports) before its first task's
 # walltime begins; a worker that never reports ready is still stopped after this more
@@ -91,10 +101,15 @@ class _Worker:
 
     _fds = itertools.count()
 
-    def __init__(self, executor_sys_path: list[str]) -> None:
+    def __init__(self, executor_sys_path: list[str], kind: tuple[bool, bool]) -> None:
         # the out-of-memory kill counts of the cgroups it starts in (ours), see _on_worker_exit
         self.oom_before = oom_watch.before(os.getpid())
         self.floor = spawn_floor(False)  # its ru_maxrss starts from ours (see Reaper)
+        self.kind = kind  # (huge pages, waiting): its environment and priority
+        huge, waiting = kind
+        env = dict(os.environ)
+        if huge:
+            env.update(huge_pages_env(env))
         parent, child = socket.socketpair()
         try:  # -P: the script's own folder (simai/launch) must not shadow top-level packages
             self.proc = subprocess.Popen(
@@ -103,9 +118,12 @@ class _Worker:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
                 close_fds=True,
+                env=env,
             )
         finally:
             child.close()
+        if waiting:
+            _lower_priority(self.proc.pid)
         parent.setblocking(False)
         self.sock = parent
         self.fd = parent.fileno()
@@ -235,6 +253,10 @@ class LocalExecutor(Executor):
         self._core_load = dict.fromkeys(self.cores, 0)
         self._gpu_load = dict.fromkeys(self.gpus, 0)
         self._max_workers = len(self.cores) * share
+        self._max_waiting = _WAITING_PER_CORE * len(self.cores)
+        self._waiting_running = 0  # tasks of cpus=0 running now
+        self._huge_pages = huge_pages_default()
+        self._thp_mode = thp_mode()
         if prestart is None:
             prestart = min(len(self.cores), 4)
         else:
@@ -290,6 +312,7 @@ class LocalExecutor(Executor):
                 f"{task.label} asks for {gpus} GPUs but this LocalExecutor has "
                 f"{len(self.gpus)}" + (f" ({list(self.gpus)})" if self.gpus else "")
             )
+        task.huge_pages = self.huge_pages(res)
         if task.command is not None:
             task.backend_data = task.command.full_argv()
             return
@@ -325,6 +348,9 @@ class LocalExecutor(Executor):
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=10)
 
+    def huge_pages(self, resources: Resources) -> str:
+        return huge_pages_setting(self._huge_pages and resources.huge_pages, self._thp_mode)
+
     # -- scheduler thread -------------------------------------------------------------
 
     def _post(self, item: tuple) -> None:
@@ -340,7 +366,7 @@ class LocalExecutor(Executor):
         leave_stop_signals_to_main_thread()
         try:
             for _ in range(self._prestart):
-                self._spawn()
+                self._spawn((huge_pages_setting(self._huge_pages, self._thp_mode) == "on", False))
             wake_fd = self._wake_r.fileno()
             while True:
                 self._drain_incoming()
@@ -385,13 +411,7 @@ class LocalExecutor(Executor):
             kind = item[0]
             if kind == "task":
                 task = item[1]
-                res = task.resources
-                shape = (
-                    res.total_cpus,
-                    res.total_gpus,
-                    task.command is not None,
-                    task.walltime is not None,
-                )
+                shape = _shape(task, task.command is not None)
                 queue = self._queues.get(shape)
                 if queue is None:
                     queue = self._queues[shape] = collections.deque()
@@ -423,13 +443,17 @@ class LocalExecutor(Executor):
                     self._set_exception(task, RuntimeError("executor shut down before retry"))
 
     def _allocate(self, cpus: int, gpus: int) -> tuple[tuple[int, ...], tuple[str, ...]] | None:
+        """Cores and GPUs for a task, or None when they are not free; a task of ``cpus=0``
+        gets no core, ``()``, and counts among the waiting tasks instead."""
         share = self.oversubscribe
         free_cores = [c for c in self.cores if self._core_load[c] < share]
-        if len(free_cores) < cpus:
+        if len(free_cores) < cpus or (not cpus and self._waiting_running >= self._max_waiting):
             return None
         free_gpus = [g for g in self.gpus if self._gpu_load[g] < share]
         if len(free_gpus) < gpus:
             return None
+        if not cpus:
+            self._waiting_running += 1
         cores = tuple(sorted(sorted(free_cores, key=self._core_load.__getitem__)[:cpus]))
         chosen = tuple(sorted(free_gpus, key=self._gpu_load.__getitem__)[:gpus])
         for c in cores:
@@ -438,7 +462,9 @@ class LocalExecutor(Executor):
             self._gpu_load[g] += 1
         return cores, chosen
 
-    def _release(self, cores: Iterable[int], gpus: Iterable[str]) -> None:
+    def _release(self, cores: tuple[int, ...], gpus: Iterable[str]) -> None:
+        if not cores:
+            self._waiting_running -= 1
         for c in cores:
             self._core_load[c] -= 1
         for g in gpus:
@@ -450,8 +476,8 @@ class LocalExecutor(Executor):
         value = ",".join(gpus)
         return {var: value for var in _GPU_VARS}
 
-    def _spawn(self) -> _Worker:
-        worker = _Worker(list(sys.path))
+    def _spawn(self, kind: tuple[bool, bool]) -> _Worker:
+        worker = _Worker(list(sys.path), kind)
         with self._command_lock:
             self._pids.add(worker.proc.pid)
         self._workers[worker.fd] = worker
@@ -459,21 +485,25 @@ class LocalExecutor(Executor):
         self._idle.append(worker)
         return worker
 
-    def _take_worker(self, gpus: tuple[str, ...], cores: tuple[int, ...]) -> _Worker:
+    def _take_worker(
+        self, gpus: tuple[str, ...], cores: tuple[int, ...], kind: tuple[bool, bool]
+    ) -> _Worker:
         key = gpus or None
         best = None
         for worker in self._idle:
+            if worker.kind != kind:
+                continue
             if worker.gpu_key == key or worker.gpu_key is None:
                 if best is None or (worker.last_cores == cores and best.last_cores != cores):
                     best = worker
                 if worker.gpu_key == key and worker.last_cores == cores:
                     break
         if best is None:
-            if len(self._workers) >= self._max_workers + 1:
+            if len(self._workers) >= self._max_workers + self._waiting_running + 1:
                 for worker in self._idle:
                     self._retire(worker)
                     break
-            best = self._spawn()
+            best = self._spawn(kind)
         self._idle.remove(best)
         return best
 
@@ -507,7 +537,7 @@ class LocalExecutor(Executor):
         )
         for shape in shapes:
             queue = self._queues[shape]
-            cpus, gpus, is_command, has_walltime = shape
+            cpus, gpus, is_command, has_walltime, huge = shape
             while queue:
                 alloc = self._allocate(cpus, gpus)
                 if alloc is None:
@@ -519,7 +549,7 @@ class LocalExecutor(Executor):
                         break
                     self._start_command(task, *alloc)
                     continue
-                worker = self._take_worker(alloc[1], alloc[0])
+                worker = self._take_worker(alloc[1], alloc[0], (huge, not cpus))
                 worker.shape, worker.cores, worker.gpus = shape, alloc[0], alloc[1]
                 if alloc[1]:
                     worker.gpu_key = alloc[1]
@@ -554,7 +584,7 @@ class LocalExecutor(Executor):
             size = max(1, min(_MAX_BATCH, len(queue) // (2 * share)))
         batch = []
         env = self._gpu_env(worker.gpus)
-        cores = set(worker.cores)
+        cores = set(worker.cores or self.cores)
         journal = None if self.memo is None else self.memo.journal
         while queue and len(batch) < size:
             task = self._pop_startable(queue)
@@ -698,9 +728,7 @@ class LocalExecutor(Executor):
                 self._requeue(task)
 
     def _requeue(self, task: Task) -> None:
-        res = task.resources
-        shape = (res.total_cpus, res.total_gpus, False, task.walltime is not None)
-        self._queues.setdefault(shape, collections.deque()).appendleft(task)
+        self._queues.setdefault(_shape(task, False), collections.deque()).appendleft(task)
 
     def _poll_timeout(self) -> int | None:
         while self._deadlines and self._deadlines[0][2].deadline != self._deadlines[0][0]:
@@ -742,14 +770,16 @@ class LocalExecutor(Executor):
         assert cmd is not None
         result: Any = None
         error: BaseException | None = None
-        core_set = set(cores)
+        core_set, waiting = set(cores or self.cores), not cores
         started: list[subprocess.Popen] = []
 
         def popen(argv: list[str], **options: Any) -> subprocess.Popen:
             with self._command_lock:
                 if self._terminated:
                     raise RuntimeError("the executor was terminated")
-                proc = subprocess.Popen(argv, preexec_fn=lambda: _child_setup(core_set), **options)
+                proc = subprocess.Popen(
+                    argv, preexec_fn=lambda: _child_setup(core_set, waiting), **options
+                )
                 self._commands[proc.pid] = proc
             started.append(proc)
             return proc
@@ -758,6 +788,8 @@ class LocalExecutor(Executor):
             stdout, stderr = self._log_paths(task)
             env = cmd.environment()
             env.update(self._gpu_env(gpus) or {})
+            if task.huge_pages == "on":
+                env.update(huge_pages_env(env))
             result = run_command(
                 cmd,
                 task.backend_data,
@@ -837,8 +869,30 @@ def _allowed_cores() -> set[int]:
     return set(range(os.cpu_count() or 1))  # no affinity API (macOS): nothing is pinned
 
 
-def _child_setup(cores: set[int]) -> None:
+def _shape(task: Task, is_command: bool) -> tuple[int, int, bool, bool, bool]:
+    """The queue of a task: tasks of one shape can share a worker (or run as commands)."""
+    res = task.resources
+    return (
+        res.total_cpus,
+        res.total_gpus,
+        is_command,
+        task.walltime is not None,
+        task.huge_pages == "on",
+    )
+
+
+def _lower_priority(pid: int) -> None:
+    """Nice a process that mostly waits, so that its bursts never starve core holders."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, max(os.getpriority(os.PRIO_PROCESS, pid), 10))
+    except (AttributeError, OSError):  # not POSIX, or gone already
+        pass
+
+
+def _child_setup(cores: set[int], waiting: bool = False) -> None:
     unblock_stop_signals()
+    if waiting:
+        _lower_priority(0)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, cores)
     try:

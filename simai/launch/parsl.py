@@ -31,8 +31,10 @@ from typing import TYPE_CHECKING, Any
 
 from simai.checks import check_int
 from simai.launch.executor import Executor, Task, TaskTerminated, TaskTimeoutError, WorkerLostError
+from simai.launch.memory import huge_pages_default, huge_pages_setting, thp_mode
 from simai.launch.payload import checked_payload, dumps_payload
 from simai.launch.processes import kill_tree, run_command
+from simai.launch.resources import Resources
 
 if TYPE_CHECKING:
     from parsl.config import Config
@@ -75,12 +77,22 @@ def _ignoring_sigint(cmd: list[str] | tuple[str, ...]) -> list[str]:
     return [sys.executable, "-c", _IGNORE_SIGINT, *cmd]
 
 
-def _worker_init_with_venv(worker_init: str) -> str:
-    """``worker_init`` with this interpreter's bin directory put first on ``PATH``."""
-    if _VENV_BIN in (worker_init or ""):
-        return worker_init
-    line = f'export PATH="{_VENV_BIN}:$PATH"'
-    return f"{line}\n{worker_init}" if worker_init else line
+def _worker_init_with_venv(worker_init: str, huge_pages: bool) -> str:
+    """``worker_init`` with this interpreter's bin directory put first on ``PATH`` and, with
+    ``huge_pages``, the allocators' huge page switches (see :mod:`simai.launch.memory`) set
+    where the user did not set them."""
+    lines = []
+    if _VENV_BIN not in (worker_init or ""):
+        lines.append(f'export PATH="{_VENV_BIN}:$PATH"')
+    if huge_pages and "THP_MEM_ALLOC_ENABLE" not in (worker_init or ""):
+        lines.append('export THP_MEM_ALLOC_ENABLE="${THP_MEM_ALLOC_ENABLE:-1}"')
+        lines.append(
+            'case "$GLIBC_TUNABLES" in *glibc.malloc.hugetlb*) ;; *) export '
+            'GLIBC_TUNABLES="${GLIBC_TUNABLES:+$GLIBC_TUNABLES:}glibc.malloc.hugetlb=1";; esac'
+        )
+    if worker_init:
+        lines.append(worker_init)
+    return "\n".join(lines)
 
 
 def default_config(
@@ -134,6 +146,8 @@ class ParslExecutor(Executor):
     Config is used as it is (its ``strategy_period``, default 5 s, delays the first result by
     up to two periods), except that each HTEX provider's ``worker_init`` gets this Python's
     bin directory put first on ``PATH``, where the interchange and worker pool are found,
+    and the huge page switches of :mod:`simai.launch.memory` unless ``$SIMAI_HUGE_PAGES`` is
+    0 (for every task: a task cannot opt out alone here, its workers are already started),
     and the chosen HTEX's interchange is started ignoring SIGINT, so that a terminal's
     Ctrl-C ends this process (whose cleanup stops the interchange) without killing the
     interchange under Parsl. This process's ``PATH`` gets the bin directory too.
@@ -203,10 +217,13 @@ class ParslExecutor(Executor):
                 f"(without MPI mode); it has: {', '.join(labels) or 'no executors'}"
             )
         self._htex: HighThroughputExecutor = candidates[0]
+        self._huge_pages = huge_pages_setting(huge_pages_default(), thp_mode())
         for ex in config.executors:
             provider = getattr(ex, "provider", None)
             if provider is not None and hasattr(provider, "worker_init"):
-                provider.worker_init = _worker_init_with_venv(provider.worker_init)
+                provider.worker_init = _worker_init_with_venv(
+                    provider.worker_init, self._huge_pages == "on"
+                )
         for ex in candidates:
             ex.interchange_launch_cmd = _ignoring_sigint(ex.interchange_launch_cmd)
         os.environ["PATH"] = _path_with_venv(os.environ.get("PATH"))
@@ -233,6 +250,9 @@ class ParslExecutor(Executor):
         _LIVE.add(self)
         atexit.register(self.terminate)
         _install_signal_handlers()
+
+    def huge_pages(self, resources: Resources) -> str:
+        return self._huge_pages  # its workers' setting, for every task
 
     # -- resources ----------------------------------------------------------------------
 
@@ -287,6 +307,13 @@ class ParslExecutor(Executor):
         if self._closed_down:
             raise RuntimeError("the Parsl executor has shut down")
         self._check_resources(task)
+        task.huge_pages = self.huge_pages(task.resources)
+        if self._huge_pages == "on" and not task.resources.huge_pages:
+            raise ValueError(
+                f"{task.label} opts out of huge pages, but the Parsl executor's workers got "
+                "them when they started, for every task; set SIMAI_HUGE_PAGES=0 before the "
+                "executor starts to turn them off for all"
+            )
         if task.command is not None:
             probe = copy.copy(task.command)
             probe.mpi = False

@@ -1,4 +1,4 @@
-"""What a task or command needs: nodes, ranks, cores and GPUs."""
+"""What a task or command needs: nodes, ranks, cores and GPUs, and its memory behaviour."""
 
 from __future__ import annotations
 
@@ -16,10 +16,15 @@ __all__ = ["Resources", "as_resources"]
 class Resources:
     """Resources one task or command asks for.
 
-    ``cpus`` and ``gpus`` count per rank; a Python task is one rank. ``nodes`` defaults to
-    the fewest nodes that hold ``ranks`` at ``ranks_per_node`` (1 when that is not given).
-    Values that are negative, zero where at least one is needed, or that cannot fit
-    together raise ``ValueError`` (``TypeError`` for non-integers) when constructed.
+    ``cpus`` and ``gpus`` count per rank; a Python task is one rank. ``cpus=0`` is a task
+    that mostly waits (for a model, a file, a remote service, an emulated compute step): the
+    local executor runs it beside the tasks that hold cores, at a lower CPU priority, so its
+    waits take no core and its bursts never starve them. ``nodes`` defaults to the fewest
+    nodes that hold ``ranks`` at ``ranks_per_node`` (1 when that is not given).
+    ``huge_pages=False`` opts the task out of huge pages for its large allocations (see
+    :mod:`simai.launch.memory`; on by default). Values that are negative, zero where at
+    least one is needed, or that cannot fit together raise ``ValueError`` (``TypeError``
+    for non-integers) when constructed.
     """
 
     cpus: int = 1
@@ -27,9 +32,12 @@ class Resources:
     ranks: int = 1
     ranks_per_node: int | None = None
     nodes: int = field(default=None)  # type: ignore[assignment]
+    huge_pages: bool = True
 
     def __post_init__(self) -> None:
-        check_int("Resources.cpus", self.cpus, 1)
+        check_int("Resources.cpus", self.cpus, 0)
+        if not isinstance(self.huge_pages, bool):
+            raise TypeError(f"Resources.huge_pages must be True or False, not {self.huge_pages!r}")
         check_int("Resources.gpus", self.gpus, 0)
         check_int("Resources.ranks", self.ranks, 1)
         if self.ranks_per_node is not None:
@@ -78,6 +86,7 @@ def as_resources(value: Resources | Mapping[str, int] | None = None, **overrides
             "gpus": value.gpus,
             "ranks": value.ranks,
             "ranks_per_node": value.ranks_per_node,
+            "huge_pages": value.huge_pages,
         }
         if not {"ranks", "ranks_per_node", "nodes"} & set(overrides):
             base["nodes"] = value.nodes
@@ -86,7 +95,7 @@ def as_resources(value: Resources | Mapping[str, int] | None = None, **overrides
     else:
         raise TypeError(f"resources must be a Resources or a dict, got {type(value).__name__}")
     base.update({k: v for k, v in overrides.items() if v is not None})
-    unknown = set(base) - {"cpus", "gpus", "ranks", "ranks_per_node", "nodes"}
+    unknown = set(base) - {"cpus", "gpus", "ranks", "ranks_per_node", "nodes", "huge_pages"}
     if unknown:
         raise TypeError(f"unknown resource field(s): {', '.join(sorted(unknown))}")
     return Resources(**base)

@@ -122,6 +122,7 @@ class Component:
             ranks_per_node=self.resources.ranks_per_node,
             cpus_per_rank=self.resources.cpus,
             gpus_per_rank=self.resources.gpus,
+            huge_pages=self.resources.huge_pages,
             env=env,
             cwd=base.cwd if base is not None else None,
             stdout=self.log,
@@ -143,7 +144,13 @@ class Component:
 
     def _res(self) -> dict[str, Any]:
         r = self.resources
-        return {"cpus": r.cpus, "gpus": r.gpus, "ranks": r.ranks, "nodes": r.nodes}
+        return {
+            "cpus": r.cpus,
+            "gpus": r.gpus,
+            "ranks": r.ranks,
+            "nodes": r.nodes,
+            "huge_pages": self.workflow.executor.huge_pages(r),
+        }
 
     def _on_exit(self, future: Future) -> None:
         error = future.exception() if not future.cancelled() else None

@@ -38,7 +38,6 @@ ENV_RESUME = "SIMAI_RESUME"
 STOP_REQUEST = "stop-request"
 #: seconds a task that has not ended waits for a row: a short one gets one when it ends
 HOLD = 1.0
-_ONE_CORE = json.dumps({"cpus": 1, "gpus": 0, "ranks": 1})  # most tasks' resources
 #: the events that end a try: their rows tell what it used (cpu, peak memory)
 _MEASURED = frozenset(("finished", "failed", "retried"))
 _NAME = re.compile(r"[A-Za-z0-9._-]+")
@@ -160,7 +159,7 @@ class Workflow:
         self._saved_env: dict[str, str | None] = {}
         self._monitor_stop = threading.Event()
         self._stop_reason: str | None = None
-        self._resources_json: dict[tuple[int, int, int], str] = {}
+        self._resources_json: dict[tuple[int, int, int, str | None], str] = {}
         self._rows_lock = threading.Lock()
         self._ended = dict.fromkeys(("finished", "recalled", "failed", "cancelled", "retried"), 0)
         self._live: dict[int, Task] = {}  # tasks that have not ended, by id
@@ -462,12 +461,12 @@ class Workflow:
     def _resources(self, task: Task) -> str:
         """The task's resources as JSON text (cached by shape)."""
         r = task.resources
-        if r.cpus == 1 and r.ranks == 1 and not r.gpus:
-            return _ONE_CORE
-        shape = (r.cpus, r.gpus, r.ranks)
+        shape = (r.cpus, r.gpus, r.ranks, task.huge_pages)
         text = self._resources_json.get(shape)
         if text is None:
-            text = json.dumps({"cpus": r.cpus, "gpus": r.gpus, "ranks": r.ranks})
+            text = json.dumps(
+                {"cpus": r.cpus, "gpus": r.gpus, "ranks": r.ranks, "huge_pages": task.huge_pages}
+            )
             self._resources_json[shape] = text
         return text
 
