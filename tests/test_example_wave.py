@@ -155,3 +155,58 @@ def test_wave_surrogate_needs_online(tmp_path):
         text=True,
     )
     assert proc.returncode == 2 and "--surrogate needs --mode online" in proc.stderr
+
+
+FULL_SIMS, FULL_GRID, FULL_STEPS = 2, 64, 2
+
+
+@pytest.mark.parametrize("mode", ["staged", "online"])
+def test_wave_train_full(tmp_path, mode):
+    """--train full: two trainers, every pair in batches, whole frames, then a final loss."""
+    run_dir = tmp_path / "run"
+    argv = [sys.executable, str(SCRIPT), "--train", "full", "--mode", mode]
+    argv += ["--num-sims", str(FULL_SIMS), "--grid-size", str(FULL_GRID)]
+    argv += ["--steps", str(FULL_STEPS), "--step-compute", "0.01", "--run-dir", str(run_dir)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((run_dir / "wave-report.json").read_text())
+    pairs = FULL_SIMS * FULL_STEPS
+    assert (report["train"], report["mode"], report["step_compute"]) == ("full", mode, 0.01)
+    assert report["pairs_stored"] == report["simulations"]["pairs"] == pairs
+    trainers = report["trainers"]["per_kernel"]
+    assert [t["kernel"] for t in trainers] == [3, 5]
+    for t in trainers:
+        assert t["pairs_per_epoch"] == [pairs] and t["eval_pairs"] == pairs
+        assert t["steps"] == -(-pairs // 4)  # batches of 4 pairs
+        assert math.isfinite(t["loss"]) and t["loss"] > 0
+        assert t["train_s"] > 0 and t["minflt"] >= 0
+    overlap = report["overlap"]
+    assert overlap is None if mode == "staged" else 0 <= overlap <= 1
+    out = proc.stdout
+    assert "final loss (MSE of the trained model on every pair): k3 " in out
+    assert "phases: simulations " in out and "| 5 | 1 | 4 |" in out
+
+
+def test_wave_benchmark_train_full(tmp_path):
+    """benchmarks/wave.py --train full runs every way with huge pages on and off, tiny."""
+    out = tmp_path / "wave-full.md"
+    argv = [sys.executable, str(ROOT / "benchmarks" / "wave.py"), "--train", "full"]
+    argv += ["--num-sims", "2", "--grid-size", "32", "--steps", "2", "--step-compute", "0.01"]
+    argv += ["--files-dir", str(tmp_path), "--out", str(out)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = out.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| simai ")]
+    rows += [line for line in text.splitlines() if line.startswith("| npy ")]
+    assert len(rows) == 6
+    for way in ("npy staged", "simai staged", "simai online"):
+        for huge in ("on", "off"):
+            row = next(r for r in rows if r.startswith(f"| {way} | {huge} |"))
+            losses = row.split(" | ")[7].split("/")
+            assert len(losses) == 2 and all(math.isfinite(float(v)) for v in losses), row
+    assert text.count("(target <= ") == 10
+    assert "simai online, huge pages on / npy staged, huge pages off" in text
+    assert "kernel transparent huge pages:" in text
+    assert "npy staged, huge pages on: training" in proc.stderr  # progress lines

@@ -8,6 +8,7 @@ per kernel size (3, 5, 7) fits Conv2d(1,8,k) -> tanh -> Conv2d(8,1,k) to all of 
     python examples/wave/wave.py --mode online --store redis    # trainers read streams live
     python examples/wave/wave.py --num-sims 4 --grid-size 64 --epochs 1   # a quick look
     python examples/wave/wave.py --surrogate                    # the CNN steps the simulations
+    python examples/wave/wave.py --train full --mode online     # real training, live data
 
 `--mode staged`: simulations are tasks that put one key per pair; when all have finished,
 the trainers (components) get every pair. `--mode online`: the trainers start first and read
@@ -17,6 +18,16 @@ on `--patches` random `--patch`-sized crops) so the default run, 32 x 10 pairs o
 (640 MiB), takes 15 to 30 s on 2 cores: it exercises the data layer, it does not train a
 production model. The report separates run time from time in the store, for the simulations
 (puts) and the trainers (gets or stream reads; waiting for a simulation counts apart).
+
+`--train full` is the training users run: two trainers (kernels 3 and 5, a core each), each
+`--epochs` (default 1) passes over all pairs, whole frames, `--batch` pairs (default 4) an
+optimizer step, torch.optim.Adam, then the final loss, the trained model's MSE on every pair.
+`--step-compute S` makes each simulation step first wait S seconds (an emulated solver, as
+one waiting on a device or its MPI peers; with --train full the default is 0.5 s). Online,
+the simulations, which mostly wait, take no core from the trainers: they run as
+`Resources(cpus=0)` tasks (no core of their own, a lower CPU priority).
+The report adds the phases (simulations, training) and, online, the overlap: the fraction
+of training steps done before the last simulation ended.
 
 `--surrogate` (tight coupling, online): the trainers publish their CNN to the model registry
 every `--publish-every` pairs; each simulation, after its `--steps` recorded steps (the
@@ -71,6 +82,7 @@ def simulation(
     steps: int,
     online: bool,
     surrogate: dict[str, Any] | None = None,
+    compute_s: float = 0.0,
 ) -> dict:
     """One simulation: a task that writes its pairs as keys (staged) or a stream (online).
 
@@ -79,7 +91,7 @@ def simulation(
     """
     sink = wavelib.StoreSink(PREFIX, stream=online)
     if surrogate is None:
-        return wavelib.simulate(sim, period, grid_size, steps, sink)
+        return wavelib.simulate(sim, period, grid_size, steps, sink, compute_s=compute_s)
     t0 = time.perf_counter()
     stepper = wavelib.SurrogateStepper(
         wavelib.model_name(surrogate["kernel"]),
@@ -94,7 +106,15 @@ def simulation(
     setup_s = time.perf_counter() - t0
     total = steps + surrogate["steps"]
     result = wavelib.simulate(
-        sim, period, grid_size, total, sink, stepper=stepper, record=steps, leapfrog=True
+        sim,
+        period,
+        grid_size,
+        total,
+        sink,
+        stepper=stepper,
+        record=steps,
+        leapfrog=True,
+        compute_s=compute_s,
     )
     result["surrogate"] = stepper.report()
     result["surrogate"]["setup_s"] = setup_s  # import torch (once per worker process)
@@ -154,18 +174,6 @@ def trainer(
     print(f"trainer k={kernel}: loss {report['loss']:.3g}", flush=True)
 
 
-def wait_ready(store: simai.Store, component: simai.Component) -> None:
-    """Block until a trainer said it is ready; a trainer that failed raises ComponentFailed."""
-    while True:
-        try:
-            store.wait(f"ready/{component.name}", timeout=1.0)
-            return
-        except TimeoutError:
-            if component.done:
-                component.wait()
-                raise RuntimeError(f"{component.name} ended without becoming ready") from None
-
-
 def positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -190,9 +198,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=positive, default=10, help="pairs per simulation")
     parser.add_argument("--store", choices=["local", "redis", "file"], default="local")
     parser.add_argument("--executor", choices=["local", "parsl"], default="local")
-    parser.add_argument("--epochs", type=positive, default=3)
+    parser.add_argument(
+        "--train",
+        choices=["light", "full"],
+        default="light",
+        help="light: one step on crops per pair (default); full: whole frames in batches",
+    )
+    parser.add_argument(
+        "--step-compute",
+        type=non_negative,
+        help="seconds each simulation step waits first, an emulated solver (default: 0; "
+        "0.5 with --train full)",
+    )
+    parser.add_argument("--epochs", type=positive, help="default: 3; 1 with --train full")
     parser.add_argument("--patch", type=positive, default=64, help="crop size for training")
     parser.add_argument("--patches", type=positive, default=4, help="crops per pair and step")
+    parser.add_argument("--batch", type=positive, default=4, help="pairs a step (--train full)")
     parser.add_argument(
         "--lr", type=float, help="Adam's learning rate (default: 3e-3; 3e-2 with --surrogate)"
     )
@@ -237,8 +258,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(
             "--surrogate needs --mode online: staged, no model exists while simulations run"
         )
+    if args.surrogate and args.train == "full":
+        parser.error("--surrogate trains light: leave out --train full")
     if args.mode is None:
         args.mode = "online" if args.surrogate else "staged"
+    full = args.train == "full"
+    if args.epochs is None:
+        args.epochs = 1 if full else 3
+    if args.step_compute is None:
+        args.step_compute = 0.5 if full else 0.0
     if args.lr is None:
         # the first simulations step with a version fitted on one warm-up (--steps samples):
         # at 3e-2 the leapfrog CNN reaches the Laplacian's scale within those few steps
@@ -265,6 +293,8 @@ def executor_config(executor: str, online: bool) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.train == "full":
+        return run_full(args)
     online = args.mode == "online"
     channels = 4 if args.surrogate else 2  # (u_{t-1}, u_t, kappa, u_{t+1}) or (u_t, u_{t+1})
     opts = {
@@ -306,9 +336,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         trainers = start_trainers() if online else []
         for component in trainers:
-            wait_ready(store, component)
+            wavelib.wait_ready(store, component)
         futures = [
-            simulation(i, p, args.grid_size, args.steps, online, surrogate)
+            simulation(i, p, args.grid_size, args.steps, online, surrogate, args.step_compute)
             for i, p in enumerate(wavelib.periods(args.num_sims))
         ]
         sims = [f.result() for f in futures]
@@ -333,6 +363,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         store.close()
     report: dict[str, Any] = {
         "mode": args.mode,
+        "train": "light",
+        "step_compute": args.step_compute,
         "store": args.store,
         "executor": args.executor,
         "executor_config": config,
@@ -362,6 +394,72 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if surrogate is not None:
         report["surrogate"] = surrogate_report(surrogate, sims, reports)
     return report
+
+
+def run_full(args: argparse.Namespace) -> dict[str, Any]:
+    """--train full: wavelib.run_full in a workflow placed for it (wavelib.placement)."""
+    online = args.mode == "online"
+    kernels = wavelib.FULL_KERNELS
+    config, sim_resources = wavelib.placement(args.executor, online, len(kernels))
+    opts = {"epochs": args.epochs, "batch": args.batch, "lr": args.lr, "seed": args.seed}
+    with simai.Workflow(
+        "wave",
+        store=args.store,
+        executor=args.executor,
+        run_dir=args.run_dir,
+        resume=False,
+        options=simai.WorkflowOptions(executor_config=config),
+    ) as wf:
+        out = wavelib.run_full(
+            wf,
+            args.num_sims,
+            args.grid_size,
+            args.steps,
+            online,
+            args.step_compute,
+            opts,
+            sim_resources=sim_resources,
+            kernels=kernels,
+            prefix=PREFIX,
+            keep_data=args.keep_data,
+        )
+    sims, reports = out["sims"], out["trainers"]
+    for r in reports:
+        del r["step_ends"]  # in out["overlap"]
+    return {
+        "mode": args.mode,
+        "train": "full",
+        "step_compute": args.step_compute,
+        "batch": args.batch,
+        "lr": args.lr,
+        "store": args.store,
+        "executor": args.executor,
+        "executor_config": config,
+        "simulation_resources": "cpus=0" if sim_resources is not None else "default",
+        "num_sims": args.num_sims,
+        "grid_size": args.grid_size,
+        "steps": args.steps,
+        "channels": 2,
+        "bytes": args.num_sims * args.steps * 2 * args.grid_size**2 * 4,
+        "pairs_stored": out["pairs_stored"],
+        "wall_s": out["wall_s"],
+        "overlap": out["overlap"],
+        "simulations": {
+            "wall_s": out["sims_wall_s"],
+            "run_s": sum(s["run_s"] for s in sims),
+            "put_s": sum(s["put_s"] for s in sims),
+            "pairs": sum(s["pairs"] for s in sims),
+        },
+        "trainers": {
+            "wall_s": out["train_wall_s"],
+            "run_s": sum(r["run_s"] for r in reports),
+            "data_s": sum(r["data_s"] for r in reports),
+            "wait_s": sum(r["wait_s"] for r in reports),
+            "per_kernel": reports,
+        },
+        "run_dir": str(wf.run_dir.path),
+        "store_url": wf.store_url,
+    }
 
 
 def surrogate_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -449,10 +547,36 @@ def table(report: dict[str, Any]) -> str:
             f"{r['loss']:.3g} |"
         )
     lines.append("")
+    if report["train"] == "full":
+        lines += full_lines(report)
     lines.append(f"total {report['wall_s']:.2f} s; pairs in the store: {report['pairs_stored']}")
     if "surrogate" in report:
         lines += ["", *surrogate_table(report["surrogate"])]
     return "\n".join(lines)
+
+
+def full_lines(report: dict[str, Any]) -> list[str]:
+    """--train full: how it trained, the final losses, the phases and the overlap."""
+    tr = report["trainers"]
+    losses = ", ".join(f"k{r['kernel']} {r['loss']:.3g}" for r in tr["per_kernel"])
+    compute = ", ".join(f"k{r['kernel']} {r['train_s']:.2f} s" for r in tr["per_kernel"])
+    overlap = report["overlap"]
+    return [
+        f"training: full, {tr['per_kernel'][0]['epochs']} epoch(s) of whole frames in batches "
+        f"of {report['batch']} pairs, Adam lr {report['lr']:g}; simulation steps wait "
+        f"{report['step_compute']:g} s each (simulations' resources: "
+        f"{report['simulation_resources']})",
+        f"final loss (MSE of the trained model on every pair): {losses}",
+        f"phases: simulations {report['simulations']['wall_s']:.2f} s, training "
+        f"{tr['wall_s']:.2f} s from the trainers' start (training steps' compute: {compute})"
+        + (
+            ""
+            if overlap is None
+            else f"; overlap {overlap:.0%} of the training steps done "
+            "before the last simulation ended"
+        ),
+        "",
+    ]
 
 
 def _num(value: float | None) -> str:

@@ -279,6 +279,7 @@ def simulate(
     stepper: Stepper | None = None,
     record: int | None = None,
     leapfrog: bool = False,
+    compute_s: float = 0.0,
 ) -> dict[str, Any]:
     """Advance one simulation `steps` steps, writing each pair (u_t, u_{t+1}) to `sink`.
 
@@ -288,8 +289,11 @@ def simulate(
     as a two-level solver starts from two states). `stepper` replaces the exact update
     (a surrogate plugs in here); the default evaluates the exact solution. Only the first
     `record` steps (default: all) write pairs; the sink is closed after them, so that
-    consumers see the end of the data while the simulation goes on. Returns timings:
-    run_s (the whole call), put_s (time inside the sink), pairs.
+    consumers see the end of the data while the simulation goes on. `compute_s` emulates a
+    costlier solver: each step first sleeps that long (the simulation waits, as one waiting on
+    a device or on MPI peers would). Returns timings: run_s (the whole call), put_s (time
+    inside the sink), pairs, and ended_at (time.time() at the end, to line up with other
+    processes).
     """
     t0 = time.perf_counter()
     r = radius(grid_size)
@@ -309,6 +313,8 @@ def simulate(
     if record == 0:
         put_s += close()
     for t in range(steps):
+        if compute_s:
+            time.sleep(compute_s)
         if t >= record:
             u = step_fn(u, t)
             continue
@@ -326,6 +332,7 @@ def simulate(
             put_s += close()
     result = {"sim": sim, "period": period, "pairs": record, "put_s": put_s}
     result["run_s"] = time.perf_counter() - t0
+    result["ended_at"] = time.time()
     if isinstance(sink, ListSink):
         result["data"] = sink.pairs
     return result
@@ -607,4 +614,281 @@ def train(
         "train_s": train_s,
         "run_s": time.perf_counter() - t0,
         "startup_s": t0 - t_import,
+    }
+
+
+# --- full training (`--train full`): what users run -------------------------------------------
+
+FULL_KERNELS = (3, 5)
+"""The trainers of `--train full`: one per kernel size, a core each."""
+
+
+def huge_pages_given() -> dict[str, Any]:
+    """The allocators' huge page switches this process was started with (simai sets them
+    for its tasks and components unless SIMAI_HUGE_PAGES=0, see simai.launch.memory), and
+    whether PyTorch will use huge pages."""
+    given = {v: os.environ.get(v) for v in ("THP_MEM_ALLOC_ENABLE", "GLIBC_TUNABLES")}
+    return {"given": given, "torch": given["THP_MEM_ALLOC_ENABLE"] == "1"}
+
+
+def _batches(pairs: Iterator[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
+    group: list[np.ndarray] = []
+    for pair in pairs:
+        group.append(pair)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def train_full(
+    kernel: int,
+    source: Any,
+    epochs: int = 1,
+    batch: int = 4,
+    lr: float = 3e-3,
+    seed: int = 0,
+    ready: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Fit make_model(kernel) as a user would: `epochs` passes over every pair `source`
+    yields, whole frames, `batch` pairs a step, torch.optim.Adam, float32, one thread.
+
+    Then the final loss: the trained model's MSE on every pair, averaged over the pairs, in a
+    second pass over `source` (each pair is (u_t, u_{t+1}) of one simulation and step, so
+    input and target always match). `ready()` runs once torch is imported and the model and
+    optimizer exist (start-up: seconds, torch.optim imports torch._dynamo). Returns the
+    final loss, the pairs per epoch, timings (startup_s; train_s, the training steps'
+    compute; data_s and wait_s, reading and waiting for producers, both passes; eval_s; run_s
+    from after start-up), the minor page faults of the training pass (minflt), each training
+    step's end (step_ends, time.time()) and the huge-page settings it ran with.
+    """
+    import resource
+
+    t_import = time.perf_counter()
+    huge = huge_pages_given()
+    import torch
+
+    torch.set_num_threads(1)
+    torch.manual_seed(seed + kernel)
+    rng = random.Random(seed + kernel)
+    model = make_model(kernel)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    if ready is not None:
+        ready()
+    t0 = time.perf_counter()
+
+    def tensors(group: list[np.ndarray]) -> tuple[Any, Any]:
+        # copies: a read may be a read-only view, and a batch is one array
+        x = np.stack([pair[:-1] for pair in group]).astype(np.float32, copy=False)
+        y = np.stack([pair[-1:] for pair in group]).astype(np.float32, copy=False)
+        return torch.from_numpy(x), torch.from_numpy(y)
+
+    reads = Reads()
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    train_s = 0.0
+    losses, per_epoch, step_ends = [], [], []
+    for epoch in range(epochs):
+        total, count = 0.0, 0
+        for group in _batches(source.epoch(epoch, rng, reads), batch):
+            t1 = time.perf_counter()
+            x, y = tensors(group)
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(group)
+            count += len(group)
+            train_s += time.perf_counter() - t1
+            step_ends.append(time.time())
+        losses.append(total / max(count, 1))
+        per_epoch.append(count)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+    t2 = time.perf_counter()
+    evals = Reads()
+    squared, pairs = 0.0, 0
+    with torch.no_grad():
+        for group in _batches(source.epoch(epochs, rng, evals), batch):
+            x, y = tensors(group)
+            squared += float((model(x) - y).double().pow(2).mean(dim=(1, 2, 3)).sum())
+            pairs += len(group)
+    eval_s = time.perf_counter() - t2 - evals.data_s - evals.wait_s
+    return {
+        "kernel": kernel,
+        "train": "full",
+        "epochs": epochs,
+        "batch": batch,
+        "pairs_per_epoch": per_epoch,
+        "steps": len(step_ends),
+        "losses": losses,
+        "loss": squared / pairs if pairs else math.nan,
+        "eval_pairs": pairs,
+        "data_s": reads.data_s + evals.data_s,
+        "eval_data_s": evals.data_s,
+        "wait_s": reads.wait_s + evals.wait_s,
+        "train_s": train_s,
+        "eval_s": eval_s,
+        "run_s": time.perf_counter() - t0,
+        "startup_s": t0 - t_import,
+        "minflt": faults,
+        "step_ends": step_ends,
+        "huge_pages": huge,
+    }
+
+
+def store_simulation(
+    sim: int,
+    period: float,
+    grid_size: int,
+    steps: int,
+    online: bool,
+    compute_s: float = 0.0,
+    prefix: str = "wave",
+) -> dict[str, Any]:
+    """A simulation as a simai task: its pairs into the run's store, keys or a stream."""
+    sink = StoreSink(prefix, stream=online)
+    return simulate(sim, period, grid_size, steps, sink, compute_s=compute_s)
+
+
+def store_trainer(
+    kernel: int, num_sims: int, steps: int, online: bool, opts: dict[str, Any], prefix: str = "wave"
+) -> None:
+    """A `--train full` trainer as a simai component: train_full on the run's store (every
+    key, or the streams while they are written); says ready/trainer-kK once it can train
+    and puts its report under report/trainer-kK."""
+    import simai
+
+    store = simai.open_store()
+    if online:
+        source: Any = StoreStreamSource(prefix, num_sims)
+    else:
+        source = StoreKeysSource(prefix, num_sims, steps)
+    report = train_full(
+        kernel, source, ready=lambda: store.put(f"ready/trainer-k{kernel}", b"1"), **opts
+    )
+    store.put(f"report/trainer-k{kernel}", report)
+    print(f"trainer k={kernel}: final loss {report['loss']:.3g}", flush=True)
+
+
+def wait_ready(store: Any, component: Any) -> None:
+    """Block until a trainer said it is ready; a trainer that failed raises ComponentFailed."""
+    while True:
+        try:
+            store.wait(f"ready/{component.name}", timeout=1.0)
+            return
+        except TimeoutError:
+            if component.done:
+                component.wait()
+                raise RuntimeError(f"{component.name} ended without becoming ready") from None
+
+
+def placement(executor: str, online: bool, trainers: int) -> tuple[dict[str, Any], Any]:
+    """(executor config, the simulations' resources) of a `--train full` run.
+
+    Online, trainers and simulations run at once: each trainer holds a core (the default
+    Resources(cpus=1)) and the simulations, which mostly wait, must not take one: on the
+    local executor they are Resources(cpus=0) tasks (no core of their own, run beside the
+    trainers at a lower CPU priority); Parsl gets a worker more per trainer. Staged keeps the
+    defaults: one task per core.
+    """
+    import simai
+
+    if not online:
+        return {}, None
+    if executor == "parsl":
+        return {"workers": len(os.sched_getaffinity(0)) + trainers}, None
+    return {}, simai.Resources(cpus=0)
+
+
+def run_full(
+    wf: Any,
+    num_sims: int,
+    grid_size: int,
+    steps: int,
+    online: bool,
+    compute_s: float,
+    opts: dict[str, Any],
+    *,
+    sim_resources: Any = None,
+    kernels: tuple[int, ...] = FULL_KERNELS,
+    prefix: str = "wave",
+    keep_data: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """The `--train full` workload in an open simai Workflow `wf`.
+
+    Staged: the simulations (tasks) put one key per pair; when all have ended, one trainer
+    component per kernel gets them. Online: the trainers start first (the simulations wait
+    until they are ready) and read each simulation's stream while it is written. Returns the
+    simulations' and trainers' reports and the phases: sims_wall_s (from their submission to
+    their end), train_wall_s (from the trainers' start to their end), wall_s (all of it,
+    without starting the workflow), overlap (online: the fraction of the
+    training steps done before the last simulation ended), pairs_stored. The pairs are
+    deleted from the store unless `keep_data`.
+    """
+    say = progress or (lambda what: None)
+    store = wf.store()
+    t0 = time.perf_counter()
+
+    def start_trainers() -> list[Any]:
+        say("trainers start")
+        return [
+            wf.start(
+                store_trainer,
+                k,
+                num_sims,
+                steps,
+                online,
+                opts,
+                prefix,
+                name=f"trainer-k{k}",
+                resources={"cpus": 1},
+            )
+            for k in kernels
+        ]
+
+    trainers = start_trainers() if online else []
+    for component in trainers:
+        wait_ready(store, component)
+    t_trainers = t0
+    say("simulations" + (" (trainers reading their streams)" if online else ""))
+    t_sims = time.perf_counter()
+    futures = [
+        wf.submit(
+            store_simulation, i, p, grid_size, steps, online, compute_s, prefix,
+            resources=sim_resources,
+        )
+        for i, p in enumerate(periods(num_sims))
+    ]  # fmt: skip
+    sims = [f.result() for f in futures]
+    t1 = time.perf_counter()
+    if not online:
+        t_trainers = t1
+        trainers = start_trainers()
+    say("training" if not online else "training (simulations ended)")
+    for component in trainers:
+        component.wait()
+    t2 = time.perf_counter()
+    reports = [store.get(f"report/trainer-k{k}") for k in kernels]
+    if online:
+        names = [stream_name(prefix, s) for s in range(num_sims)]
+        stored = sum(store.stream_len(n) for n in names)
+    else:
+        names = store.keys(prefix + "/")
+        stored = len(names)
+    if not keep_data:
+        delete = store.delete_stream if online else store.delete
+        for name in names:
+            delete(name)
+    store.close()
+    last = max(s["ended_at"] for s in sims)
+    ends = [t for r in reports for t in r["step_ends"]]
+    return {
+        "sims": sims,
+        "trainers": reports,
+        "sims_wall_s": t1 - t_sims,
+        "train_wall_s": t2 - t_trainers,
+        "wall_s": t2 - t0,
+        "overlap": sum(t <= last for t in ends) / len(ends) if online and ends else None,
+        "pairs_stored": stored,
     }
