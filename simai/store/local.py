@@ -197,9 +197,10 @@ class _Env:
         map_size = max(1 << 30, -(-vfs.f_blocks * vfs.f_frsize // (1 << 30)) << 30)
         self.gen = _generation
         self.root = root
-        self.env = lmdb.open(
+        self.env = lmdb.open(  # lib_version 0: the LMDB 0.9 format, whatever the environment
             root, map_size=map_size, subdir=True, writemap=True, sync=False, metasync=False,
             readahead=False, meminit=False, max_readers=_MAX_READERS, max_dbs=3, mode=0o600,
+            lib_version=0,
         )  # fmt: skip
         self.values = self.env.open_db(b"values")
         self.payloads = self.env.open_db(b"payloads")
@@ -209,8 +210,7 @@ class _Env:
         flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(os.path.join(root, "notify"), flags | os.O_CREAT, 0o600)
         try:
-            if os.fstat(fd).st_size < _NOTIFY_BYTES:
-                os.ftruncate(fd, _NOTIFY_BYTES)
+            os.posix_fallocate(fd, 0, _NOTIFY_BYTES)  # its pages exist: a full /dev/shm fails here
             self.page = mmap.mmap(fd, _NOTIFY_BYTES)
         finally:
             os.close(fd)

@@ -1,0 +1,189 @@
+/* Writing, deleting, finding and delivering entries. */
+#include "entry.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "blake2b.h"
+#include "error.h"
+
+static const char *const KIND_NAMES[] = {"bytes", "an array", "JSON", "a pickle"};
+
+void simai_lkey_name(struct simai_lkey *k, char tag, const char *name, size_t n)
+{
+    k->b[0] = (uint8_t)tag;
+    if (n <= SIMAI_NAME_MAX) {
+        memcpy(k->b + 1, name, n);
+        k->n = 1 + n;
+    } else {
+        k->b[1] = SIMAI_HASHED;
+        simai_blake2b(k->b + 2, 20, name, n);
+        k->n = 2 + 20;
+    }
+}
+
+void simai_lkey_entry(struct simai_lkey *k, const char *stream, size_t n, int64_t index)
+{
+    simai_lkey_name(k, 'e', stream, n);
+    k->b[k->n++] = 0;
+    for (int i = 7; i >= 0; i--)
+        k->b[k->n++] = (uint8_t)((uint64_t)index >> (8 * i));
+}
+
+/* Whether a record is a header alone whose payload lives in `payloads` (local.py _split). */
+static int split(const MDB_val *record)
+{
+    const uint8_t *p = record->mv_data;
+    uint64_t nbytes = 0;
+    if (record->mv_size < SIMAI_FIXED || record->mv_size > SIMAI_MAX_HEADER)
+        return 0;
+    for (int i = 7; i >= 0; i--)
+        nbytes = (nbytes << 8) | p[16 + i];
+    return nbytes > SIMAI_INLINE_MAX;
+}
+
+/* Copy the payload into `dst`, row-major, and seal its checksum into `h`. */
+static void fill(uint8_t *dst, struct simai_head *h, const struct simai_src *src)
+{
+    if (src->colmajor) {
+        simai_transpose(dst, (void *)src->data, h->ndim, h->shape, h->itemsize, 1);
+        h->checksum = simai_hash(dst, h->nbytes, h->seed);
+    } else
+        h->checksum = simai_copy_hashed(dst, src->data, h->nbytes, h->seed);
+}
+
+int simai_put_entry(MDB_txn *txn, struct simai_env *e, const struct simai_lkey *k,
+                    struct simai_head *h, const struct simai_src *src, const char *url)
+{
+    MDB_val key = {k->n, (void *)k->b}, val, old;
+    int rc;
+    if (h->nbytes <= SIMAI_INLINE_MAX) { /* one record: header and payload */
+        if (!mdb_get(txn, e->values, &key, &old) && split(&old) &&
+            (rc = mdb_del(txn, e->payloads, &key, NULL)) && rc != MDB_NOTFOUND)
+            return simai_lmdb_fail(rc, url, "deleting the old payload");
+        val.mv_size = h->offset + h->nbytes;
+        if ((rc = mdb_put(txn, e->values, &key, &val, MDB_RESERVE)))
+            return simai_lmdb_fail(rc, url, "writing");
+        fill((uint8_t *)val.mv_data + h->offset, h, src);
+        simai_head_write(h, val.mv_data);
+        return SIMAI_OK;
+    }
+    val.mv_size = h->nbytes; /* the payload apart, copied once, straight into the mapping */
+    if ((rc = mdb_put(txn, e->payloads, &key, &val, MDB_RESERVE)))
+        return simai_lmdb_fail(rc, url, "writing");
+    fill(val.mv_data, h, src);
+    val.mv_size = h->offset;
+    if ((rc = mdb_put(txn, e->values, &key, &val, MDB_RESERVE)))
+        return simai_lmdb_fail(rc, url, "writing");
+    simai_head_write(h, val.mv_data);
+    return SIMAI_OK;
+}
+
+int simai_pop_entry(MDB_txn *txn, struct simai_env *e, const struct simai_lkey *k, int *existed,
+                    const char *url)
+{
+    MDB_val key = {k->n, (void *)k->b}, old;
+    int rc = mdb_get(txn, e->values, &key, &old), was_split;
+    *existed = 0;
+    if (rc == MDB_NOTFOUND)
+        return SIMAI_OK;
+    if (rc)
+        return simai_lmdb_fail(rc, url, "reading");
+    was_split = split(&old);
+    if ((rc = mdb_del(txn, e->values, &key, NULL)))
+        return simai_lmdb_fail(rc, url, "deleting");
+    if (was_split && (rc = mdb_del(txn, e->payloads, &key, NULL)) && rc != MDB_NOTFOUND)
+        return simai_lmdb_fail(rc, url, "deleting");
+    *existed = 1;
+    return SIMAI_OK;
+}
+
+int simai_fetch(MDB_txn *txn, struct simai_env *e, const struct simai_lkey *k,
+                struct simai_head *h, const uint8_t **payload, const char *url)
+{
+    MDB_val key = {k->n, (void *)k->b}, record, apart;
+    char found[64] = "no payload";
+    int rc = mdb_get(txn, e->values, &key, &record);
+    if (rc == MDB_NOTFOUND)
+        return SIMAI_ERR_NOT_FOUND;
+    if (rc)
+        return simai_lmdb_fail(rc, url, "reading");
+    if ((rc = simai_head_parse(h, record.mv_data, record.mv_size)))
+        return rc;
+    if (record.mv_size == h->offset + h->nbytes) {
+        *payload = (const uint8_t *)record.mv_data + h->offset;
+        return SIMAI_OK;
+    }
+    if (record.mv_size == h->offset) {
+        rc = mdb_get(txn, e->payloads, &key, &apart);
+        if (rc && rc != MDB_NOTFOUND)
+            return simai_lmdb_fail(rc, url, "reading");
+        if (!rc && apart.mv_size == h->nbytes) {
+            *payload = apart.mv_data;
+            return SIMAI_OK;
+        }
+        if (!rc)
+            snprintf(found, sizeof found, "%zu payload bytes", apart.mv_size);
+    }
+    return simai_fail(SIMAI_ERR_CORRUPT,
+                      "entry is truncated: its header announces %" PRIu64
+                      " payload bytes, found %s",
+                      h->nbytes, found);
+}
+
+/* "<f8 (3, 4)" */
+static void describe(char *out, size_t cap, const char *dtype, int ndim, const uint64_t *shape)
+{
+    size_t n = (size_t)snprintf(out, cap, "%s (", dtype);
+    for (int i = 0; i < ndim && n < cap; i++)
+        n += (size_t)snprintf(out + n, cap - n, "%s%" PRIu64, i ? ", " : "", shape[i]);
+    if (n < cap)
+        snprintf(out + n, cap - n, ndim == 1 ? ",)" : ")");
+}
+
+static int check_array(const struct simai_head *h, const struct simai_want *w)
+{
+    char want[200], have[200];
+    int same = w->ndim == h->ndim && !strcmp(w->dtype, h->dtype);
+    for (int i = 0; same && i < h->ndim; i++)
+        same = w->shape[i] == h->shape[i];
+    if (same)
+        return SIMAI_OK;
+    describe(want, sizeof want, w->dtype, w->ndim, w->shape);
+    describe(have, sizeof have, h->dtype, h->ndim, h->shape);
+    return simai_fail(SIMAI_ERR_TYPE, "the buffer is %s, the stored array is %s", want, have);
+}
+
+int simai_deliver(const struct simai_head *h, const uint8_t *payload, const struct simai_want *w)
+{
+    size_t need = h->nbytes + (w->nul ? 1 : 0);
+    int rc;
+    if (w->info)
+        simai_head_info(h, w->info);
+    if (w->n)
+        *w->n = h->nbytes;
+    if (w->kind >= 0 && h->kind != w->kind)
+        return simai_fail(SIMAI_ERR_TYPE, "the value is %s, not %s", KIND_NAMES[h->kind],
+                          KIND_NAMES[w->kind]);
+    if (w->dtype && (rc = check_array(h, w)))
+        return rc;
+    if (w->view)
+        return simai_verify(h, payload);
+    if (w->cap < need)
+        return simai_fail(SIMAI_ERR_TOO_SMALL,
+                          "the buffer holds %zu bytes; the value needs %zu", w->cap, need);
+    if (!need)
+        return simai_verify(h, payload);
+    if (w->flags & SIMAI_COLUMN_MAJOR && h->kind == SIMAI_KIND_ARRAY) {
+        if ((rc = simai_verify(h, payload))) /* before the copy: damage is never data */
+            return rc;
+        simai_transpose((void *)payload, w->buf, h->ndim, h->shape, h->itemsize, 0);
+    } else if (simai_copy_hashed(w->buf, payload, h->nbytes, h->seed) != h->checksum) {
+        memset(w->buf, 0, h->nbytes);
+        return simai_verify(h, payload);
+    }
+    if (w->nul)
+        ((char *)w->buf)[h->nbytes] = 0;
+    return SIMAI_OK;
+}
