@@ -62,8 +62,11 @@ def test_bad_commands_are_refused_early(ex, tmp_path):
         Command([])
     with pytest.raises(NotADirectoryError):
         Command(["echo"], cwd=tmp_path / "missing")
-    with pytest.raises(ValueError, match="cpus must be an int >= 0"):
+    with pytest.raises(ValueError, match="cpus_per_rank must be an int >= 0, not -1"):
         Command(["echo"], cpus_per_rank=-1)
+    assert repr(Command(["true"], cpus_per_rank=0, huge_pages=False)) == (
+        "Command(['true'], cpus_per_rank=0, huge_pages=False)"
+    )
     with pytest.raises(TypeError, match="Command arguments must be str or paths, not 3"):
         Command(["echo", 3])
     with pytest.raises(ValueError, match="walltime must be a number of seconds > 0 or None"):

@@ -84,7 +84,8 @@ def test_switch_values():
         assert huge_pages_default({HUGE_PAGES_ENV: on}) is True
     for off in ("0", "off", "No", "false"):
         assert huge_pages_default({HUGE_PAGES_ENV: off}) is False
-    with pytest.raises(ValueError, match="SIMAI_HUGE_PAGES must be 1 or 0.*'maybe'"):
+    assert huge_pages_default({HUGE_PAGES_ENV: " "}) is True
+    with pytest.raises(ValueError, match=r"must be on \(1, on, yes, true\) or off.*'maybe'"):
         huge_pages_default({HUGE_PAGES_ENV: "maybe"})
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from simai.checks import check_seconds
+from simai.checks import check_int, check_seconds
 from simai.launch.mpi import MpiLauncher, detect_launcher, launch_argv
 from simai.launch.resources import Resources
 
@@ -241,6 +241,8 @@ class Command:
                 )
         if cwd is not None and not Path(cwd).is_dir():
             raise NotADirectoryError(f"Command cwd {os.fspath(cwd)!r} is not a directory")
+        check_int("cpus_per_rank", cpus_per_rank, 0)
+        check_int("gpus_per_rank", gpus_per_rank, 0)
         self.argv: list[str] = argv
         self.resources = Resources(
             cpus=cpus_per_rank,
@@ -264,7 +266,11 @@ class Command:
         return self.resources.ranks
 
     def __repr__(self) -> str:
+        r = self.resources
         extra = f", ranks={self.ranks}" if self.ranks > 1 else ""
+        extra += f", cpus_per_rank={r.cpus}" if r.cpus != 1 else ""
+        extra += f", gpus_per_rank={r.gpus}" if r.gpus else ""
+        extra += ", huge_pages=False" if not r.huge_pages else ""
         return f"Command({self.argv!r}{extra})"
 
     def environment(self, base: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -54,17 +54,21 @@ def thp_mode(path: str = THP_ENABLED) -> str | None:
 
 
 def huge_pages_default(environ: Mapping[str, str] | None = None) -> bool:
-    """Whether tasks get huge pages unless they opt out: ``$SIMAI_HUGE_PAGES``, on when unset.
+    """Whether tasks get huge pages unless they opt out: ``$SIMAI_HUGE_PAGES``, on when unset
+    or empty.
 
     Raises ValueError for a value that is neither on (1, on, yes, true) nor off (0, off, no,
     false), so that a typo does not silently keep the default.
     """
-    value = (os.environ if environ is None else environ).get(HUGE_PAGES_ENV)
-    if value is None or value.strip().lower() in _ON:
+    value = (os.environ if environ is None else environ).get(HUGE_PAGES_ENV, "")
+    word = value.strip().lower()
+    if not word or word in _ON:
         return True
-    if value.strip().lower() in _OFF:
+    if word in _OFF:
         return False
-    raise ValueError(f"{HUGE_PAGES_ENV} must be 1 or 0 (on or off), not {value!r}")
+    raise ValueError(
+        f"{HUGE_PAGES_ENV} must be on (1, on, yes, true) or off (0, off, no, false), not {value!r}"
+    )
 
 
 def huge_pages_setting(wanted: bool, mode: str | None) -> str:
