@@ -5,8 +5,14 @@
  * streams. Values use the same keys and the same wire format (header, payload, XXH3 checksum)
  * as the Python client, so either side reads what the other wrote.
  *
- * This version opens node-local stores (local://NAME, local:///dir): an LMDB environment in
- * /dev/shm shared by every process of the node, Python and C alike.
+ * Backends, chosen by the URL's scheme, as in Python:
+ *   local://NAME, local:///dir   an LMDB environment in /dev/shm shared by every process of
+ *                                the node, Python and C alike; zero-copy views
+ *   file:///dir                  a private directory on a shared filesystem (one file per
+ *                                value, renamed into place); waits poll
+ *   redis://host:port[,host:port...]  redis-server shards (crc32(name) % shards); the
+ *                                password comes from $SIMAI_STORE_PASSWORD, never the command
+ *                                line; waits are woken by Redis pub/sub
  *
  * Errors: every function returns SIMAI_OK (0) or one of the SIMAI_ERR_* codes below, and then
  * simai_last_error() is a message saying what went wrong (thread-local: the message of the
@@ -14,10 +20,12 @@
  * are checked: a NULL handle or pointer is SIMAI_ERR_INVALID, not a crash.
  *
  * Thread safety: one simai_store handle may be used by many threads at once; every call is
- * self-contained (its own LMDB transaction). simai_close must not race with other calls on
- * the same handle. Views (simai_view) may be read and released from any thread, also after
- * their store was closed. Writers take turns on the store's write lock, shared by every
- * process; readers never wait. Handles do not survive fork(): a child opens its own.
+ * self-contained (local: its own LMDB transaction; redis: each shard's connection is held
+ * for one call at a time, and each wait subscribes on a connection of its own). simai_close
+ * must not race with other calls on the same handle. Views (simai_view) may be read and
+ * released from any thread, also after their store was closed. Local writers take turns on
+ * the store's write lock, shared by every process; readers never wait. Handles do not survive
+ * fork(): a child opens its own.
  *
  * Arrays: dtype is a numpy type string ("<f8", "<i4", "|u1", "|b1", "<c16", "<f2", ">f4" ...;
  * the SIMAI_DTYPE_* macros name the native ones), shape has ndim (0 to SIMAI_MAX_NDIM) extents.
@@ -54,10 +62,12 @@ enum {
     SIMAI_ERR_CORRUPT = 4,      /* the stored entry fails its checksum or is damaged */
     SIMAI_ERR_TYPE = 5,         /* the entry is of another kind, dtype or shape than asked */
     SIMAI_ERR_TOO_SMALL = 6,    /* the caller's buffer is too small (the size needed is given) */
-    SIMAI_ERR_PERMISSION = 7,   /* a directory or file that is not the user's own, or public */
+    SIMAI_ERR_PERMISSION = 7,   /* a directory or file that is not the user's own, or public;
+                                   Redis refused the password (or wanted one) */
     SIMAI_ERR_FULL = 8,         /* the store's filesystem is full */
     SIMAI_ERR_CLOSED = 9,       /* the store was destroyed */
-    SIMAI_ERR_IO = 10,          /* the store cannot be opened or an OS or LMDB call failed */
+    SIMAI_ERR_IO = 10,          /* the store cannot be opened or reached, or an OS, LMDB or
+                                   Redis call failed */
     SIMAI_ERR_NOMEM = 11,       /* out of memory */
     SIMAI_ERR_ENDED = 12,       /* the stream was closed and has no entry at this index */
     SIMAI_ERR_TRIMMED = 13,     /* the entry was trimmed from a bounded stream */
@@ -132,8 +142,12 @@ SIMAI_API const char *simai_version(void);
 /* Open the store named by $SIMAI_STORE (the run's store), else local://default. */
 SIMAI_API int simai_open(simai_store **store);
 /* Open the store at `url`: local://NAME is $SIMAI_SHM_DIR/simai-UID/NAME (/dev/shm unless
- * set), local:///dir the directory itself; both are made private (0700) and refused when
- * another user owns them or others may write them, as in Python. */
+ * set), local:///dir the directory itself; both, and file:///dir, are made private (0700)
+ * and refused when another user owns them or others may write them, as in Python.
+ * redis:// connects to every shard now (SIMAI_ERR_IO if one cannot be reached within 5 s,
+ * SIMAI_ERR_PERMISSION if it refuses the password); a password written in the URL is
+ * accepted, as Python accepts it, and cut out of simai_url. rediss:// (TLS) is
+ * SIMAI_ERR_UNSUPPORTED. */
 SIMAI_API int simai_open_url(const char *url, simai_store **store);
 /* Let go of the handle (NULL does nothing). Views made from it stay valid until released. */
 SIMAI_API int simai_close(simai_store *store);
@@ -151,7 +165,8 @@ SIMAI_API int simai_put_array(simai_store *store, const char *key, const char *d
 /* The header of the value under `key`: its kind, dtype, shape and payload size. */
 SIMAI_API int simai_info_get(simai_store *store, const char *key, simai_info *info);
 /* Copy the payload of any kind of value into `buf` (`cap` bytes) and fill `info` (optional).
- * SIMAI_ERR_TOO_SMALL, with `info` filled, when cap < info->nbytes (buf may be NULL then). */
+ * SIMAI_ERR_TOO_SMALL, with `info` filled, when cap < info->nbytes (buf may be NULL then).
+ * `info` is all zeros after an error that left the header unread (a missing or damaged value). */
 SIMAI_API int simai_get(simai_store *store, const char *key, void *buf, size_t cap,
                         simai_info *info);
 /* A bytes value: copied into `buf`; *n is its length (also on SIMAI_ERR_TOO_SMALL). */
@@ -166,7 +181,8 @@ SIMAI_API int simai_get_json(simai_store *store, const char *key, char *buf, siz
 SIMAI_API int simai_get_array(simai_store *store, const char *key, const char *dtype, int ndim,
                               const uint64_t *shape, void *buf, int flags);
 
-/* Zero-copy read: *data points at the payload inside the store's shared mapping, read-only,
+/* Zero-copy read (local stores; file and redis stores give a private copy, read whole):
+ * *data points at the payload inside the store's shared mapping, read-only,
  * valid until simai_view_release (a snapshot: later overwrites and deletes do not change it).
  * The checksum is verified first. Payloads over 16 KiB start 16-byte aligned; smaller ones
  * may be only 2-byte aligned (copy them, or use simai_get_array, where alignment matters).
@@ -184,7 +200,8 @@ SIMAI_API int simai_delete(simai_store *store, const char *key, int *existed);
 SIMAI_API int simai_keys(simai_store *store, const char *prefix, char ***keys, size_t *count);
 SIMAI_API void simai_free_keys(char **keys, size_t count);
 /* Block until `key` exists; SIMAI_ERR_TIMEOUT after `timeout` seconds (< 0: no limit).
- * Wakes as soon as any writer, Python or C, commits the key. */
+ * Wakes as soon as any writer, Python or C, commits the key (file stores: polls, every 50 ms
+ * at most). */
 SIMAI_API int simai_wait(simai_store *store, const char *key, double timeout);
 
 /* --- streams ----------------------------------------------------------------------------- */
@@ -214,6 +231,29 @@ SIMAI_API int simai_stream_info(simai_store *store, const char *stream,
 /* Mark a stream finished: readers get SIMAI_ERR_ENDED (Python: the iteration ends) after its
  * last value. */
 SIMAI_API int simai_stream_close(simai_store *store, const char *stream);
+
+/* --- consumer groups (Python: store.stream(name, group="...")) ------------------------------- */
+
+/* The index consumer group `group` reads next: its recorded position, 0 when it has none (a
+ * restarted reader resumes there). */
+SIMAI_API int simai_group_position(simai_store *store, const char *stream, const char *group,
+                                   int64_t *index);
+/* Read entry *index of a stream for consumer group `group`, as simai_stream_get reads it.
+ * First records *index as the group's position, which acknowledges every entry before it: a
+ * "block" stream's producers wait for the slowest group, and trimming spares what a group
+ * has not acknowledged. An entry a bound trimmed before the group got to it is skipped:
+ * *index moves on to the stream's start. On SIMAI_OK *index is the index of the entry read;
+ * pass *index + 1 for the next. One reader per group at a time.
+ *
+ *     int64_t i;
+ *     simai_group_position(s, "samples", "trainer", &i);
+ *     while (!(rc = simai_group_get(s, "samples", "trainer", &i, 30, buf, cap, &info)))
+ *         use(buf), i++;
+ *     // rc == SIMAI_ERR_ENDED: the producer closed the stream and every entry was read
+ */
+SIMAI_API int simai_group_get(simai_store *store, const char *stream, const char *group,
+                              int64_t *index, double timeout, void *buf, size_t cap,
+                              simai_info *info);
 
 /* --- dtypes ------------------------------------------------------------------------------ */
 

@@ -163,6 +163,8 @@ int simai_deliver(const struct simai_head *h, const uint8_t *payload, const stru
         simai_head_info(h, w->info);
     if (w->n)
         *w->n = h->nbytes;
+    if (w->head_only)
+        return SIMAI_OK;
     if (w->kind >= 0 && h->kind != w->kind)
         return simai_fail(SIMAI_ERR_TYPE, "the value is %s, not %s", KIND_NAMES[h->kind],
                           KIND_NAMES[w->kind]);

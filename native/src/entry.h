@@ -55,6 +55,7 @@ struct simai_want {
     const uint64_t *shape;
     int flags;              /* SIMAI_COLUMN_MAJOR */
     int view;               /* verify in place, no copy */
+    int head_only;          /* fill info and n only: no check, no copy */
     void *buf;
     size_t cap;
     int nul;                /* add a terminating NUL (JSON) */

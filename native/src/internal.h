@@ -5,15 +5,21 @@
 #include "env.h"
 #include "simai.h"
 
+struct simai_backend;
+
 struct simai_store {
-    struct simai_env *env;
-    char url[]; /* as opened, for messages */
+    const struct simai_backend *ops;
+    struct simai_env *env; /* local:// */
+    void *impl;            /* file:// and redis://: the backend's state */
+    char url[];            /* as opened (without a password), for messages */
 };
 
-/* A zero-copy view pins its read transaction: a snapshot whose pages LMDB does not reuse. */
+/* A local zero-copy view pins its read transaction: a snapshot whose pages LMDB does not
+ * reuse. A file or redis view owns the entry it read instead. */
 struct simai_view {
     MDB_txn *txn;
     struct simai_env *env;
+    void *owned;
 };
 
 /* Check the handle and the store (not destroyed); SIMAI_ERR_INVALID for NULL. */

@@ -25,7 +25,7 @@ void simai_owner_name(uid_t uid, char *out, size_t cap)
 
 /* os.path.abspath: made absolute against the working directory, then normalized lexically
  * ("." and ".." parts and repeated slashes go; "//" at the start stays, as POSIX allows). */
-static int abspath(const char *path, char *out, size_t cap)
+int simai_abspath(const char *path, char *out, size_t cap)
 {
     char joined[PATH_MAX * 2], *parts[PATH_MAX], *save = NULL, *tok;
     size_t nparts = 0, len;
@@ -110,7 +110,7 @@ int simai_private_dir(const char *path)
 {
     char parent[PATH_MAX];
     struct stat st, up;
-    int rc = abspath(path, parent, sizeof parent);
+    int rc = simai_abspath(path, parent, sizeof parent);
     if (rc)
         return rc;
     *strrchr(parent, '/') = 0; /* dirname; "/x" gives "" here */

@@ -15,6 +15,9 @@ int simai_local_root(const char *url, char *out, size_t cap);
  * Python's private_dir checks it, and made 0700 if others may read it. */
 int simai_private_dir(const char *path);
 
+/* os.path.abspath: `path` made absolute and normalized lexically, into `out`. */
+int simai_abspath(const char *path, char *out, size_t cap);
+
 /* "name (uid N)" or "uid N", for messages. */
 void simai_owner_name(uid_t uid, char *out, size_t cap);
 

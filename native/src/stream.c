@@ -1,202 +1,34 @@
-/* Streams: append (keeping a bounded stream's bounds, as LocalStore._append does), read an
- * entry by index, state, close. A stream's state record in `meta` is
- * <qqqqBB: length, start, dropped, maxlen (0: none), policy (1 block, 2 drop_oldest), closed,
- * followed by the stream's full name. */
+/* The store's public API for streams: append, read an entry by index, state, close.
+ * Arguments are checked here, once; the backend (backend.h) does the rest. */
 #include <inttypes.h>
-#include <stdlib.h>
 #include <string.h>
 
-#include "entry.h"
+#include "backend.h"
 #include "error.h"
 #include "internal.h"
 #include "text.h"
 
-#define STATE_BYTES 34
-enum { BLOCK = 1, DROP_OLDEST = 2 };
-
-static int64_t get_i64(const uint8_t *p)
-{
-    uint64_t x = 0;
-    for (int i = 7; i >= 0; i--)
-        x = (x << 8) | p[i];
-    return (int64_t)x;
-}
-
-static void put_i64(uint8_t *p, int64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)((uint64_t)v >> (8 * i));
-}
-
-static int read_state(MDB_txn *txn, struct simai_env *e, const char *stream, size_t n,
-                      simai_stream_state *st, const char *url)
-{
-    struct simai_lkey k;
-    MDB_val key, val;
-    const uint8_t *p;
-    int rc;
-    simai_lkey_name(&k, 's', stream, n);
-    key.mv_size = k.n;
-    key.mv_data = k.b;
-    memset(st, 0, sizeof *st);
-    rc = mdb_get(txn, e->meta, &key, &val);
-    if (rc == MDB_NOTFOUND)
-        return SIMAI_OK;
-    if (rc)
-        return simai_lmdb_fail(rc, url, "reading a stream's state");
-    if (val.mv_size < STATE_BYTES)
-        return simai_fail(SIMAI_ERR_CORRUPT, "stream '%s' in %s: its state record is damaged",
-                          stream, url);
-    p = val.mv_data;
-    st->length = get_i64(p);
-    st->start = get_i64(p + 8);
-    st->dropped = get_i64(p + 16);
-    st->maxlen = get_i64(p + 24);
-    st->policy = p[32];
-    st->closed = p[33];
-    return SIMAI_OK;
-}
-
-/* Write a stream's state; its full name follows. */
-static int write_state(MDB_txn *txn, struct simai_env *e, const char *stream, size_t n,
-                       const simai_stream_state *st, const char *url)
-{
-    struct simai_lkey k;
-    MDB_val key, val;
-    uint8_t *p;
-    int rc;
-    simai_lkey_name(&k, 's', stream, n);
-    key.mv_size = k.n;
-    key.mv_data = k.b;
-    val.mv_size = STATE_BYTES + n;
-    if ((rc = mdb_put(txn, e->meta, &key, &val, MDB_RESERVE)))
-        return simai_lmdb_fail(rc, url, "writing a stream's state");
-    p = val.mv_data;
-    put_i64(p, st->length);
-    put_i64(p + 8, st->start);
-    put_i64(p + 16, st->dropped);
-    put_i64(p + 24, st->maxlen);
-    p[32] = (uint8_t)st->policy;
-    p[33] = (uint8_t)st->closed;
-    memcpy(p + STATE_BYTES, stream, n);
-    return SIMAI_OK;
-}
-
-/* The lowest position of the stream's consumer groups; *any is 0 when it has none. */
-static int slowest_group(MDB_txn *txn, struct simai_env *e, const char *stream, size_t n,
-                         int *any, int64_t *lowest, const char *url)
-{
-    struct simai_lkey prefix;
-    MDB_cursor *cur;
-    MDB_val k, v;
-    int rc, op;
-    simai_lkey_name(&prefix, 'g', stream, n);
-    prefix.b[prefix.n++] = 0;
-    *any = 0;
-    if ((rc = mdb_cursor_open(txn, e->meta, &cur)))
-        return simai_lmdb_fail(rc, url, "reading consumer groups");
-    k.mv_size = prefix.n;
-    k.mv_data = prefix.b;
-    for (op = MDB_SET_RANGE; !(rc = mdb_cursor_get(cur, &k, &v, op)); op = MDB_NEXT) {
-        int64_t pos;
-        if (k.mv_size < prefix.n || memcmp(k.mv_data, prefix.b, prefix.n) || v.mv_size < 8)
-            break;
-        pos = get_i64(v.mv_data);
-        if (!*any || pos < *lowest)
-            *lowest = pos;
-        *any = 1;
-    }
-    mdb_cursor_close(cur);
-    return rc && rc != MDB_NOTFOUND ? simai_lmdb_fail(rc, url, "reading consumer groups")
-                                    : SIMAI_OK;
-}
-
-/* --- appending ----------------------------------------------------------------------------- */
-
-struct append {
-    simai_store *s;
-    const char *stream;
-    size_t n;
-    struct simai_head *head;
-    struct simai_src src;
-    int64_t index;
-};
-
-static int append_work(MDB_txn *txn, struct simai_env *e, void *arg)
-{
-    struct append *a = arg;
-    const char *url = a->s->url;
-    simai_stream_state st;
-    struct simai_lkey k;
-    int64_t floor, lowest = 0;
-    int any, rc = read_state(txn, e, a->stream, a->n, &st, url);
-    if (rc)
-        return rc;
-    if (st.closed)
-        return simai_fail(SIMAI_ERR_STREAM_CLOSED,
-                          "stream '%s' was closed; no more values can be appended", a->stream);
-    floor = st.start;
-    if (st.maxlen) {
-        if ((rc = slowest_group(txn, e, a->stream, a->n, &any, &lowest, url)))
-            return rc;
-        if (any)
-            floor = lowest > st.start ? lowest : st.start;
-        if (st.policy == BLOCK && st.length - floor >= st.maxlen)
-            return SIMAI_WAIT_AGAIN; /* full: wait for the slowest group */
-    }
-    simai_lkey_entry(&k, a->stream, a->n, st.length);
-    if ((rc = simai_put_entry(txn, e, &k, a->head, &a->src, url)))
-        return rc;
-    st.length++;
-    if (st.maxlen) {
-        int64_t new_start = st.length - st.maxlen;
-        if (st.policy == BLOCK && floor < new_start)
-            new_start = floor;
-        if (new_start > st.start) {
-            for (int64_t i = st.start; i < new_start; i++) {
-                int existed;
-                simai_lkey_entry(&k, a->stream, a->n, i);
-                if ((rc = simai_pop_entry(txn, e, &k, &existed, url)))
-                    return rc;
-            }
-            if (st.policy == DROP_OLDEST) {
-                int64_t from = st.start > floor ? st.start : floor;
-                st.dropped += new_start > from ? new_start - from : 0;
-            }
-            st.start = new_start;
-        }
-    }
-    st.closed = 0;
-    a->index = st.length - 1;
-    return write_state(txn, e, a->stream, a->n, &st, url);
-}
-
-static int attempt(void *arg)
-{
-    struct append *a = arg;
-    return simai_transact(a->s->env, a->s->url, append_work, a, a->head->offset + a->head->nbytes,
-                          1);
-}
-
 static int append(simai_store *s, const char *stream, struct simai_head *h, const void *data,
                   int flags, double timeout, int64_t *index)
 {
-    struct append a = {s, stream, 0, h, {data, flags & SIMAI_COLUMN_MAJOR}, -1};
+    struct simai_src src = {data, flags & SIMAI_COLUMN_MAJOR};
+    int64_t at = -1;
     double deadline;
+    size_t n;
     int rc = simai_usable(s);
-    if (rc || (rc = simai_check_key(stream, "stream name", &a.n)) ||
+    if (rc || (rc = simai_check_key(stream, "stream name", &n)) ||
         (rc = simai_deadline(timeout, &deadline)))
         return rc;
     if (!data && h->nbytes)
         return simai_fail(SIMAI_ERR_INVALID, "data must not be NULL");
-    rc = simai_wait_until(s->env, s->url, attempt, &a, deadline);
+    rc = s->ops->append(s, stream, n, h, &src, deadline, &at);
     if (rc == SIMAI_ERR_TIMEOUT)
         simai_fail(rc,
                    "stream '%s' stayed full for %.3g s in %s: its consumer groups did not "
                    "catch up (policy 'block')",
                    stream, timeout, s->url);
     if (!rc && index)
-        *index = a.index;
+        *index = at;
     return rc;
 }
 
@@ -230,69 +62,20 @@ int simai_append_array(simai_store *s, const char *stream, const char *dtype, in
     return rc ? rc : append(s, stream, &h, data, flags, timeout, index);
 }
 
-/* --- reading ------------------------------------------------------------------------------- */
-
-struct entry_read {
-    simai_store *s;
-    const char *stream;
-    size_t n;
-    int64_t index;
-    const struct simai_want *want;
-    MDB_txn *kept; /* a view's transaction */
-    const uint8_t *payload;
-};
-
-/* Deliver entry `index` if it is there; else say whether it was trimmed, will never come, or
- * may still come (SIMAI_WAIT_AGAIN). */
-static int try_read(void *arg)
-{
-    struct entry_read *r = arg;
-    const char *url = r->s->url;
-    struct simai_head h;
-    struct simai_lkey k;
-    simai_stream_state st;
-    MDB_txn *txn;
-    int rc = simai_read_txn(r->s->env, url, &txn);
-    if (rc)
-        return rc;
-    simai_lkey_entry(&k, r->stream, r->n, r->index);
-    rc = simai_fetch(txn, r->s->env, &k, &h, &r->payload, url);
-    if (!rc)
-        rc = simai_deliver(&h, r->payload, r->want);
-    if (rc == SIMAI_ERR_NOT_FOUND && !(rc = read_state(txn, r->s->env, r->stream, r->n, &st, url))) {
-        if (r->index < st.start)
-            rc = simai_fail(SIMAI_ERR_TRIMMED,
-                            "stream '%s' entry %" PRId64 " was trimmed: the stream now starts "
-                            "at %" PRId64,
-                            r->stream, r->index, st.start);
-        else if (st.closed && r->index >= st.length)
-            rc = simai_fail(SIMAI_ERR_ENDED, "stream '%s' was closed after %" PRId64 " values",
-                            r->stream, st.length);
-        else
-            rc = SIMAI_WAIT_AGAIN;
-    } else if (rc && rc != SIMAI_ERR_TOO_SMALL && rc != SIMAI_ERR_NOT_FOUND)
-        simai_error_context("stream '%s' entry %" PRId64 " in %s: ", r->stream, r->index, url);
-    if (!rc && r->want->view)
-        r->kept = txn;
-    else
-        mdb_txn_abort(txn);
-    return rc;
-}
-
 static int read_entry(simai_store *s, const char *stream, int64_t index, double timeout,
-                      struct entry_read *r)
+                      const struct simai_want *w, simai_view **view, const void **data)
 {
     double deadline;
+    size_t n;
     int rc = simai_usable(s);
-    if (rc || (rc = simai_check_key(stream, "stream name", &r->n)) ||
+    if (rc || (rc = simai_check_key(stream, "stream name", &n)) ||
         (rc = simai_deadline(timeout, &deadline)))
         return rc;
     if (index < 0)
         return simai_fail(SIMAI_ERR_INVALID, "index must be >= 0, not %" PRId64, index);
-    r->s = s;
-    r->stream = stream;
-    r->index = index;
-    rc = simai_wait_until(s->env, s->url, try_read, r, deadline);
+    if (w->info) /* all zeros unless a header was read */
+        memset(w->info, 0, sizeof *w->info);
+    rc = s->ops->stream_get(s, stream, n, index, deadline, w, view, data);
     if (rc == SIMAI_ERR_TIMEOUT)
         simai_fail(rc, "stream '%s' had no entry %" PRId64 " within %.3g s in %s", stream,
                    index, timeout, s->url);
@@ -303,77 +86,82 @@ int simai_stream_get(simai_store *s, const char *stream, int64_t index, double t
                      void *buf, size_t cap, simai_info *info)
 {
     struct simai_want w = {.kind = -1, .buf = buf, .cap = cap, .info = info};
-    struct entry_read r = {.want = &w};
     if (!buf && cap)
         return simai_fail(SIMAI_ERR_INVALID, "buf is NULL but cap is %zu", cap);
-    return read_entry(s, stream, index, timeout, &r);
+    return read_entry(s, stream, index, timeout, &w, NULL, NULL);
 }
 
 int simai_stream_view(simai_store *s, const char *stream, int64_t index, double timeout,
                       simai_view **view, const void **data, simai_info *info)
 {
     struct simai_want w = {.kind = -1, .view = 1, .info = info};
-    struct entry_read r = {.want = &w};
-    int rc;
     if (!view || !data)
         return simai_fail(SIMAI_ERR_INVALID, "view and data must not be NULL");
     *view = NULL;
     *data = NULL;
-    if (!(*view = malloc(sizeof **view)))
-        return simai_fail(SIMAI_ERR_NOMEM, "out of memory");
-    if ((rc = read_entry(s, stream, index, timeout, &r))) {
-        free(*view);
-        *view = NULL;
-        return rc;
-    }
-    (*view)->txn = r.kept;
-    (*view)->env = s->env;
-    simai_env_retain(s->env);
-    *data = r.payload;
-    return SIMAI_OK;
+    return read_entry(s, stream, index, timeout, &w, view, data);
 }
-
-/* --- state --------------------------------------------------------------------------------- */
 
 int simai_stream_info(simai_store *s, const char *stream, simai_stream_state *state)
 {
-    MDB_txn *txn;
     size_t n;
     int rc = simai_usable(s);
     if (rc || (rc = simai_check_key(stream, "stream name", &n)))
         return rc;
     if (!state)
         return simai_fail(SIMAI_ERR_INVALID, "state must not be NULL");
-    if ((rc = simai_read_txn(s->env, s->url, &txn)))
-        return rc;
-    rc = read_state(txn, s->env, stream, n, state, s->url);
-    mdb_txn_abort(txn);
-    return rc;
-}
-
-struct close_stream {
-    const char *stream;
-    size_t n;
-    const char *url;
-};
-
-static int close_work(MDB_txn *txn, struct simai_env *e, void *arg)
-{
-    struct close_stream *c = arg;
-    simai_stream_state st;
-    int rc = read_state(txn, e, c->stream, c->n, &st, c->url);
-    if (rc)
-        return rc;
-    st.closed = 1;
-    return write_state(txn, e, c->stream, c->n, &st, c->url);
+    memset(state, 0, sizeof *state);
+    return s->ops->stream_info(s, stream, n, state);
 }
 
 int simai_stream_close(simai_store *s, const char *stream)
 {
-    struct close_stream c = {stream, 0, NULL};
+    size_t n;
     int rc = simai_usable(s);
-    if (rc || (rc = simai_check_key(stream, "stream name", &c.n)))
+    if (rc || (rc = simai_check_key(stream, "stream name", &n)))
         return rc;
-    c.url = s->url;
-    return simai_transact(s->env, s->url, close_work, &c, 0, 1);
+    return s->ops->stream_close(s, stream, n);
+}
+
+/* --- consumer groups (Python: store.stream(name, group=...)) ------------------------------ */
+
+int simai_group_position(simai_store *s, const char *stream, const char *group, int64_t *index)
+{
+    size_t n, gn;
+    int found, rc = simai_usable(s);
+    if (rc || (rc = simai_check_key(stream, "stream name", &n)) ||
+        (rc = simai_check_key(group, "group name", &gn)))
+        return rc;
+    if (!index)
+        return simai_fail(SIMAI_ERR_INVALID, "index must not be NULL");
+    rc = s->ops->position(s, stream, n, group, gn, index, &found);
+    if (!rc && !found)
+        *index = 0;
+    return rc;
+}
+
+int simai_group_get(simai_store *s, const char *stream, const char *group, int64_t *index,
+                    double timeout, void *buf, size_t cap, simai_info *info)
+{
+    struct simai_want w = {.kind = -1, .buf = buf, .cap = cap, .info = info};
+    simai_stream_state st;
+    size_t n, gn;
+    int rc = simai_usable(s);
+    if (rc || (rc = simai_check_key(stream, "stream name", &n)) ||
+        (rc = simai_check_key(group, "group name", &gn)))
+        return rc;
+    if (!index || *index < 0)
+        return simai_fail(SIMAI_ERR_INVALID, "index must point to an index >= 0");
+    if (!buf && cap)
+        return simai_fail(SIMAI_ERR_INVALID, "buf is NULL but cap is %zu", cap);
+    for (;;) { /* acknowledge what came before, then read; skip what a bound trimmed */
+        if ((rc = s->ops->set_position(s, stream, n, group, gn, *index)) ||
+            (rc = read_entry(s, stream, *index, timeout, &w, NULL, NULL)) != SIMAI_ERR_TRIMMED)
+            return rc;
+        if ((rc = s->ops->stream_info(s, stream, n, &st)))
+            return rc;
+        if (st.start <= *index) /* gone while it was read: no later start to go on from */
+            return SIMAI_ERR_TRIMMED;
+        *index = st.start;
+    }
 }
