@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shlex
 import signal
 import sys
@@ -460,6 +461,76 @@ def submit(args: argparse.Namespace) -> int:
     return 0
 
 
+NATIVE_BUILD = (
+    "cmake -S native -B build/native -DCMAKE_INSTALL_PREFIX=PREFIX && "
+    "cmake --build build/native -j2 && cmake --install build/native"
+)
+
+
+def _pc_fields(path: Path) -> dict[str, str]:
+    """The fields (``Cflags``, ``Libs``, ...) of a pkg-config file, its variables expanded."""
+    variables: dict[str, str] = {}
+    fields: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        match = re.match(r"\s*([A-Za-z_][\w.]*)\s*([=:])\s*(.*)", line)
+        if match is None or line.lstrip().startswith("#"):
+            continue
+        name, sep, value = match.groups()
+        value = re.sub(r"\$\{(\w+)\}", lambda m: variables.get(m.group(1), ""), value.strip())
+        (variables if sep == "=" else fields)[name] = value
+    return fields
+
+
+def native(args: argparse.Namespace) -> int:
+    """`simai native`: the flags that compile and link a C, C++ or Fortran program with
+    libsimai installed under PREFIX (default: this Python's environment)."""
+    prefix = Path(args.prefix or sys.prefix)
+    found = {pc.stem: pc for pc in sorted(prefix.glob("lib*/**/pkgconfig/simai*.pc"), reverse=True)}
+    if "simai" not in found:
+        raise CLIError(
+            f"libsimai is not installed under {prefix}: build and install it from simai's "
+            f"source tree with `{NATIVE_BUILD.replace('PREFIX', str(prefix))}`"
+        )
+    c = _pc_fields(found["simai"])
+    words: list[str] = []
+    if args.cflags:
+        words.append(c.get("Cflags", ""))
+    if args.libs:
+        words.append(c.get("Libs", ""))
+    if args.fflags:
+        if "simai-fortran" not in found:
+            raise CLIError(
+                f"libsimai under {prefix} was built without its Fortran module (no Fortran "
+                "compiler was found): install gfortran and build it again"
+            )
+        fortran = _pc_fields(found["simai-fortran"])
+        words += [fortran.get("Cflags", ""), fortran.get("Libs", ""), c.get("Libs", "")]
+    if args.prefix_path:
+        words.append(str(prefix))
+    if not words:
+        raise CLIError("say what to print: --cflags, --libs, --fflags or --prefix-path")
+    print(" ".join(dict.fromkeys(w for word in words for w in word.split())))
+    return 0
+
+
+def _add_native_parser(commands: Any) -> None:
+    """Add ``simai native`` to the subcommands of the `simai` parser."""
+    p = commands.add_parser(
+        "native",
+        help="compiler flags for C, C++ and Fortran programs that use libsimai",
+        description="Print the flags that compile (--cflags) and link (--libs) a C or C++ "
+        "program with libsimai, or compile and link a Fortran one (--fflags), or the prefix "
+        "for CMake's CMAKE_PREFIX_PATH (--prefix-path), as installed under PREFIX (default: "
+        "this Python's environment). Example: cc sim.c $(simai native --cflags --libs).",
+    )
+    p.add_argument("--cflags", action="store_true", help="compile flags (C, C++)")
+    p.add_argument("--libs", action="store_true", help="link flags (C, C++)")
+    p.add_argument("--fflags", action="store_true", help="compile and link flags (Fortran)")
+    p.add_argument("--prefix-path", action="store_true", help="the prefix, for CMake")
+    p.add_argument("--prefix", default=None, help="where libsimai is installed")
+    p.set_defaults(func=native)
+
+
 def _add_submit_parser(commands: Any) -> argparse.ArgumentParser:
     """Add ``simai submit`` to the subcommands of the `simai` parser."""
     p = commands.add_parser(
@@ -623,6 +694,7 @@ def build_parser() -> argparse.ArgumentParser:
     stop_cmd.set_defaults(func=stop)
 
     _add_submit_parser(commands)
+    _add_native_parser(commands)
     return parser
 
 

@@ -341,6 +341,31 @@ def test_fortran_arrays_keep_their_shape_both_ways(native, store) -> None:
     assert _run(native.fortran, "read", store.url).strip() == "ok"
 
 
+def test_simai_native_prints_the_flags_that_build_a_program(native, store, tmp_path) -> None:
+    def simai_native(*args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "simai.cli", "native", "--prefix", str(native.prefix), *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+    flags = simai_native("--cflags", "--libs")
+    assert flags.returncode == 0, flags.stderr
+    assert f"-I{native.prefix}/include" in flags.stdout.split()
+    exe = tmp_path / "via-simai-native"
+    _run(native.cc, NATIVE / "tests" / "pkgconfig.c", "-o", exe, *flags.stdout.split())
+    assert _run(exe, store.url).startswith("ok 0.1.0")
+    assert simai_native("--prefix-path").stdout.strip() == str(native.prefix)
+    if native.fortran is not None:
+        assert "-lsimai_fortran" in simai_native("--fflags").stdout.split()
+    nothing = subprocess.run(
+        [sys.executable, "-m", "simai.cli", "native", "--cflags", "--prefix", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert nothing.returncode == 1
+    assert "libsimai is not installed under" in nothing.stderr
+    assert "cmake -S native" in nothing.stderr
+
+
 def test_pkg_config_finds_it(native, store, tmp_path) -> None:
     if shutil.which("pkg-config") is None:
         pytest.skip("no pkg-config: apt-get install pkg-config")
