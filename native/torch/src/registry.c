@@ -90,7 +90,7 @@ static int get_json(simai_store *store, const char *key, char **text)
 int simai_torch_latest(simai_store *store, const char *name, int64_t *version,
                        int *torchscript)
 {
-    char key[SIMAI_MAX_KEY_BYTES + 1], *text, *end;
+    char key[SIMAI_MAX_KEY_BYTES + 1], *text = NULL, *end = NULL;
     const char *v, *format;
     int rc;
     snprintf(key, sizeof key, "models/%s/latest", name);
