@@ -1,6 +1,7 @@
 /* Encoding, parsing and verifying entries; dtypes. */
 #include "codec.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,6 +13,9 @@
 #define ALIGN 64
 #define VERSION 2
 #define CHUNK (64 << 10)
+/* payloads at least this large are hashed on a second core while they are copied, as Python
+ * does (simai/store/codec.py PARALLEL_MIN); below it, copy and hash go chunk by chunk */
+#define PARALLEL_MIN ((size_t)4 << 20)
 
 static const uint8_t MAGIC[4] = {'S', 'M', 'A', 'I'};
 
@@ -217,9 +221,31 @@ int simai_verify(const struct simai_head *h, const void *payload)
     return simai_hash(payload, h->nbytes, h->seed) == h->checksum ? SIMAI_OK : mismatch();
 }
 
+struct hash_job {
+    const void *p;
+    size_t n;
+    uint64_t seed, sum;
+};
+
+static void *hash_job_run(void *arg)
+{
+    struct hash_job *job = arg;
+    job->sum = XXH3_64bits_withSeed(job->p, job->n, job->seed);
+    return NULL;
+}
+
 uint64_t simai_copy_hashed(void *dst, const void *src, size_t n, uint64_t seed)
 {
     XXH3_state_t state;
+    if (n >= PARALLEL_MIN) { /* hash the source on another core while this one copies it */
+        struct hash_job job = {src, n, seed, 0};
+        pthread_t thread;
+        if (pthread_create(&thread, NULL, hash_job_run, &job) == 0) {
+            memcpy(dst, src, n);
+            pthread_join(thread, NULL);
+            return job.sum;
+        }
+    }
     if (n <= CHUNK) {
         memcpy(dst, src, n);
         return XXH3_64bits_withSeed(dst, n, seed);
