@@ -292,6 +292,18 @@ def executor_config(executor: str, online: bool) -> dict[str, Any]:
     return {"oversubscribe": True} if online and cores <= len(wavelib.KERNELS) else {}
 
 
+def open_workflow(args: argparse.Namespace, config: dict[str, Any]) -> simai.Workflow:
+    """The run's workflow: a fresh run of --store and --executor placed by `config`."""
+    return simai.Workflow(
+        "wave",
+        store=args.store,
+        executor=args.executor,
+        run_dir=args.run_dir,
+        resume=False,
+        options=simai.WorkflowOptions(executor_config=config),
+    )
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.train == "full":
         return run_full(args)
@@ -305,14 +317,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
     }
     config = executor_config(args.executor, online)
-    with simai.Workflow(
-        "wave",
-        store=args.store,
-        executor=args.executor,
-        run_dir=args.run_dir,
-        resume=False,
-        options=simai.WorkflowOptions(executor_config=config),
-    ) as wf:
+    with open_workflow(args, config) as wf:
         store = wf.store()
         t0 = time.perf_counter()
 
@@ -402,14 +407,7 @@ def run_full(args: argparse.Namespace) -> dict[str, Any]:
     kernels = wavelib.FULL_KERNELS
     config, sim_resources = wavelib.placement(args.executor, online, len(kernels))
     opts = {"epochs": args.epochs, "batch": args.batch, "lr": args.lr, "seed": args.seed}
-    with simai.Workflow(
-        "wave",
-        store=args.store,
-        executor=args.executor,
-        run_dir=args.run_dir,
-        resume=False,
-        options=simai.WorkflowOptions(executor_config=config),
-    ) as wf:
+    with open_workflow(args, config) as wf:
         out = wavelib.run_full(
             wf,
             args.num_sims,
