@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from _native import native_fixture  # noqa: F401 - provides `native`
 from _netns import netns_hosts_fixture  # noqa: F401 - provides `netns_hosts`
 from _slurm import slurm_cluster_fixture  # noqa: F401 - provides `slurm_cluster`
 

@@ -20,24 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import test_native_store
-from test_native_store import (
-    _PY_HAMMER,
-    DTYPES,
-    JSON,
-    LONG,
-    SHAPES,
-    _fixture,
-    _hammer_value,
-    _pattern,
-    _run,
-)
+from _native import DTYPES, JSON, LONG, SHAPES, _fixture, _pattern, _run
+from test_native_store import _PY_HAMMER, _hammer_value
 
 import simai
 from simai.store.redis import RedisStore
 from simai.store.resp import Connection
-
-native = test_native_store.native  # the session fixture: libsimai built, its test programs
 
 PROBE = r"""
 #include <inttypes.h>
