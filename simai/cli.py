@@ -1,6 +1,7 @@
 """The `simai` command line.
 
     simai store start [--shards N] [--port P] [--bind ADDR] [--persist-dir DIR]
+                      [--tls [--tls-host NAME ...]]
     simai store stop | status | env
     simai run [--resume] SCRIPT [ARGS...]
     simai submit --slurm [--jobs N] [--time T] [--partition P] [--run-dir RUN]
@@ -12,7 +13,8 @@
 
 `simai store start` records what it started (pids, ports, password) in a 0600 JSON file,
 $SIMAI_HOME/store.json (SIMAI_HOME defaults to ~/.simai), and prints shell lines exporting
-SIMAI_STORE and SIMAI_STORE_PASSWORD, so `eval "$(simai store start)"` sets up a shell.
+SIMAI_STORE and SIMAI_STORE_PASSWORD (and, with --tls, the SIMAI_STORE_TLS_* files), so
+`eval "$(simai store start)"` sets up a shell.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any
 from simai.checks import check_int
 from simai.store import ENV_PASSWORD, ENV_URL
 from simai.store.redis_server import DEFAULT_PORT, RedisServers
+from simai.store.tls import TLSFiles
 
 ENV_HOME = "SIMAI_HOME"
 
@@ -69,10 +72,11 @@ def _write_state(state: dict[str, Any]) -> None:
 
 
 def _exports(state: dict[str, Any]) -> str:
-    return (
-        f"export {ENV_URL}={shlex.quote(state['url'])}\n"
-        f"export {ENV_PASSWORD}={shlex.quote(state['password'])}"
-    )
+    env = {ENV_URL: state["url"], ENV_PASSWORD: state["password"]}
+    tls = state.get("tls")
+    if tls:
+        env.update(TLSFiles(**tls).env())
+    return "\n".join(f"export {name}={shlex.quote(value)}" for name, value in env.items())
 
 
 def _note(msg: str) -> None:
@@ -83,6 +87,8 @@ def _note(msg: str) -> None:
 
 
 def store_start(args: argparse.Namespace) -> int:
+    if args.tls_host and not args.tls:
+        raise CLIError("--tls-host names an address for the TLS certificate: it needs --tls")
     state = _read_state()
     if state is not None:
         servers = RedisServers.attach(state)
@@ -102,6 +108,8 @@ def store_start(args: argparse.Namespace) -> int:
         persist_dir=args.persist_dir,
         log_dir=simai_home() / "redis",
         detach=True,
+        tls=args.tls,
+        tls_hosts=args.tls_host,
     )
     try:
         _write_state(servers.state())
@@ -595,7 +603,8 @@ def build_parser() -> argparse.ArgumentParser:
         "start",
         help="start redis-server shards and print shell exports",
         description="Start redis-server shards (password generated and required) and print "
-        'shell lines exporting SIMAI_STORE and SIMAI_STORE_PASSWORD: eval "$(simai store start)".',
+        "shell lines exporting SIMAI_STORE and SIMAI_STORE_PASSWORD (and the TLS files with "
+        '--tls): eval "$(simai store start)".',
     )
     start.add_argument(
         "--shards", type=_int_arg("shards", 1), default=1, help="number of shards (1)"
@@ -613,6 +622,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--persist-dir",
         default=None,
         help="keep the data here: saved at stop, loaded at the next start",
+    )
+    start.add_argument(
+        "--tls",
+        action="store_true",
+        help="speak only TLS (rediss://), with a new CA and certificates; clients need the "
+        "SIMAI_STORE_TLS_* files it exports",
+    )
+    start.add_argument(
+        "--tls-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another name or address clients reach the store at, for its certificate "
+        "(repeatable; the bound addresses, this host's names and loopback are in already)",
     )
     start.set_defaults(func=store_start)
     for name, func, text in [

@@ -186,7 +186,7 @@ def test_password_in_url_is_accepted_but_never_shown(redis_servers, monkeypatch)
 
 @pytest.mark.parametrize(
     "url",
-    ["redis://", "redis://host:port", "redis://h:1/0", "redis://h:99999", "rediss://h:1"],
+    ["redis://", "redis://host:port", "redis://h:1/0", "redis://h:99999", "rediss://h:1/x"],
 )
 def test_bad_urls_are_value_errors(url):
     with pytest.raises(ValueError):
@@ -196,6 +196,7 @@ def test_bad_urls_are_value_errors(url):
 def test_url_parsing():
     assert parse_url("redis://a:1,b,[::1]:3") == ([("a", 1), ("b", 6379), ("::1", 3)], None, None)
     assert parse_url("redis://u:p@a:1") == ([("a", 1)], "u", "p")
+    assert parse_url("rediss://a:1,b:2") == ([("a", 1), ("b", 2)], None, None)
 
 
 # --- values --------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The `redis://` store: one or several redis-server shards with client-side key hashing.
 
     redis://host:port[,host:port,...]
+    rediss://host:port[,host:port,...]     the same over TLS (see simai.store.tls)
 
 Each key, and each stream as a whole, lives on shard `crc32(name) % number_of_shards`.
 The password comes from the `password=` option, else $SIMAI_STORE_PASSWORD, else the URL
@@ -54,6 +55,7 @@ from simai.checks import check_int, check_seconds
 from simai.store import codec
 from simai.store.base import Store, StreamEnded, StreamTrimmed
 from simai.store.resp import AuthenticationError, Connection, ReplyError
+from simai.store.tls import ENV_TLS_CA, ENV_TLS_CERT, ENV_TLS_KEY, TLSFiles
 
 __all__ = ["AuthenticationError", "RedisStore", "ReplyError", "parse_url"]
 
@@ -74,12 +76,11 @@ def _alloc(n: int) -> memoryview:
 
 
 def parse_url(url: str) -> tuple[list[tuple[str, int]], str | None, str | None]:
-    """Split a redis:// URL into ([(host, port), ...], username, password)."""
+    """Split a redis:// or rediss:// (TLS) URL into ([(host, port), ...], username,
+    password)."""
     scheme, sep, rest = url.partition("://")
     if not sep or scheme.lower() not in ("redis", "rediss"):
         raise ValueError(f"not a redis:// URL: {_redact(url)!r}")
-    if scheme.lower() == "rediss":
-        raise ValueError("rediss:// (TLS) is not supported yet; use redis:// on a trusted network")
     netloc, _, path = rest.partition("/")
     if path.strip("/") or "?" in netloc or "#" in netloc:
         raise ValueError(
@@ -156,7 +157,7 @@ class RedisStore(Store):
     Parameters
     ----------
     url : str
-        ``redis://host:port[,host:port...]``, one address per shard.
+        ``redis://host:port[,host:port...]``, one address per shard; ``rediss://`` for TLS.
     password : str or None
         The servers' password (default: $SIMAI_STORE_PASSWORD).
     username : str or None
@@ -172,6 +173,11 @@ class RedisStore(Store):
         Prefix of every Redis key, so several stores can share servers.
     allow_pickle : bool
         Store and return arbitrary Python objects by pickling them (unpickling runs code).
+    tls : TLSFiles or None
+        With ``rediss://``: the CA that signed the servers' certificates, and this client's
+        certificate and key (default: the files $SIMAI_STORE_TLS_CA, $SIMAI_STORE_TLS_CERT
+        and $SIMAI_STORE_TLS_KEY name, as ``simai store start --tls`` and a workflow's TLS
+        store hand them to their processes).
     """
 
     def __init__(
@@ -185,9 +191,23 @@ class RedisStore(Store):
         connect_timeout: float = 5.0,
         namespace: str = "simai",
         allow_pickle: bool = False,
+        tls: TLSFiles | None = None,
     ) -> None:
         super().__init__(allow_pickle=allow_pickle)
         addrs, url_user, url_password = parse_url(url)
+        scheme = "rediss" if url.partition("://")[0].lower() == "rediss" else "redis"
+        self._tls = None
+        self.tls: TLSFiles | None = None
+        if scheme == "rediss":
+            files = self.tls = tls or TLSFiles.from_env()
+            if files is None:
+                raise ValueError(
+                    f"{scheme}:// needs the run's TLS files: set {ENV_TLS_CA}, {ENV_TLS_CERT} "
+                    f"and {ENV_TLS_KEY} (`simai store start --tls` prints them) or pass tls="
+                )
+            self._tls = files.client_context()
+        elif tls is not None:
+            raise ValueError("tls= is for rediss:// URLs; this one is redis:// (no TLS)")
         check_int("chunk_size", chunk_size, 1, maximum=MAX_BULK)
         if not namespace or not isinstance(namespace, str) or "\0" in namespace:
             raise ValueError(f"namespace must be a non-empty str without NUL, not {namespace!r}")
@@ -204,7 +224,7 @@ class RedisStore(Store):
         self._username = username or url_user
         self._addrs = addrs
         user = f"{self._username}@" if self._username else ""
-        self.url = "redis://" + user + ",".join(_address(h, p) for h, p in addrs)
+        self.url = f"{scheme}://" + user + ",".join(_address(h, p) for h, p in addrs)
         self.chunk_size = chunk_size
         self.timeout = check_seconds("timeout", timeout, positive=True, optional=True)
         self.connect_timeout = check_seconds("connect_timeout", connect_timeout, positive=True)
@@ -247,15 +267,19 @@ class RedisStore(Store):
                 port,
                 self._password,
                 self._username,
-                name=f"redis://{_address(host, port)}",
+                name=f"{self.url.partition(':')[0]}://{_address(host, port)}",
                 timeout=timeout,
                 connect_timeout=self.connect_timeout,
+                tls=self._tls,
             )
         except AuthenticationError as e:
             hint = "" if self._password else " (no password given: set SIMAI_STORE_PASSWORD)"
             raise AuthenticationError(f"{self._where(i)}: {e}{hint}") from None
         except ConnectionError as e:
-            raise ConnectionError(f"{self._where(i)}: {e}") from None
+            hint = ""
+            if self._tls is None and "reset by peer" in str(e):
+                hint = " (a store that speaks only TLS does this: is its URL rediss://?)"
+            raise ConnectionError(f"{self._where(i)}: {e}{hint}") from None
 
     def _where(self, i: int) -> str:
         if len(self._addrs) == 1:

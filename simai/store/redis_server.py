@@ -1,9 +1,11 @@
 """Start and stop real redis-server shards for the `redis://` store.
 
 Each shard is one redis-server on its own port, bound to 127.0.0.1 unless told otherwise,
-with a generated password that is required. The configuration, password included, reaches
-redis-server on its stdin (`redis-server -`), never on its command line, where `ps` shows it.
-No server is left behind: a start that fails part way stops the shards it already started.
+with a generated password that is required; with TLS, the port speaks only TLS and the
+shards refuse clients without a certificate of the store's own CA (see simai.store.tls).
+The configuration, password included, reaches redis-server on its stdin (`redis-server -`),
+never on its command line, where `ps` shows it. No server is left behind: a start that fails
+part way stops the shards it already started.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 from simai.checks import check_int
 from simai.store.private import private_dir
 from simai.store.resp import Connection, ReplyError
+from simai.store.tls import Certificates, TLSFiles, default_hosts, make_certificates
 
 DEFAULT_PORT = 6379
 MALLOC_CONF = "oversize_threshold:0,dirty_decay_ms:-1,muzzy_decay_ms:-1"
@@ -81,6 +84,13 @@ class RedisServers:
         process through `RedisServers.attach(state)` (the CLI's `simai store start`).
     malloc_conf : str or None
         The shards' MALLOC_CONF (None: inherit the environment's); see MALLOC_CONF.
+    tls : bool or Certificates
+        Speak only TLS, with client certificates required: True makes a new CA and the
+        server's and clients' certificates in ``log_dir/tls`` (for the bound addresses, this
+        host and loopback, and ``tls_hosts``); or the user's own :class:`Certificates`.
+    tls_hosts : list of str
+        More names or addresses the server certificate simai makes is valid for (those
+        that clients on other hosts use to reach the shards).
     """
 
     def __init__(
@@ -95,8 +105,12 @@ class RedisServers:
         start_timeout: float = 10.0,
         detach: bool = False,
         malloc_conf: str | None = MALLOC_CONF,
+        tls: bool | Certificates = False,
+        tls_hosts: list[str] | tuple[str, ...] = (),
     ) -> None:
         check_int("shards", shards, 1)
+        if not isinstance(tls, (bool, Certificates)):
+            raise TypeError(f"tls must be True, False or a Certificates, not {tls!r}")
         check_int("port (0: any free port)", port, 0, maximum=65535 - shards + 1)
         exe = shutil.which(executable)
         if exe is None:
@@ -120,6 +134,10 @@ class RedisServers:
         self._own_log_dir = log_dir is None
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="simai-redis-")).resolve()
         private_dir(self.log_dir)
+        if tls is True:
+            hosts = default_hosts(bind) + [str(h) for h in tls_hosts]
+            tls = make_certificates(self.log_dir / "tls", hosts)
+        self.certificates: Certificates | None = tls or None
         self.shards: list[Shard] = []
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
         self._finalizer: weakref.finalize | None = None
@@ -142,6 +160,7 @@ class RedisServers:
                 self.persist_dir is not None,
                 dict(self._procs),
                 self.log_dir if self._own_log_dir else None,
+                self.tls,
             )
 
     @classmethod
@@ -154,6 +173,9 @@ class RedisServers:
         self.log_dir = Path(state["log_dir"])
         self._own_log_dir = False
         self.shards = [Shard(**s) for s in state["shards"]]
+        tls = state.get("tls")
+        self.certificates = None
+        self._client_tls = TLSFiles(**tls) if tls else None
         self._procs = {}
         self._finalizer = None
         return self
@@ -167,18 +189,28 @@ class RedisServers:
             "persist_dir": str(self.persist_dir) if self.persist_dir else None,
             "log_dir": str(self.log_dir),
             "shards": [asdict(s) for s in self.shards],
+            "tls": None if self.tls is None else {k: str(v) for k, v in asdict(self.tls).items()},
         }
 
     @property
+    def tls(self) -> TLSFiles | None:
+        """What a client needs for TLS (the CA, a client certificate and its key), or None."""
+        if self.certificates is not None:
+            return self.certificates.client
+        return getattr(self, "_client_tls", None)
+
+    @property
     def url(self) -> str:
-        """The store URL (without the password): redis://host:port[,host:port...].
+        """The store URL (without the password): redis://host:port[,host:port...], or
+        rediss:// with TLS.
 
         Shards bound to every interface are named by this node's host name, so that other
         nodes can use the URL too.
         """
         first = self.bind.split()[0]
         host = socket.gethostname() if first in ("0.0.0.0", "::", "*") else first
-        return "redis://" + ",".join(Shard(host, s.port, s.pid).address for s in self.shards)
+        scheme = "redis" if self.tls is None else "rediss"
+        return f"{scheme}://" + ",".join(Shard(host, s.port, s.pid).address for s in self.shards)
 
     @property
     def pids(self) -> list[int]:
@@ -189,13 +221,7 @@ class RedisServers:
         out: list[str | None] = []
         for s in self.shards:
             try:
-                c = Connection(
-                    _client_host(s.host),
-                    s.port,
-                    self.password,
-                    connect_timeout=timeout,
-                    timeout=timeout,
-                )
+                c = _connect(s.host, s.port, self.password, self.tls, timeout)
                 try:
                     c.command("PING")
                 finally:
@@ -220,13 +246,20 @@ class RedisServers:
             self._finalizer = None
         try:
             _stop_shards(
-                self.shards, self.password, self.persist_dir is not None, self._procs, timeout
+                self.shards,
+                self.password,
+                self.persist_dir is not None,
+                self._procs,
+                timeout,
+                self.tls,
             )
         finally:
             self.shards = []
             self._procs = {}
             if self._own_log_dir:
                 shutil.rmtree(self.log_dir, ignore_errors=True)
+            elif self.certificates is not None:
+                shutil.rmtree(self.log_dir / "tls", ignore_errors=True)
 
     def __enter__(self) -> RedisServers:
         return self
@@ -243,9 +276,20 @@ class RedisServers:
         log = self.log_dir / f"redis-{port}.log"
         workdir = self.persist_dir or self.log_dir
         private_dir(workdir)  # dumps hold the data the password guards
+        tls = self.certificates.server if self.certificates is not None else None
+        ports = [f"port {port}"]
+        if tls is not None:
+            ports = [
+                "port 0",  # no plaintext port
+                f"tls-port {port}",
+                f'tls-cert-file "{tls.cert}"',
+                f'tls-key-file "{tls.key}"',
+                f'tls-ca-cert-file "{tls.ca}"',
+                "tls-auth-clients yes",
+            ]
         config = "\n".join(
             [
-                f"port {port}",
+                *ports,
                 f"bind {self.bind}",
                 f'requirepass "{self.password}"',
                 "daemonize no",
@@ -296,7 +340,7 @@ class RedisServers:
                     f"redis-server for port {port} exited with code {proc.returncode}:\n{tail}"
                 )
             try:
-                c = Connection(host, port, self.password, connect_timeout=1.0)
+                c = _connect(host, port, self.password, self.tls, 1.0, timeout=None)
                 try:
                     c.command("PING")  # answers -LOADING while a persisted dataset loads
                 finally:
@@ -312,6 +356,25 @@ class RedisServers:
                     f"redis-server on port {port} did not answer within {timeout:g} s"
                 )
             time.sleep(0.01)
+
+
+def _connect(
+    host: str,
+    port: int,
+    password: str,
+    tls: TLSFiles | None,
+    connect_timeout: float,
+    timeout: float | None = -1.0,
+) -> Connection:
+    """A connection to a shard bound to ``host`` (timeout -1: the connect timeout)."""
+    return Connection(
+        _client_host(host),
+        port,
+        password,
+        connect_timeout=connect_timeout,
+        timeout=connect_timeout if timeout == -1.0 else timeout,
+        tls=None if tls is None else tls.client_context(),
+    )
 
 
 def _client_host(bind: str) -> str:
@@ -378,10 +441,11 @@ def _cleanup(
     save: bool,
     procs: dict[int, subprocess.Popen[bytes]],
     log_dir: Path | None,
+    tls: TLSFiles | None,
 ) -> None:
     """Stop shards whose RedisServers was dropped without stop(), e.g. at interpreter exit."""
     try:
-        _stop_shards(shards, password, save, procs)
+        _stop_shards(shards, password, save, procs, tls=tls)
     finally:
         if log_dir is not None:
             shutil.rmtree(log_dir, ignore_errors=True)
@@ -393,6 +457,7 @@ def _stop_shards(
     save: bool,
     procs: dict[int, subprocess.Popen[bytes]],
     timeout: float = 10.0,
+    tls: TLSFiles | None = None,
 ) -> None:
     for s in shards:
         proc = procs.get(s.pid)
@@ -401,7 +466,7 @@ def _stop_shards(
         if proc is None and not _pid_is_redis(s.pid):
             continue
         with contextlib.suppress(OSError, ReplyError):
-            c = Connection(_client_host(s.host), s.port, password, connect_timeout=2.0, timeout=5.0)
+            c = _connect(s.host, s.port, password, tls, 2.0, timeout=5.0)
             try:
                 c.send([("SHUTDOWN", "SAVE" if save else "NOSAVE")])
                 with contextlib.suppress(OSError):

@@ -15,6 +15,7 @@ replies as ReplyError.
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -64,7 +65,9 @@ class Connection:
     timeout : float or None
         Seconds each socket operation may take (None: wait forever).
     connect_timeout : float
-        Seconds the TCP connect and AUTH may take.
+        Seconds the TCP connect, TLS handshake and AUTH may take.
+    tls : ssl.SSLContext or None
+        Speak TLS, verifying the server against this context (see :mod:`simai.store.tls`).
     """
 
     def __init__(
@@ -77,9 +80,10 @@ class Connection:
         name: str | None = None,
         timeout: float | None = None,
         connect_timeout: float = 5.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.host, self.port = host, port
-        self.name = name or f"redis://{host}:{port}"
+        self.name = name or f"{'redis' if tls is None else 'rediss'}://{host}:{port}"
         self.timeout = timeout
         self._buf = bytearray()
         self._pos = 0
@@ -92,6 +96,8 @@ class Connection:
         except OSError as e:
             raise ConnectionError(f"cannot connect to {self.name}: {e.strerror or e}") from None
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls is not None:
+            self._handshake(tls)
         try:
             if password is not None:
                 auth = ("AUTH", username, password) if username else ("AUTH", password)
@@ -101,10 +107,40 @@ class Connection:
         except ReplyError as e:
             self.close()
             raise ConnectionError(f"{self.name} refused the connection: {e}") from None
+        except (ssl.SSLError, ConnectionError) as e:
+            self.close()
+            if tls is None or isinstance(e, AuthenticationError):
+                raise
+            # TLS 1.3: the server checks the client's certificate after the client's side
+            # of the handshake ended, and a refusal ends the session at the first command
+            raise ConnectionError(
+                f"{self.name} ended the TLS session: it refused this client's certificate "
+                f"(not signed by the CA it trusts?): {e}"
+            ) from None
         except BaseException:
             self.close()
             raise
         self._sock.settimeout(timeout)
+
+    def _handshake(self, tls: ssl.SSLContext) -> None:
+        plain, self._sock = self._sock, None
+        assert plain is not None
+        try:
+            self._sock = tls.wrap_socket(plain, server_hostname=self.host)
+        except ssl.SSLCertVerificationError as e:
+            plain.close()
+            raise ConnectionError(
+                f"{self.name} did not prove who it is: {e.verify_message} (its certificate "
+                "is not one the run's CA signed for this address)"
+            ) from None
+        except (ssl.SSLError, OSError) as e:
+            plain.close()
+            why = str(e)
+            if "CERTIFICATE" in why.upper() or "ALERT" in why.upper():
+                why += " (the server refused this client's certificate?)"
+            elif isinstance(e, ssl.SSLError) or "reset" in why.lower():
+                why += " (does the server speak TLS?)"
+            raise ConnectionError(f"TLS with {self.name} failed: {why}") from None
 
     @property
     def closed(self) -> bool:

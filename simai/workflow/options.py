@@ -38,6 +38,10 @@ class WorkflowOptions:
     store_bind : str
         The address the shards the workflow starts listen on (default ``127.0.0.1``); a
         clustered layout needs one the executor's nodes reach.
+    store_tls : bool
+        With ``store="redis"``: the shards speak only TLS (``rediss://``), with a new CA and
+        certificates made for the run; its processes get the files in the environment
+        (``SIMAI_STORE_TLS_*``), as they get the password. Default False.
     heartbeat_interval : float
         Seconds between the heartbeats of components and the workflow's checks (default 1).
     heartbeat_timeout : float
@@ -50,6 +54,7 @@ class WorkflowOptions:
     layout: str = "colocated"
     store_cores: int = 0
     store_bind: str = "127.0.0.1"
+    store_tls: bool = False
     heartbeat_interval: float = 1.0
     heartbeat_timeout: float = 60.0
 
@@ -61,6 +66,8 @@ class WorkflowOptions:
             raise ValueError(f"layout must be one of {LAYOUTS}, not {self.layout!r}")
         if not isinstance(self.store_bind, str):
             raise TypeError(f"store_bind must be a host address, not {self.store_bind!r}")
+        if not isinstance(self.store_tls, bool):
+            raise TypeError(f"store_tls must be True or False, not {self.store_tls!r}")
         if not self.store_bind.strip():
             raise ValueError(f"store_bind must be a host address, not {self.store_bind!r}")
         checked = {
@@ -87,6 +94,12 @@ class WorkflowOptions:
         """Refuse options that do not fit a workflow's ``store``."""
         if self.store_cores and store != "redis":
             raise ValueError("store_cores pins redis-server shards: it needs store='redis'")
+        if self.store_tls and store != "redis":
+            raise ValueError(
+                "store_tls starts the run's redis-server shards with TLS: it needs "
+                "store='redis' (a rediss:// URL of your own store takes its TLS files from "
+                "SIMAI_STORE_TLS_CA, SIMAI_STORE_TLS_CERT and SIMAI_STORE_TLS_KEY)"
+            )
         if self.layout == "clustered" and store == "redis" and self.store_bind.startswith("127."):
             raise ValueError(
                 "a clustered layout runs components on other nodes: the store's shards must "

@@ -340,7 +340,11 @@ class Workflow:
             bind=self.options.store_bind,
             persist_dir=persist,
             log_dir=self.run_dir.logs_dir,
+            tls=self.options.store_tls,
         )
+        if self._servers.tls is not None:
+            for key, value in self._servers.tls.env().items():
+                self._set_env(key, value)
         if cores:
             node = sorted(os.sched_getaffinity(0))
             if cores >= len(node):
