@@ -39,6 +39,8 @@ through chunk keys, so the script only ever handles small strings.
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import os
 import secrets
 import struct
@@ -53,6 +55,7 @@ import numpy as np
 
 from simai.checks import check_int, check_seconds
 from simai.store import codec
+from simai.store.access import ENV_ACCESS, ENV_USER, StoreAccess, acl_rules
 from simai.store.base import Store, StreamEnded, StreamTrimmed
 from simai.store.resp import AuthenticationError, Connection, ReplyError
 from simai.store.tls import ENV_TLS_CA, ENV_TLS_CERT, ENV_TLS_KEY, TLSFiles
@@ -69,6 +72,7 @@ _INLINE_MAX = 64 * 1024
 _UNKNOWN: Any = object()
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _alloc(n: int) -> memoryview:
@@ -151,6 +155,34 @@ def _chunks(header: bytes, payload: memoryview, size: int) -> Iterator[tuple[mem
         start = end
 
 
+def _is_denied(e: ReplyError) -> bool:
+    text = str(e)
+    return text.startswith("NOPERM") or "no permissions" in text
+
+
+def _guarded(op: str) -> Callable[[F], F]:
+    """A backend method whose first argument is a key or stream name: a refusal by the
+    servers' access rules becomes a PermissionError naming the key, the operation and who
+    was refused."""
+
+    def wrap(method: F) -> F:
+        @functools.wraps(method)
+        def guarded(self: RedisStore, name: Any, *args: Any, **kw: Any) -> Any:
+            try:
+                return method(self, name, *args, **kw)
+            except ReplyError as e:
+                if not _is_denied(e):
+                    raise
+                if isinstance(name, list):  # _write_many's entries, _read_many's keys
+                    keys = [k[0] if isinstance(k, tuple) else k for k in name]
+                    raise PermissionError(self._denied(op, keys)) from None
+                raise PermissionError(self._denied(op, name)) from None
+
+        return guarded  # type: ignore[return-value]
+
+    return wrap
+
+
 class RedisStore(Store):
     """Store on redis-server shards; see the module docstring for the layout.
 
@@ -161,7 +193,8 @@ class RedisStore(Store):
     password : str or None
         The servers' password (default: $SIMAI_STORE_PASSWORD).
     username : str or None
-        An ACL user name (default: the one in the URL, if any).
+        An ACL user name (default: the one in the URL, else $SIMAI_STORE_USER, which a
+        workflow sets for each component: see :mod:`simai.store.access`).
     chunk_size : int
         Most bytes sent in one Redis value (Redis's limit is 512 MB); larger entries are split.
     timeout : float or None
@@ -221,7 +254,7 @@ class RedisStore(Store):
         from simai.store import ENV_PASSWORD
 
         self._password = password or os.environ.get(ENV_PASSWORD) or url_password
-        self._username = username or url_user
+        self._username = username or url_user or os.environ.get(ENV_USER) or None
         self._addrs = addrs
         user = f"{self._username}@" if self._username else ""
         self.url = f"{scheme}://" + user + ",".join(_address(h, p) for h, p in addrs)
@@ -285,6 +318,48 @@ class RedisStore(Store):
         if len(self._addrs) == 1:
             return f"redis store {self.url}"
         return f"redis store {self.url} (shard {_address(*self._addrs[i])})"
+
+    def _denied(self, op: str, key: str | list[str]) -> str:
+        from simai.store.counters import COMPONENT_ENV
+
+        component = os.environ.get(COMPONENT_ENV)
+        who = f"store user {self._username or 'default'!r}"
+        if component:
+            who = f"component {component!r} ({who})"
+        what = repr(key) if isinstance(key, str) else f"one of the keys {key!r}"
+        text = f"{who} may not {op} {what} in {self.url}"
+        declared = os.environ.get(ENV_ACCESS)
+        if declared:
+            try:
+                access = StoreAccess.of(json.loads(declared))
+                text += f": its store_access allows {access.describe() if access else 'nothing'}"
+            except (ValueError, TypeError):
+                pass
+        return text
+
+    # --- users (see simai.store.access) ---------------------------------------------------
+
+    def set_user(self, name: str, password: str, access: StoreAccess) -> None:
+        """Create (or replace) ACL user ``name`` on every shard, with ``password`` and the
+        rights ``access`` gives over this store's keys. Needs a user that may run ACL (the
+        workflow's own)."""
+        rules = acl_rules(access, self._ns[:-1].decode(), password)
+        for i in range(len(self._addrs)):
+            with self._shard(i) as conn:
+                try:
+                    conn.command("ACL", "SETUSER", name, *rules)
+                except ReplyError as e:
+                    raise PermissionError(
+                        f"{self._where(i)}: cannot create store user {name!r}: {e} (only "
+                        "the store's administrating user, the workflow's own, can)"
+                    ) from None
+
+    def delete_user(self, name: str) -> None:
+        """Remove ACL user ``name`` from every shard (no error if it is not there); its
+        open connections are closed by the servers."""
+        for i in range(len(self._addrs)):
+            with self._shard(i) as conn:
+                conn.command("ACL", "DELUSER", name)
 
     def _shard(self, i: int) -> _ShardUse:
         """`with self._shard(i) as conn:` holds shard i's connection (connecting if needed)."""
@@ -363,6 +438,7 @@ class RedisStore(Store):
     def _k(self, kind: bytes, name: str) -> bytes:
         return self._ns + kind + b":" + name.encode()
 
+    @_guarded("write")
     def _write(self, key: str, header: bytes, payload: memoryview) -> None:
         kb = key.encode()
         ns = self._ns
@@ -393,6 +469,7 @@ class RedisStore(Store):
                 raise errors[0] if errors else ReplyError(f"transaction failed: {done!r}")
             self._drop_chunks(conn, key, done[1])
 
+    @_guarded("write")
     def _write_many(self, entries: list[tuple[str, bytes, memoryview]]) -> None:
         """Pipelined: one round trip per shard for all but huge values."""
         groups: dict[int, list[tuple[str, bytes, bytes, bytes, memoryview]]] = {}
@@ -418,6 +495,7 @@ class RedisStore(Store):
                         old = conn.command("EVAL", _COLLECT_SCRIPT, 2, vkey, pkey)
                         self._drop_chunks(conn, key, old)
 
+    @_guarded("read")
     def _read_many(self, keys: list[str], view: bool) -> list[tuple[Any, int]]:
         """Pipelined: one round trip per shard."""
         bufs: list[Any] = [None] * len(keys)
@@ -451,9 +529,11 @@ class RedisStore(Store):
         if _is_pointer(old):
             conn.command("DEL", *self._chunk_keys(b"c", key, old))
 
+    @_guarded("read")
     def _read(self, key: str, view: bool) -> tuple[Any, int]:
         return self._decode(self._read_entry(key), view)
 
+    @_guarded("read")
     def _read_into(self, key: str, out: np.ndarray) -> None:
         codec.decode_into(self._read_entry(key), out)
 
@@ -486,10 +566,12 @@ class RedisStore(Store):
             return None
         return out
 
+    @_guarded("read")
     def _exists(self, key: str) -> bool:
         with self._shard(self.shard_of(key)) as conn:
             return conn.command("EXISTS", self._k(b"v", key)) == 1
 
+    @_guarded("delete")
     def _delete(self, key: str) -> bool:
         with self._shard(self.shard_of(key)) as conn:
             cmds = [("MULTI",), ("DEL", self._k(b"v", key)), ("GETDEL", self._k(b"p", key))]
@@ -511,6 +593,7 @@ class RedisStore(Store):
                         break
         return out
 
+    @_guarded("wait for")
     def _wait(self, key: str, deadline: float | None) -> bool:
         def check() -> bool | None:
             return True if self._exists(key) else None
@@ -520,6 +603,7 @@ class RedisStore(Store):
 
     # --- streams -------------------------------------------------------------------------
 
+    @_guarded("append to")
     def _append(
         self, stream: str, header: bytes, payload: memoryview, deadline: float | None
     ) -> int | None:
@@ -590,6 +674,7 @@ class RedisStore(Store):
                     conn.command("DEL", *ckeys)
         return index
 
+    @_guarded("create stream")
     def _create_stream(self, stream: str, maxlen: int, policy: str) -> None:
         keys = (self._k(b"s", stream), self._k(b"b", stream))
         with self._shard(self.shard_of(stream)) as conn:
@@ -607,6 +692,7 @@ class RedisStore(Store):
             )
         self._bounded[stream] = bounds
 
+    @_guarded("read stream")
     def _stream_read(
         self, stream: str, index: int, deadline: float | None, view: bool
     ) -> tuple[Any, int] | None:
@@ -654,6 +740,7 @@ class RedisStore(Store):
 
         return self._notified(i, self._k(b"m", stream), check, deadline)
 
+    @_guarded("read stream")
     def _stream_len(self, stream: str) -> int:
         with self._shard(self.shard_of(stream)) as conn:
             n, closed_at, start = conn.pipeline(
@@ -666,6 +753,7 @@ class RedisStore(Store):
             n += int(start or 0)
             return n if closed_at is None else min(n, int(closed_at))
 
+    @_guarded("read stream")
     def _stream_info(self, stream: str) -> dict[str, Any]:
         with self._shard(self.shard_of(stream)) as conn:
             bounds, n, closed_at, groups = conn.pipeline(
@@ -688,6 +776,7 @@ class RedisStore(Store):
             "groups": {groups[j].decode(): int(groups[j + 1]) for j in range(0, len(groups), 2)},
         }
 
+    @_guarded("read stream")
     def _set_position(self, stream: str, group: str, index: int) -> None:
         with self._shard(self.shard_of(stream)) as conn:
             conn.pipeline(
@@ -697,11 +786,13 @@ class RedisStore(Store):
                 ]
             )
 
+    @_guarded("read stream")
     def _position(self, stream: str, group: str) -> int | None:
         with self._shard(self.shard_of(stream)) as conn:
             pos = conn.command("HGET", self._k(b"g", stream), group)
         return None if pos is None else int(pos)
 
+    @_guarded("close stream")
     def _close_stream(self, stream: str) -> None:
         """Record the length at closing: entries past it (late appends) do not count."""
         keys = [self._k(k, stream) for k in (b"s", b"e", b"b")]
@@ -714,6 +805,7 @@ class RedisStore(Store):
                 ]
             )
 
+    @_guarded("delete stream")
     def _delete_stream(self, stream: str) -> bool:
         self._bounded.pop(stream, None)
         self._starts.pop(stream, None)

@@ -89,6 +89,8 @@ class Component:
         self._target = target
         self._spec = self._write_spec(target, args, kwargs)
         self._future: Future | None = None
+        #: the environment of its own store user (see Workflow.start), set by the workflow
+        self.store_env: dict[str, str] = {}
         self._stopping = False
         self._ended = threading.Event()
         self._lock = threading.Lock()
@@ -116,6 +118,7 @@ class Component:
         base = self._target if isinstance(self._target, Command) else None
         env = dict(base.env or {}) if base is not None else {}
         env[COMPONENT_ENV] = self.name
+        env.update(self.store_env)
         return Command(
             [sys.executable, "-m", "simai.workflow._runner", str(self._spec)],
             ranks=self.resources.ranks,

@@ -8,12 +8,13 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from simai.launch import Command, Executor, Resources, get_executor
 from simai.launch.executor import Task, check_executor, failure_reason
 from simai.launch.signals import leave_stop_signals_to_main_thread
 from simai.store import ENV_PASSWORD, ENV_URL, Store, open_store
+from simai.store.access import ENV_ACCESS, ENV_USER, EVERYTHING, StoreAccess
 from simai.store.counters import COMPONENT_ENV
 from simai.store.local import LocalStore, local_root
 from simai.workflow import metrics
@@ -155,6 +157,8 @@ class Workflow:
         self.closing = False
         self._exit = contextlib.ExitStack()
         self._servers: Any = None
+        self._admin_store: Store | None = None
+        self._store_users: list[str] = []
         self._local_url: str | None = None
         self._saved_env: dict[str, str | None] = {}
         self._monitor_stop = threading.Event()
@@ -356,7 +360,28 @@ class Workflow:
             self._executor_config.setdefault("cores", node[cores:])
         return self._servers.url, self._servers.password
 
+    def _store_user(self, component: str, access: StoreAccess | None) -> dict[str, str]:
+        """A redis store user of the component's own (see :meth:`start`): the environment
+        that hands it its name and secret; nothing on other stores."""
+        if not self.store_url.startswith(("redis://", "rediss://")):
+            return {}
+        if self._admin_store is None:
+            self._admin_store = open_store(self.store_url)
+        user = "simai-" + re.sub(r"[^A-Za-z0-9_.-]", "_", f"{self.name}-{component}")
+        secret = secrets.token_urlsafe(24)
+        access = access or EVERYTHING
+        self._admin_store.set_user(user, secret, access)  # type: ignore[attr-defined]
+        self._store_users.append(user)
+        return {ENV_USER: user, ENV_PASSWORD: secret, ENV_ACCESS: access.to_json()}
+
     def _stop_store(self, complete: bool) -> None:
+        if self._admin_store is not None:
+            for user in self._store_users:
+                with contextlib.suppress(OSError):
+                    self._admin_store.delete_user(user)  # type: ignore[attr-defined]
+            self._store_users.clear()
+            self._admin_store.close()
+            self._admin_store = None
         if self._servers is not None:
             self._servers.stop()
             self._servers = None
@@ -581,12 +606,24 @@ class Workflow:
         resources: Resources | dict[str, int] | None = None,
         restart: str = "never",
         max_restarts: int = 3,
+        store_access: StoreAccess | Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> Component:
         """Start a long-running component: a function called with args, or a Command.
 
         `restart` is "never", "on-failure" or "always"; at most `max_restarts` restarts.
+        On a redis store the component gets a store user of its own: `store_access`
+        (``{"read": [prefixes], "write": [prefixes]}``) limits it to those keys and streams,
+        and a write elsewhere is a PermissionError; without it the user has every key but
+        no administration (see :mod:`simai.store.access`).
         """
+        access = StoreAccess.of(store_access)
+        if access is not None and not self.store_url.startswith(("redis://", "rediss://")):
+            raise ValueError(
+                f"store_access needs the redis store, whose servers enforce it; this run's "
+                f"store is {self.store_url.split('://')[0]}:// (a store of this user's own "
+                "memory or files, which any of its processes may write)"
+            )
         if restart not in POLICIES:
             raise ValueError(f"restart must be one of {POLICIES}, not {restart!r}")
         max_restarts = check_int("max_restarts", max_restarts, 0)
@@ -608,6 +645,7 @@ class Workflow:
         component = Component(
             self, name, target, args, kwargs, as_resources(resources), restart, max_restarts
         )
+        component.store_env = self._store_user(name, access)
         self.components[name] = component
         component._launch()
         return component
