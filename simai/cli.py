@@ -3,6 +3,7 @@
     simai store start [--shards N] [--port P] [--bind ADDR] [--persist-dir DIR]
                       [--tls [--tls-host NAME ...]]
     simai store stop | status | env
+    simai store user add NAME [--read PREFIX ...] [--write PREFIX ...] | remove NAME
     simai run [--resume] SCRIPT [ARGS...]
     simai submit --slurm [--jobs N] [--time T] [--partition P] [--run-dir RUN]
                  [--sbatch-arg=ARGS] SCRIPT [ARGS...]
@@ -24,6 +25,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import shlex
 import signal
 import sys
@@ -33,6 +35,7 @@ from typing import Any
 
 from simai.checks import check_int
 from simai.store import ENV_PASSWORD, ENV_URL
+from simai.store.access import ENV_ACCESS, ENV_USER, StoreAccess
 from simai.store.redis_server import DEFAULT_PORT, RedisServers
 from simai.store.tls import TLSFiles
 
@@ -155,6 +158,59 @@ def store_env(args: argparse.Namespace) -> int:
     if state is None:
         raise CLIError(f"no store recorded in {_state_file()}; start one with `simai store start`")
     print(_exports(state))
+    return 0
+
+
+def _admin_store(state: dict[str, Any]) -> Any:
+    """The recorded store, opened as its administrating user."""
+    from simai.store.redis import RedisStore
+
+    tls = state.get("tls")
+    return RedisStore(
+        state["url"], password=state["password"], tls=TLSFiles(**tls) if tls else None
+    )
+
+
+_USER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def store_user_add(args: argparse.Namespace) -> int:
+    state = _read_state()
+    if state is None:
+        raise CLIError(f"no store recorded in {_state_file()}; start one with `simai store start`")
+    if not _USER_NAME.fullmatch(args.name) or args.name == "default":
+        raise CLIError(
+            f"user name {args.name!r}: use 1 to 64 letters, digits, '_', '.' or '-' (not "
+            "'default', the store's administrating user)"
+        )
+    if not args.read and not args.write:
+        raise CLIError("say what the user may do: --read PREFIX and/or --write PREFIX")
+    access = StoreAccess.of({"read": args.read, "write": args.write})
+    assert access is not None
+    secret = secrets.token_urlsafe(24)
+    with _admin_store(state) as store:
+        store.set_user(args.name, secret, access)
+    env = {
+        ENV_URL: state["url"],
+        ENV_USER: args.name,
+        ENV_PASSWORD: secret,
+        ENV_ACCESS: access.to_json(),
+    }
+    if state.get("tls"):
+        env.update(TLSFiles(**state["tls"]).env())
+    _note(f"# store user {args.name!r} may {access.describe()}; remove with "
+          f"`simai store user remove {args.name}`")  # fmt: skip
+    print("\n".join(f"export {k}={shlex.quote(v)}" for k, v in env.items()))
+    return 0
+
+
+def store_user_remove(args: argparse.Namespace) -> int:
+    state = _read_state()
+    if state is None:
+        raise CLIError(f"no store recorded in {_state_file()}: no users to remove")
+    with _admin_store(state) as store:
+        store.delete_user(args.name)
+    _note(f"# removed store user {args.name!r} (its connections are closed)")
     return 0
 
 
@@ -644,6 +700,29 @@ def build_parser() -> argparse.ArgumentParser:
         ("env", store_env, "print the shell exports for the recorded store again"),
     ]:
         store_cmds.add_parser(name, help=text, description=text).set_defaults(func=func)
+    user = store_cmds.add_parser(
+        "user",
+        help="add or remove a store user limited to key prefixes (for a component elsewhere)",
+        description="Give a process (a component on another machine, say) a store user of its "
+        "own: `add` prints the shell exports it needs (URL, user, secret, TLS files); "
+        "`remove` takes the user away and closes its connections.",
+    )
+    user_cmds = user.add_subparsers(dest="user_command", metavar="ACTION", required=True)
+    add = user_cmds.add_parser("add", help="add a user and print its exports")
+    add.add_argument("name", help="the user's name")
+    add.add_argument(
+        "--read",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="a key prefix it may read (repeatable; '' for every key)",
+    )
+    add.add_argument("--write", action="append", default=[], metavar="PREFIX",
+                     help="a key prefix it may write and read (repeatable)")  # fmt: skip
+    add.set_defaults(func=store_user_add)
+    remove = user_cmds.add_parser("remove", help="remove a user")
+    remove.add_argument("name", help="the user's name")
+    remove.set_defaults(func=store_user_remove)
     status_cmd = commands.add_parser(
         "status",
         help="summarise a run on one screen: tasks, components, durations, metrics, failures",

@@ -134,10 +134,13 @@ class RedisServers:
         self._own_log_dir = log_dir is None
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="simai-redis-")).resolve()
         private_dir(self.log_dir)
+        made = tls is True
         if tls is True:
             hosts = default_hosts(bind) + [str(h) for h in tls_hosts]
             tls = make_certificates(self.log_dir / "tls", hosts)
         self.certificates: Certificates | None = tls or None
+        #: the certificates simai made here (removed with the shards), not the user's own
+        self._tls_dir = self.log_dir / "tls" if tls and made else None
         self.shards: list[Shard] = []
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
         self._finalizer: weakref.finalize | None = None
@@ -176,6 +179,7 @@ class RedisServers:
         tls = state.get("tls")
         self.certificates = None
         self._client_tls = TLSFiles(**tls) if tls else None
+        self._tls_dir = Path(state["tls_dir"]) if state.get("tls_dir") else None
         self._procs = {}
         self._finalizer = None
         return self
@@ -190,6 +194,7 @@ class RedisServers:
             "log_dir": str(self.log_dir),
             "shards": [asdict(s) for s in self.shards],
             "tls": None if self.tls is None else {k: str(v) for k, v in asdict(self.tls).items()},
+            "tls_dir": None if self._tls_dir is None else str(self._tls_dir),
         }
 
     @property
@@ -258,8 +263,8 @@ class RedisServers:
             self._procs = {}
             if self._own_log_dir:
                 shutil.rmtree(self.log_dir, ignore_errors=True)
-            elif self.certificates is not None:
-                shutil.rmtree(self.log_dir / "tls", ignore_errors=True)
+            elif self._tls_dir is not None:
+                shutil.rmtree(self._tls_dir, ignore_errors=True)
 
     def __enter__(self) -> RedisServers:
         return self
