@@ -1,7 +1,7 @@
 """The `simai` command line.
 
     simai store start [--shards N] [--port P] [--bind ADDR] [--persist-dir DIR]
-                      [--tls [--tls-host NAME ...]]
+                      [--tls [--tls-host NAME ...] | --tls-dir DIR]
     simai store stop | status | env
     simai store user add NAME [--read PREFIX ...] [--write PREFIX ...] | remove NAME
     simai run [--resume] SCRIPT [ARGS...]
@@ -37,7 +37,7 @@ from simai.checks import check_int
 from simai.store import ENV_PASSWORD, ENV_URL
 from simai.store.access import ENV_ACCESS, ENV_USER, StoreAccess
 from simai.store.redis_server import DEFAULT_PORT, RedisServers
-from simai.store.tls import TLSFiles
+from simai.store.tls import Certificates, TLSFiles
 
 ENV_HOME = "SIMAI_HOME"
 
@@ -92,6 +92,14 @@ def _note(msg: str) -> None:
 def store_start(args: argparse.Namespace) -> int:
     if args.tls_host and not args.tls:
         raise CLIError("--tls-host names an address for the TLS certificate: it needs --tls")
+    tls: bool | Certificates = args.tls
+    if args.tls_dir is not None:
+        if args.tls or args.tls_host:
+            raise CLIError("--tls-dir brings your own certificates: leave out --tls and --tls-host")
+        try:
+            tls = Certificates.from_dir(args.tls_dir)
+        except OSError as e:
+            raise CLIError(str(e)) from None
     state = _read_state()
     if state is not None:
         servers = RedisServers.attach(state)
@@ -111,7 +119,7 @@ def store_start(args: argparse.Namespace) -> int:
         persist_dir=args.persist_dir,
         log_dir=simai_home() / "redis",
         detach=True,
-        tls=args.tls,
+        tls=tls,
         tls_hosts=args.tls_host,
     )
     try:
@@ -684,6 +692,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="speak only TLS (rediss://), with a new CA and certificates; clients need the "
         "SIMAI_STORE_TLS_* files it exports",
+    )
+    start.add_argument(
+        "--tls-dir",
+        default=None,
+        metavar="DIR",
+        help="speak only TLS with your own certificates: DIR holds ca.crt, server.crt, "
+        "server.key, client.crt and client.key (keys mode 0600)",
     )
     start.add_argument(
         "--tls-host",

@@ -218,3 +218,23 @@ def test_workflow_with_a_tls_store_hands_its_tasks_the_files(tmp_path) -> None:
     assert not tls_dir.exists()  # the run's certificates go with its shards
     with pytest.raises(ValueError, match="store_tls .* needs store='redis'"):
         simai.Workflow("x", store="local", options=options)
+
+
+def test_cli_store_start_with_your_own_certificates(tmp_path) -> None:
+    home, own = tmp_path / "home", tmp_path / "own"
+    make_certificates(own, ["127.0.0.1"])
+    (own / "client.key").chmod(0o644)
+    refused = _simai("store", "start", "--port", "0", "--tls-dir", str(own), home=home)
+    assert refused.returncode != 0 and "chmod 600" in refused.stderr
+    (own / "client.key").chmod(0o600)
+    started = _simai("store", "start", "--port", "0", "--tls-dir", str(own), home=home)
+    assert started.returncode == 0, started.stderr
+    exports = dict(shlex.split(line)[1].split("=", 1) for line in started.stdout.splitlines())
+    assert exports[ENV_TLS_CA] == str(own / "ca.crt")
+    assert exports[ENV_TLS_CERT] == str(own / "client.crt")
+    files = TLSFiles(own / "ca.crt", own / "client.crt", own / "client.key")
+    with RedisStore(exports[ENV_URL], password=exports[ENV_PASSWORD], tls=files) as s:
+        s.put("mine", b"1")
+    assert _simai("store", "stop", home=home).returncode == 0
+    assert sorted(p.name for p in own.iterdir()) == [  # yours: kept at stop
+        "ca.crt", "client.crt", "client.key", "server.crt", "server.key"]  # fmt: skip

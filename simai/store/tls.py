@@ -83,6 +83,27 @@ class Certificates:
     server: TLSFiles
     client: TLSFiles
 
+    @classmethod
+    def from_dir(cls, directory: str | os.PathLike[str]) -> Certificates:
+        """The user's own files in ``directory``, named as :func:`make_certificates` names
+        them (``ca.crt``, ``server.crt``, ``server.key``, ``client.crt``, ``client.key``);
+        the keys must be readable by their owner only."""
+        d = Path(directory)
+        names = ("ca.crt", "server.crt", "server.key", "client.crt", "client.key")
+        missing = [n for n in names if not (d / n).is_file()]
+        if missing:
+            raise FileNotFoundError(f"TLS directory {d} lacks {', '.join(missing)}")
+        for key in ("server.key", "client.key"):
+            mode = (d / key).stat().st_mode & 0o777
+            if mode & 0o077:
+                raise PermissionError(
+                    f"{d / key} can be read by other users (mode {mode:04o}): chmod 600 it"
+                )
+        return cls(
+            server=TLSFiles(d / "ca.crt", d / "server.crt", d / "server.key"),
+            client=TLSFiles(d / "ca.crt", d / "client.crt", d / "client.key"),
+        )
+
 
 def default_hosts(bind: str) -> list[str]:
     """The names and addresses a server bound to ``bind`` is reached at: each bound address
