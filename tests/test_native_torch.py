@@ -2,8 +2,9 @@
 models Python publishes.
 
 The session builds and installs libsimai with libsimai_torch once (LibTorch from the torch
-wheel), then the test programs in native/torch/tests/ as a user's project would
-(find_package(simai COMPONENTS torch)). The C program takes commands on stdin, so each test
+wheel), then the test programs in native/torch/tests/ (C, C++ through simai_torch.hpp, and
+Fortran) as a user's project would (find_package(simai COMPONENTS torch)). The C program takes
+commands on stdin, so each test
 publishes versions between its calls: outputs equal Python's Surrogate on the same version,
 newer versions are swapped in without a restart, and refusals are codes, never a crash.
 """
@@ -15,6 +16,7 @@ import queue
 import shutil
 import subprocess
 import threading
+import time
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -60,7 +62,9 @@ def torch_native(tmp_path_factory) -> SimpleNamespace:
     step("cmake", "--build", tests, "-j2")
     fortran = tests / "surrogate_fortran"
     return SimpleNamespace(
-        check=tests / "surrogate_check", fortran=fortran if fortran.exists() else None
+        check=tests / "surrogate_check",
+        cpp=tests / "surrogate_cpp",
+        fortran=fortran if fortran.exists() else None,
     )
 
 
@@ -253,3 +257,40 @@ def test_fortran_runs_a_real4_batch_and_swaps_versions(torch_native, store) -> N
     second = out.split()
     assert second[0] == "2", out
     np.testing.assert_allclose(np.array(second[1:], float), _python_answer(store, 2), rtol=1e-6)
+
+
+# --- C++ (simai_torch.hpp) -----------------------------------------------------------------------
+
+
+def test_cpp_threads_see_every_version_python_publishes_while_they_call(torch_native, store):
+    """Two C++ threads call one simai::surrogate every 5 ms while Python publishes versions 2
+    to 4: no call fails, each answer is its version's model, versions only go up."""
+    weights = {1: (1.0, 2.0, 0.5), 2: (-1.0, 3.0, -0.25), 3: (0.5, -0.5, 1.0), 4: (2.0, 0.0, -1.0)}
+    publish_model(store, "lin", _linear(*weights[1]))
+    proc = subprocess.Popen(
+        [str(torch_native.cpp), store.url, "lin", "0.05", "4", "60"],
+        stdout=subprocess.PIPE, text=True, env=ENV,
+    )  # fmt: skip
+    assert proc.stdout.readline().split() == ["first", "1"]  # type: ignore[union-attr]
+    for v in (2, 3, 4):
+        time.sleep(0.3)  # calls run meanwhile
+        assert publish_model(store, "lin", _linear(*weights[v])) == v
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    lines = [line.split() for line in out.splitlines()]
+    assert not [w for w in lines if w[0] == "err"], out
+    seen: dict[str, list[int]] = {"0": [], "1": []}
+    for w in lines:
+        if w[0] == "v":
+            version = int(w[2])
+            w0, w1, bias = weights[version]
+            y = np.array(w[3:], np.float32)
+            np.testing.assert_allclose(y, BATCH @ [w0, w1] + bias, rtol=1e-6, atol=1e-6)
+            seen[w[1]].append(version)
+    for thread, versions in seen.items():  # printed on each change: strictly up, ending at 4
+        assert versions == sorted(set(versions)) and versions[-1] == 4, (thread, out)
+    last = {w[0]: w[1:] for w in lines}
+    assert int(last["calls"][0]) >= 2 * len(weights) and last["held"] == ["4"]
+    assert last["wide"] == ["SIMAI_ERR_INVALID"]
+    y4 = [np.array(w[3:], np.float32) for w in lines if w[0] == "v" and w[2] == "4"][0]
+    np.testing.assert_allclose(y4, _python_answer(store, 4), rtol=1e-6)

@@ -13,6 +13,11 @@
 ! stored as the row-major array of shape (nx, ny) that Python sees, with a[i, j] == a(i+1, j+1):
 ! it is transposed on the way in and out, so both languages index it the same way.
 !
+! Streams: simai_append; simai_stream_create, simai_stream_close, simai_stream_delete; consumer
+! groups read each entry once, in order: simai_group_position, then simai_group_get into an
+! array of the entries' type and shape until stat is SIMAI_ERR_ENDED. simai_destroy removes a
+! local or file store.
+!
 ! Errors: every routine takes an optional integer `stat`, 0 (SIMAI_OK) on success or one of
 ! the SIMAI_ERR_* codes; simai_error_message() then says what went wrong. Without `stat`, an
 ! error's message is written to error_unit and the program goes on. Nothing stops it.
@@ -26,6 +31,8 @@ module simai
   public :: simai_store, simai_open, simai_close, simai_put, simai_get, simai_append
   public :: simai_wait, simai_exists, simai_delete, simai_put_json, simai_get_json
   public :: simai_shape, simai_error_message
+  public :: simai_stream_create, simai_stream_delete, simai_stream_close, simai_destroy
+  public :: simai_group_position, simai_group_get
 
   integer, parameter, public :: SIMAI_OK = 0, SIMAI_ERR_INVALID = 1, SIMAI_ERR_NOT_FOUND = 2, &
     SIMAI_ERR_TIMEOUT = 3, SIMAI_ERR_CORRUPT = 4, SIMAI_ERR_TYPE = 5, SIMAI_ERR_TOO_SMALL = 6, &
@@ -68,6 +75,13 @@ module simai
     module procedure append_i4_1, append_i4_2, append_i4_3, append_i4_4
     module procedure append_i8_1, append_i8_2, append_i8_3, append_i8_4
   end interface simai_append
+
+  interface simai_group_get
+    module procedure group_get_r4_1, group_get_r4_2, group_get_r4_3, group_get_r4_4
+    module procedure group_get_r8_1, group_get_r8_2, group_get_r8_3, group_get_r8_4
+    module procedure group_get_i4_1, group_get_i4_2, group_get_i4_3, group_get_i4_4
+    module procedure group_get_i8_1, group_get_i8_2, group_get_i8_3, group_get_i8_4
+  end interface simai_group_get
   interface
     integer(c_int) function c_open(store) bind(c, name='simai_open')
       import :: c_int, c_ptr
@@ -145,6 +159,48 @@ module simai
       character(kind=c_char), intent(in) :: key(*)
       integer(c_int), intent(out) :: existed
     end function c_delete
+    integer(c_int) function c_stream_create(store, stream, maxlen, policy) &
+        bind(c, name='simai_stream_create')
+      import :: c_ptr, c_char, c_int, c_int64_t
+      type(c_ptr), value :: store
+      character(kind=c_char), intent(in) :: stream(*), policy(*)
+      integer(c_int64_t), value :: maxlen
+    end function c_stream_create
+    integer(c_int) function c_stream_delete(store, stream, existed) &
+        bind(c, name='simai_stream_delete')
+      import :: c_ptr, c_char, c_int
+      type(c_ptr), value :: store
+      character(kind=c_char), intent(in) :: stream(*)
+      integer(c_int), intent(out) :: existed
+    end function c_stream_delete
+    integer(c_int) function c_stream_close(store, stream) bind(c, name='simai_stream_close')
+      import :: c_ptr, c_char, c_int
+      type(c_ptr), value :: store
+      character(kind=c_char), intent(in) :: stream(*)
+    end function c_stream_close
+    integer(c_int) function c_destroy(store) bind(c, name='simai_destroy')
+      import :: c_ptr, c_int
+      type(c_ptr), value :: store
+    end function c_destroy
+    integer(c_int) function c_group_position(store, stream, group, index) &
+        bind(c, name='simai_group_position')
+      import :: c_ptr, c_char, c_int, c_int64_t
+      type(c_ptr), value :: store
+      character(kind=c_char), intent(in) :: stream(*), group(*)
+      integer(c_int64_t), intent(out) :: index
+    end function c_group_position
+    integer(c_int) function c_group_get_array(store, stream, group, index, timeout, dtype, &
+                                              ndim, shape, data, flags) &
+        bind(c, name='simai_group_get_array')
+      import :: c_ptr, c_char, c_int, c_int64_t, c_double
+      type(c_ptr), value :: store
+      character(kind=c_char), intent(in) :: stream(*), group(*), dtype(*)
+      integer(c_int64_t), intent(inout) :: index
+      real(c_double), value :: timeout
+      integer(c_int), value :: ndim, flags
+      integer(c_int64_t), intent(in) :: shape(*)
+      type(c_ptr), value :: data
+    end function c_group_get_array
     type(c_ptr) function c_last_error() bind(c, name='simai_last_error')
       import :: c_ptr
     end function c_last_error
@@ -359,6 +415,81 @@ contains
     integer(c_int) :: existed
     call report(c_delete(store%handle, cstr(key), existed), stat)
   end subroutine simai_delete
+
+  ! --- streams and consumer groups -----------------------------------------------------------
+
+  !> Declare stream `stream` before its first append: at most `maxlen` values (0 or absent:
+  !> unbounded), `policy` 'block' (the default) or 'drop_oldest' (simai_stream_create in
+  !> simai.h: the same bounds again do nothing, other bounds are SIMAI_ERR_INVALID).
+  subroutine simai_stream_create(store, stream, maxlen, policy, stat)
+    type(simai_store), intent(in) :: store
+    character(*), intent(in) :: stream
+    integer, intent(in), optional :: maxlen
+    character(*), intent(in), optional :: policy
+    integer, intent(out), optional :: stat
+    integer(c_int64_t) :: bound
+    bound = 0
+    if (present(maxlen)) bound = maxlen
+    if (present(policy)) then
+      call report(c_stream_create(store%handle, cstr(stream), bound, cstr(policy)), stat)
+    else
+      call report(c_stream_create(store%handle, cstr(stream), bound, cstr('block')), stat)
+    end if
+  end subroutine simai_stream_create
+
+  !> Delete a stream, its bounds and its consumer groups; `existed` says whether there was one.
+  subroutine simai_stream_delete(store, stream, existed, stat)
+    type(simai_store), intent(in) :: store
+    character(*), intent(in) :: stream
+    logical, intent(out), optional :: existed
+    integer, intent(out), optional :: stat
+    integer(c_int) :: was
+    was = 0
+    call report(c_stream_delete(store%handle, cstr(stream), was), stat)
+    if (present(existed)) existed = was /= 0
+  end subroutine simai_stream_delete
+
+  !> Mark a stream finished: group readers get SIMAI_ERR_ENDED after its last value.
+  subroutine simai_stream_close(store, stream, stat)
+    type(simai_store), intent(in) :: store
+    character(*), intent(in) :: stream
+    integer, intent(out), optional :: stat
+    call report(c_stream_close(store%handle, cstr(stream)), stat)
+  end subroutine simai_stream_close
+
+  !> Delete the store and everything in it (local and file stores; simai_destroy in simai.h).
+  !> Every later call on it is SIMAI_ERR_CLOSED: simai_close it.
+  subroutine simai_destroy(store, stat)
+    type(simai_store), intent(in) :: store
+    integer, intent(out), optional :: stat
+    call report(c_destroy(store%handle), stat)
+  end subroutine simai_destroy
+
+  !> The index consumer group `group` reads next: its recorded position, 0 for a new group.
+  subroutine simai_group_position(store, stream, group, index, stat)
+    type(simai_store), intent(in) :: store
+    character(*), intent(in) :: stream, group
+    integer(c_int64_t), intent(out) :: index
+    integer, intent(out), optional :: stat
+    index = 0
+    call report(c_group_position(store%handle, cstr(stream), cstr(group), index), stat)
+  end subroutine simai_group_position
+
+  subroutine group_get_any(store, stream, group, index, code, shp, data, stat, timeout)
+    type(simai_store), intent(in) :: store
+    character(*), intent(in) :: stream, group, code
+    integer(c_int64_t), intent(inout) :: index
+    integer(c_int64_t), intent(in) :: shp(:)
+    type(c_ptr), intent(in) :: data
+    integer, intent(out), optional :: stat
+    real(c_double), intent(in), optional :: timeout
+    real(c_double) :: seconds
+    seconds = -1
+    if (present(timeout)) seconds = timeout
+    call report(c_group_get_array(store%handle, cstr(stream), cstr(group), index, seconds, &
+                                  dtype(code), size(shp, kind=c_int), shp, data, &
+                                  COLUMN_MAJOR), stat)
+  end subroutine group_get_any
 
   ! --- the specific procedures of simai_put, simai_get and simai_append ---------------------
 
@@ -777,4 +908,179 @@ contains
     integer(c_int64_t), intent(out), optional :: index
     call append_any(store, key, 'i8', shape(a, c_int64_t), c_loc(a), stat, timeout, index)
   end subroutine append_i8_4
+  subroutine group_get_r4_1(store, stream, group, index, a, stat, timeout)
+    type(simai_store), intent(in) :: store
+    character(*), intent(in) :: stream, group
+    integer(c_int64_t), intent(inout) :: index
+    real(c_float), intent(inout), target, contiguous :: a(:)
+    integer, intent(out), optional :: stat
+    real(c_double), intent(in), optional :: timeout
+    call group_get_any(store, stream, group, index, 'f4', shape(a, c_int64_t), c_loc(a), &
+                       stat, timeout)
+  end subroutine group_get_r4_1
+
+  subroutine group_get_r4_2(store, stream, group, index, a, stat, timeout)
+    type(simai_store), intent(in) :: store
+    character(*), intent(in) :: stream, group
+    integer(c_int64_t), intent(inout) :: index
+    real(c_float), intent(inout), target, contiguous :: a(:, :)
+    integer, intent(out), optional :: stat
+    real(c_double), intent(in), optional :: timeout
+    call group_get_any(store, stream, group, index, 'f4', shape(a, c_int64_t), c_loc(a), &
+                       stat, timeout)
+  end subroutine group_get_r4_2
+
+  subroutine group_get_r4_3(store, stream, group, index, a, stat, timeout)
+    type(simai_store), intent(in) :: store
+    character(*), intent(in) :: stream, group
+    integer(c_int64_t), intent(inout) :: index
+    real(c_float), intent(inout), target, contiguous :: a(:, :, :)
+    integer, intent(out), optional :: stat
+    real(c_double), intent(in), optional :: timeout
+    call group_get_any(store, stream, group, index, 'f4', shape(a, c_int64_t), c_loc(a), &
+                       stat, timeout)
+  end subroutine group_get_r4_3
+
+  subroutine group_get_r4_4(store, stream, group, index, a, stat, timeout)
+    type(simai_store), intent(in) :: store
+    character(*), intent(in) :: stream, group
+    integer(c_int64_t), intent(inout) :: index
+    real(c_float), intent(inout), target, contiguous :: a(:, :, :, :)
+    integer, intent(out), optional :: stat
+    real(c_double), intent(in), optional :: timeout
+    call group_get_any(store, stream, group, index, 'f4', shape(a, c_int64_t), c_loc(a), &
+                       stat, timeout)
+  end subroutine group_get_r4_4
+
+  subroutine group_get_r8_1(store, stream, group, index, a, stat, timeout)
+    type(simai_store), intent(in) :: store
+    character(*), intent(in) :: stream, group
+    integer(c_int64_t), intent(inout) :: index
+    real(c_double), intent(inout), target, contiguous :: a(:)
+    integer, intent(out), optional :: stat
+    real(c_double), intent(in), optional :: timeout
+    call group_get_any(store, stream, group, index, 'f8', shape(a, c_int64_t), c_loc(a), &
+                       stat, timeout)
+  end subroutine group_get_r8_1
+
+  subroutine group_get_r8_2(store, stream, group, index, a, stat, timeout)
+    type(simai_store), intent(in) :: store
+    character(*), intent(in) :: stream, group
+    integer(c_int64_t), intent(inout) :: index
+    real(c_double), intent(inout), target, contiguous :: a(:, :)
+    integer, intent(out), optional :: stat
+    real(c_double), intent(in), optional :: timeout
+    call group_get_any(store, stream, group, index, 'f8', shape(a, c_int64_t), c_loc(a), &
+                       stat, timeout)
+  end subroutine group_get_r8_2
+
+  subroutine group_get_r8_3(store, stream, group, index, a, stat, timeout)
+    type(simai_store), intent(in) :: store
+    character(*), intent(in) :: stream, group
+    integer(c_int64_t), intent(inout) :: index
+    real(c_double), intent(inout), target, contiguous :: a(:, :, :)
+    integer, intent(out), optional :: stat
+    real(c_double), intent(in), optional :: timeout
+    call group_get_any(store, stream, group, index, 'f8', shape(a, c_int64_t), c_loc(a), &
+                       stat, timeout)
+  end subroutine group_get_r8_3
+
+  subroutine group_get_r8_4(store, stream, group, index, a, stat, timeout)
+    type(simai_store), intent(in) :: store
+    character(*), intent(in) :: stream, group
+    integer(c_int64_t), intent(inout) :: index
+    real(c_double), intent(inout), target, contiguous :: a(:, :, :, :)
+    integer, intent(out), optional :: stat
+    real(c_double), intent(in), optional :: timeout
+    call group_get_any(store, stream, group, index, 'f8', shape(a, c_int64_t), c_loc(a), &
+                       stat, timeout)
+  end subroutine group_get_r8_4
+
+  subroutine group_get_i4_1(store, stream, group, index, a, stat, timeout)
+    type(simai_store), intent(in) :: store
+    character(*), intent(in) :: stream, group
+    integer(c_int64_t), intent(inout) :: index
+    integer(c_int32_t), intent(inout), target, contiguous :: a(:)
+    integer, intent(out), optional :: stat
+    real(c_double), intent(in), optional :: timeout
+    call group_get_any(store, stream, group, index, 'i4', shape(a, c_int64_t), c_loc(a), &
+                       stat, timeout)
+  end subroutine group_get_i4_1
+
+  subroutine group_get_i4_2(store, stream, group, index, a, stat, timeout)
+    type(simai_store), intent(in) :: store
+    character(*), intent(in) :: stream, group
+    integer(c_int64_t), intent(inout) :: index
+    integer(c_int32_t), intent(inout), target, contiguous :: a(:, :)
+    integer, intent(out), optional :: stat
+    real(c_double), intent(in), optional :: timeout
+    call group_get_any(store, stream, group, index, 'i4', shape(a, c_int64_t), c_loc(a), &
+                       stat, timeout)
+  end subroutine group_get_i4_2
+
+  subroutine group_get_i4_3(store, stream, group, index, a, stat, timeout)
+    type(simai_store), intent(in) :: store
+    character(*), intent(in) :: stream, group
+    integer(c_int64_t), intent(inout) :: index
+    integer(c_int32_t), intent(inout), target, contiguous :: a(:, :, :)
+    integer, intent(out), optional :: stat
+    real(c_double), intent(in), optional :: timeout
+    call group_get_any(store, stream, group, index, 'i4', shape(a, c_int64_t), c_loc(a), &
+                       stat, timeout)
+  end subroutine group_get_i4_3
+
+  subroutine group_get_i4_4(store, stream, group, index, a, stat, timeout)
+    type(simai_store), intent(in) :: store
+    character(*), intent(in) :: stream, group
+    integer(c_int64_t), intent(inout) :: index
+    integer(c_int32_t), intent(inout), target, contiguous :: a(:, :, :, :)
+    integer, intent(out), optional :: stat
+    real(c_double), intent(in), optional :: timeout
+    call group_get_any(store, stream, group, index, 'i4', shape(a, c_int64_t), c_loc(a), &
+                       stat, timeout)
+  end subroutine group_get_i4_4
+
+  subroutine group_get_i8_1(store, stream, group, index, a, stat, timeout)
+    type(simai_store), intent(in) :: store
+    character(*), intent(in) :: stream, group
+    integer(c_int64_t), intent(inout) :: index
+    integer(c_int64_t), intent(inout), target, contiguous :: a(:)
+    integer, intent(out), optional :: stat
+    real(c_double), intent(in), optional :: timeout
+    call group_get_any(store, stream, group, index, 'i8', shape(a, c_int64_t), c_loc(a), &
+                       stat, timeout)
+  end subroutine group_get_i8_1
+
+  subroutine group_get_i8_2(store, stream, group, index, a, stat, timeout)
+    type(simai_store), intent(in) :: store
+    character(*), intent(in) :: stream, group
+    integer(c_int64_t), intent(inout) :: index
+    integer(c_int64_t), intent(inout), target, contiguous :: a(:, :)
+    integer, intent(out), optional :: stat
+    real(c_double), intent(in), optional :: timeout
+    call group_get_any(store, stream, group, index, 'i8', shape(a, c_int64_t), c_loc(a), &
+                       stat, timeout)
+  end subroutine group_get_i8_2
+
+  subroutine group_get_i8_3(store, stream, group, index, a, stat, timeout)
+    type(simai_store), intent(in) :: store
+    character(*), intent(in) :: stream, group
+    integer(c_int64_t), intent(inout) :: index
+    integer(c_int64_t), intent(inout), target, contiguous :: a(:, :, :)
+    integer, intent(out), optional :: stat
+    real(c_double), intent(in), optional :: timeout
+    call group_get_any(store, stream, group, index, 'i8', shape(a, c_int64_t), c_loc(a), &
+                       stat, timeout)
+  end subroutine group_get_i8_3
+
+  subroutine group_get_i8_4(store, stream, group, index, a, stat, timeout)
+    type(simai_store), intent(in) :: store
+    character(*), intent(in) :: stream, group
+    integer(c_int64_t), intent(inout) :: index
+    integer(c_int64_t), intent(inout), target, contiguous :: a(:, :, :, :)
+    integer, intent(out), optional :: stat
+    real(c_double), intent(in), optional :: timeout
+    call group_get_any(store, stream, group, index, 'i8', shape(a, c_int64_t), c_loc(a), &
+                       stat, timeout)
+  end subroutine group_get_i8_4
 end module simai

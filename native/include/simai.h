@@ -22,7 +22,7 @@
  * Thread safety: one simai_store handle may be used by many threads at once; every call is
  * self-contained (local: its own LMDB transaction; redis: each shard's connection is held
  * for one call at a time, and each wait subscribes on a connection of its own). simai_close
- * must not race with other calls on the same handle. Views (simai_view) may be read and
+ * and simai_destroy must not race with other calls on the same handle. Views (simai_view) may be read and
  * released from any thread, also after their store was closed. Local writers take turns on
  * the store's write lock, shared by every process; readers never wait. Handles do not survive
  * fork(): a child opens its own.
@@ -114,13 +114,16 @@ typedef struct simai_info {
     uint64_t shape[SIMAI_MAX_NDIM]; /* C order; shape[i] for i < ndim */
 } simai_info;
 
+/* A bounded stream's policy, as simai_stream_state.policy gives it. */
+enum { SIMAI_POLICY_NONE = 0, SIMAI_POLICY_BLOCK = 1, SIMAI_POLICY_DROP_OLDEST = 2 };
+
 /* A stream's state (Python: Store.stream_info). */
 typedef struct simai_stream_state {
     int64_t length;  /* values appended so far */
     int64_t start;   /* first index still held */
     int64_t dropped; /* values a "drop_oldest" bound trimmed before every group read them */
     int64_t maxlen;  /* 0: unbounded */
-    int32_t policy;  /* 0 unbounded, 1 "block", 2 "drop_oldest" */
+    int32_t policy;  /* SIMAI_POLICY_*: 0 unbounded, 1 "block", 2 "drop_oldest" */
     int32_t closed;  /* 1 once the producer closed it */
 } simai_stream_state;
 
@@ -153,6 +156,13 @@ SIMAI_API int simai_open_url(const char *url, simai_store **store);
 SIMAI_API int simai_close(simai_store *store);
 /* The URL the store was opened with. */
 SIMAI_API const char *simai_url(const simai_store *store);
+/* Delete the store and everything in it (Python: store.destroy()), on local:// and file://
+ * stores: its directory is removed; every handle on it, in any process, Python or C, gets
+ * SIMAI_ERR_CLOSED from then on (this one too: simai_close it), and views already made stay
+ * valid while they live. Opening the URL again makes a new, empty store. redis:// stores are
+ * SIMAI_ERR_UNSUPPORTED, as Python's RedisStore has no destroy. Must not race with other
+ * calls on the same handle. */
+SIMAI_API int simai_destroy(simai_store *store);
 
 /* --- values ------------------------------------------------------------------------------ */
 
@@ -231,6 +241,23 @@ SIMAI_API int simai_stream_info(simai_store *store, const char *stream,
 /* Mark a stream finished: readers get SIMAI_ERR_ENDED (Python: the iteration ends) after its
  * last value. */
 SIMAI_API int simai_stream_close(simai_store *store, const char *stream);
+/* Declare a stream before its first append (Python: store.create_stream(name, maxlen,
+ * policy)): it keeps at most its newest `maxlen` values. `policy` is "block" (NULL: the
+ * default), where a full stream's appends wait for its slowest consumer group and nothing a
+ * group has not acknowledged is trimmed, or "drop_oldest", where appends never wait and the
+ * oldest value goes (counted in simai_stream_state.dropped when no group had read it).
+ * Declaring again with the same bounds does nothing, so producers and consumers may all
+ * declare. `maxlen` 0 means unbounded (Python: maxlen=None), which is what an undeclared
+ * stream is: it only checks that the stream has no bounds. SIMAI_ERR_INVALID, with nothing
+ * changed, for maxlen < 0, another policy, other bounds than the stream was declared with,
+ * or bounds for a stream that already holds values appended without them. The bounds last
+ * until simai_stream_delete. */
+SIMAI_API int simai_stream_create(simai_store *store, const char *stream, int64_t maxlen,
+                                  const char *policy);
+/* Delete a stream: its values, bounds, consumer groups and closed mark (Python:
+ * store.delete_stream). *existed (optional) says whether there was anything to delete. A
+ * stream of the same name made afterwards starts empty, at index 0. */
+SIMAI_API int simai_stream_delete(simai_store *store, const char *stream, int *existed);
 
 /* --- consumer groups (Python: store.stream(name, group="...")) ------------------------------- */
 
@@ -254,6 +281,12 @@ SIMAI_API int simai_group_position(simai_store *store, const char *stream, const
 SIMAI_API int simai_group_get(simai_store *store, const char *stream, const char *group,
                               int64_t *index, double timeout, void *buf, size_t cap,
                               simai_info *info);
+/* simai_group_get into an array of exactly this dtype and shape (else SIMAI_ERR_TYPE, saying
+ * what is stored; the entry stays unread), as simai_get_array reads a value: row-major, or
+ * column-major with SIMAI_COLUMN_MAJOR. */
+SIMAI_API int simai_group_get_array(simai_store *store, const char *stream, const char *group,
+                                    int64_t *index, double timeout, const char *dtype,
+                                    int ndim, const uint64_t *shape, void *buf, int flags);
 
 /* --- dtypes ------------------------------------------------------------------------------ */
 

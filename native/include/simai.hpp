@@ -6,6 +6,8 @@
 //   s.put("field/0", field, {nx, ny});                // shape (nx, ny), row-major
 //   auto back = s.get<double>("field/0");             // simai::array<double>: .data, .shape
 //   s.wait("model/ready", 30.0);                      // throws simai::error(SIMAI_ERR_TIMEOUT)
+//   simai::group_reader<float> r(s, "samples", "trainer");
+//   while (auto batch = r.next()) ...                 // each entry once, in order
 //
 // Header-only over libsimai; the thread-safety rules are simai.h's.
 #ifndef SIMAI_HPP
@@ -15,6 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
+#include <optional>
 #include <stdexcept>
 #include <type_traits>
 #include <string>
@@ -296,6 +299,68 @@ class store {
     {
         check(simai_stream_close(s_, stream.c_str()));
     }
+    // Declare a stream's bounds before its first append (simai_stream_create): at most
+    // `maxlen` values (0: unbounded), policy "block" or "drop_oldest".
+    void create_stream(const std::string &stream, std::int64_t maxlen = 0,
+                       const std::string &policy = "block")
+    {
+        check(simai_stream_create(s_, stream.c_str(), maxlen, policy.c_str()));
+    }
+    // Delete a stream, its bounds and its groups; whether there was one.
+    bool delete_stream(const std::string &stream)
+    {
+        int existed;
+        check(simai_stream_delete(s_, stream.c_str(), &existed));
+        return existed != 0;
+    }
+
+    // --- consumer groups (Python: store.stream(name, group="...")) ------------------------
+
+    // The index `group` reads next: its recorded position, 0 for a new group.
+    std::int64_t group_position(const std::string &stream, const std::string &group)
+    {
+        std::int64_t index;
+        check(simai_group_position(s_, stream.c_str(), group.c_str(), &index));
+        return index;
+    }
+    // Entry `index` of a stream for `group`, an array of T (simai_group_get): first records
+    // `index` as the group's position, acknowledging every entry before it; an entry a bound
+    // trimmed is skipped, so `index` becomes the index of the entry read (pass index + 1 for
+    // the next). std::nullopt once the producer closed the stream and every entry was read;
+    // throws simai::error otherwise (SIMAI_ERR_TIMEOUT after `timeout` s, SIMAI_ERR_TYPE
+    // for an entry that is not an array of T: it stays unread). `expect`: the bytes to
+    // allocate first (an entry that does not fit is read again, into a buffer that does).
+    template <class T>
+    std::optional<array<T>> group_get(const std::string &stream, const std::string &group,
+                                      std::int64_t &index, double timeout = -1,
+                                      std::size_t expect = 0)
+    {
+        static_assert(!std::is_same_v<T, bool>,
+                      "std::vector<bool> packs bits: read bool arrays through simai_group_get");
+        std::vector<T> data(expect / sizeof(T) + 1);
+        simai_info i;
+        int rc;
+        while ((rc = simai_group_get(s_, stream.c_str(), group.c_str(), &index, timeout,
+                                     data.data(), data.size() * sizeof(T), &i)) ==
+               SIMAI_ERR_TOO_SMALL) // the size is known now: again, into a buffer that fits
+            data.resize(std::size_t(i.nbytes) / sizeof(T) + 1);
+        if (rc == SIMAI_ERR_ENDED)
+            return std::nullopt;
+        check(rc);
+        if (i.kind != SIMAI_KIND_ARRAY || std::string(i.dtype) != dtype_of<T>::value)
+            throw error(SIMAI_ERR_TYPE, "SIMAI_ERR_TYPE: stream '" + stream + "' entry " +
+                                            std::to_string(index) + " holds " +
+                                            (i.kind == SIMAI_KIND_ARRAY ? i.dtype : "no array") +
+                                            ", not " + dtype_of<T>::value);
+        data.resize(elements(i));
+        return array<T>{std::move(data), shape_t(i.shape, i.shape + i.ndim)};
+    }
+
+    // --- the store as a whole -------------------------------------------------------------
+
+    // Delete the store and everything in it (simai_destroy; local:// and file:// stores).
+    // Every later call on it throws SIMAI_ERR_CLOSED.
+    void destroy() { check(simai_destroy(s_)); }
 
   private:
     static std::size_t elements(const simai_info &i)
@@ -316,6 +381,44 @@ class store {
     }
 
     simai_store *s_ = nullptr;
+};
+
+// One consumer group's reader of a stream of T arrays (Python: store.stream(name,
+// group=...)): resumes at the group's recorded position, reads each entry once, in order.
+//
+//   simai::group_reader<float> r(s, "samples", "trainer", 30.0);
+//   while (auto batch = r.next())
+//       train_on(batch->data, batch->shape);       // r.index(): the entry just read
+//
+// One reader per group at a time; it uses the store (which must outlive it) from one thread.
+template <class T> class group_reader {
+  public:
+    group_reader(store &s, std::string stream, std::string group, double timeout = -1)
+        : s_(&s), stream_(std::move(stream)), group_(std::move(group)), timeout_(timeout),
+          next_(s.group_position(stream_, group_))
+    {
+    }
+    // The next entry; std::nullopt once the stream was closed and every entry read.
+    std::optional<array<T>> next()
+    {
+        std::int64_t i = next_;
+        auto out = s_->group_get<T>(stream_, group_, i, timeout_, expect_);
+        if (out) {
+            expect_ = out->data.size() * sizeof(T);
+            index_ = i;
+            next_ = i + 1;
+        }
+        return out;
+    }
+    // The index of the entry last read (-1 before the first).
+    std::int64_t index() const { return index_; }
+
+  private:
+    store *s_;
+    std::string stream_, group_;
+    double timeout_;
+    std::int64_t next_, index_ = -1;
+    std::size_t expect_ = 0;
 };
 
 } // namespace simai

@@ -41,6 +41,15 @@ struct simai_backend {
                       const void **data);
     int (*stream_info)(simai_store *s, const char *stream, size_t n, simai_stream_state *st);
     int (*stream_close)(simai_store *s, const char *stream, size_t n);
+    /* Give a stream the bounds in *want (maxlen >= 1, policy) if it has none and holds no
+     * value; either way fill *have with the bounds it has then (maxlen 0: none) and, without
+     * bounds, its length. stream.c compares them. */
+    int (*stream_create)(simai_store *s, const char *stream, size_t n,
+                         const simai_stream_state *want, simai_stream_state *have);
+    /* Delete a stream's values, state and groups; *existed says whether there were any. */
+    int (*stream_delete)(simai_store *s, const char *stream, size_t n, int *existed);
+    /* Remove the whole store; NULL where Python has no destroy (redis). */
+    int (*destroy)(simai_store *s);
     /* A consumer group's recorded position (*found 0 if none), and recording it. */
     int (*position)(simai_store *s, const char *stream, size_t n, const char *group, size_t gn,
                     int64_t *index, int *found);
@@ -62,6 +71,9 @@ int simai_local_stream_get(simai_store *s, const char *stream, size_t n, int64_t
 int simai_local_stream_info(simai_store *s, const char *stream, size_t n,
                             simai_stream_state *st);
 int simai_local_stream_close(simai_store *s, const char *stream, size_t n);
+int simai_local_stream_create(simai_store *s, const char *stream, size_t n,
+                              const simai_stream_state *want, simai_stream_state *have);
+int simai_local_stream_delete(simai_store *s, const char *stream, size_t n, int *existed);
 int simai_local_position(simai_store *s, const char *stream, size_t n, const char *group,
                          size_t gn, int64_t *index, int *found);
 int simai_local_set_position(simai_store *s, const char *stream, size_t n, const char *group,
@@ -79,6 +91,19 @@ int simai_seal(struct simai_head *h, const struct simai_src *src, const void **p
  * ("key 'k' in URL") prefixes damage messages. */
 int simai_deliver_whole(uint8_t *buf, size_t len, const struct simai_want *w, simai_view **view,
                         const void **data, const char *what);
+
+/* A wait's check that `key` exists (ops->exists): SIMAI_OK once it does, SIMAI_WAIT_AGAIN
+ * before. `arg` is a struct simai_lookup. */
+struct simai_lookup {
+    simai_store *s;
+    const char *key;
+    size_t n;
+};
+int simai_appeared(void *arg);
+
+/* check(arg) until it returns something other than SIMAI_WAIT_AGAIN, polling with
+ * simai_backoff; SIMAI_ERR_TIMEOUT at the deadline. */
+int simai_poll(int (*check)(void *), void *arg, double deadline);
 
 /* Sleep for *pause seconds (at most until `deadline`), then double *pause up to 50 ms;
  * SIMAI_ERR_TIMEOUT once the deadline passed. For backends that poll. */

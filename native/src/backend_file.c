@@ -290,12 +290,20 @@ static int file_keys(simai_store *s, const char *prefix, struct simai_keylist *l
 
 static int file_wait(simai_store *s, const char *key, size_t n, double deadline)
 {
-    double pause = SIMAI_FIRST_PAUSE;
-    int exists, rc;
-    while (!(rc = file_exists(s, key, n, &exists)) && !exists)
-        if ((rc = simai_backoff(&pause, deadline)))
-            return rc;
-    return rc;
+    struct simai_lookup q = {s, key, n};
+    return simai_poll(simai_appeared, &q, deadline);
+}
+
+/* file.py destroy: the whole directory; handles see it gone (their directory has no link) */
+static int file_destroy(simai_store *s)
+{
+    char root[PATH_MAX];
+    int rc = simai_abspath(strstr(s->url, "://") + 3, root, sizeof root);
+    if (rc || (rc = simai_check_private(root)))
+        return rc == SIMAI_ERR_NOT_FOUND ? simai_file_gone(s) : rc;
+    if (simai_rmtree_at(AT_FDCWD, root) && errno != ENOENT)
+        return simai_file_fail(s->url, "cannot remove the store's directory completely");
+    return SIMAI_OK;
 }
 
 /* --- the table ----------------------------------------------------------------------------- */
@@ -323,6 +331,9 @@ static const struct simai_backend FILE_BACKEND = {
     .stream_get = simai_file_stream_get,
     .stream_info = simai_file_stream_info,
     .stream_close = simai_file_stream_close,
+    .stream_create = simai_file_stream_create,
+    .stream_delete = simai_file_stream_delete,
+    .destroy = file_destroy,
     .position = simai_file_position,
     .set_position = simai_file_set_position,
 };

@@ -49,6 +49,9 @@ int simai_file_stream_get(simai_store *s, const char *stream, size_t n, int64_t 
 int simai_file_stream_info(simai_store *s, const char *stream, size_t n,
                            simai_stream_state *st);
 int simai_file_stream_close(simai_store *s, const char *stream, size_t n);
+int simai_file_stream_create(simai_store *s, const char *stream, size_t n,
+                             const simai_stream_state *want, simai_stream_state *have);
+int simai_file_stream_delete(simai_store *s, const char *stream, size_t n, int *existed);
 int simai_file_position(simai_store *s, const char *stream, size_t n, const char *group,
                         size_t gn, int64_t *index, int *found);
 int simai_file_set_position(simai_store *s, const char *stream, size_t n, const char *group,

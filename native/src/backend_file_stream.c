@@ -15,6 +15,7 @@
 #include "backend_file.h"
 #include "error.h"
 #include "internal.h"
+#include "paths.h"
 
 enum { BLOCK = 1, DROP_OLDEST = 2 };
 
@@ -287,6 +288,43 @@ int simai_file_stream_close(simai_store *s, const char *stream, size_t n)
         close(fd);
     close(d);
     return rc;
+}
+
+/* file.py _create_stream: "bounds" is linked into place once, by whichever process declares
+ * first; the stream must hold no value yet. */
+int simai_file_stream_create(simai_store *s, const char *stream, size_t n,
+                             const simai_stream_state *want, simai_stream_state *have)
+{
+    char text[128], tmp[64];
+    int len, d, rc = stream_dir(s, stream, n, 1, &d);
+    if (rc)
+        return rc;
+    read_bounds(d, have);
+    if (!have->maxlen && !(have->length = scan_len(d))) {
+        len = snprintf(text, sizeof text, "{\"maxlen\": %" PRId64 ", \"policy\": \"%s\"}",
+                       want->maxlen, want->policy == DROP_OLDEST ? "drop_oldest" : "block");
+        if (!(rc = simai_file_stage(s, text, (size_t)len, NULL, 0, tmp))) {
+            /* EEXIST: another process declared it meanwhile; its bounds are compared */
+            if (linkat(F(s)->tmp, tmp, d, "bounds", 0) && errno != EEXIST)
+                rc = simai_file_fail(s->url, "cannot declare a stream");
+            unlinkat(F(s)->tmp, tmp, 0);
+        }
+        if (!rc)
+            read_bounds(d, have);
+    }
+    close(d);
+    return rc;
+}
+
+/* file.py _delete_stream: the stream's whole directory */
+int simai_file_stream_delete(simai_store *s, const char *stream, size_t n, int *existed)
+{
+    char name[NAME_CAP];
+    simai_file_name(stream, n, name);
+    *existed = !simai_rmtree_at(F(s)->streams, name);
+    if (*existed || errno == ENOENT)
+        return *existed ? SIMAI_OK : simai_file_gone(s);
+    return simai_file_fail(s->url, "cannot delete a stream");
 }
 
 /* groups/NAME holds "POSITION\nGROUP" (file.py _set_position). */

@@ -1,4 +1,6 @@
 /* The node-local backend's values (local.py): LMDB in a private directory, zero-copy views. */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -196,23 +198,10 @@ static int local_keys(simai_store *s, const char *prefix, struct simai_keylist *
 
 /* --- waiting ------------------------------------------------------------------------------- */
 
-struct lookup {
-    simai_store *s;
-    const char *key;
-    size_t n;
-};
-
-static int appeared(void *arg)
-{
-    struct lookup *q = arg;
-    int exists, rc = local_exists(q->s, q->key, q->n, &exists);
-    return rc ? rc : exists ? SIMAI_OK : SIMAI_WAIT_AGAIN;
-}
-
 static int local_wait(simai_store *s, const char *key, size_t n, double deadline)
 {
-    struct lookup q = {s, key, n};
-    return simai_wait_until(s->env, s->url, appeared, &q, deadline);
+    struct simai_lookup q = {s, key, n};
+    return simai_wait_until(s->env, s->url, simai_appeared, &q, deadline);
 }
 
 /* --- the table ----------------------------------------------------------------------------- */
@@ -225,6 +214,20 @@ static void local_close(simai_store *s)
 static int local_usable(simai_store *s)
 {
     return simai_env_check(s->env, s->url);
+}
+
+/* local.py destroy: every process sees the mark; the directory goes (never through a
+ * symlink), its memory once no process maps it */
+static int local_destroy(simai_store *s)
+{
+    int rc;
+    simai_env_mark_destroyed(s->env);
+    if ((rc = simai_check_private(s->env->root)))
+        return rc == SIMAI_ERR_NOT_FOUND ? SIMAI_OK : rc;
+    if (simai_rmtree_at(AT_FDCWD, s->env->root) && errno != ENOENT)
+        return simai_fail(SIMAI_ERR_IO, "store %s was destroyed, but %s could not be removed "
+                          "completely: %s", s->url, s->env->root, strerror(errno));
+    return SIMAI_OK;
 }
 
 static const struct simai_backend LOCAL = {
@@ -240,6 +243,9 @@ static const struct simai_backend LOCAL = {
     .stream_get = simai_local_stream_get,
     .stream_info = simai_local_stream_info,
     .stream_close = simai_local_stream_close,
+    .stream_create = simai_local_stream_create,
+    .stream_delete = simai_local_stream_delete,
+    .destroy = local_destroy,
     .position = simai_local_position,
     .set_position = simai_local_set_position,
 };

@@ -295,6 +295,97 @@ int simai_local_stream_close(simai_store *s, const char *stream, size_t n)
     return simai_transact(s->env, s->url, close_work, &c, 0, 1);
 }
 
+/* --- declaring and deleting --------------------------------------------------------------- */
+
+struct declare {
+    const char *stream;
+    size_t n;
+    const simai_stream_state *want;
+    simai_stream_state *have;
+    const char *url;
+};
+
+/* LocalStore._create_stream: bounds for a stream with no state, or an empty unbounded one */
+static int declare_work(MDB_txn *txn, struct simai_env *e, void *arg)
+{
+    struct declare *d = arg;
+    simai_stream_state *st = d->have;
+    int rc = read_state(txn, e, d->stream, d->n, st, d->url);
+    if (rc || st->maxlen || st->length)
+        return rc;
+    st->maxlen = d->want->maxlen;
+    st->policy = d->want->policy;
+    return write_state(txn, e, d->stream, d->n, st, d->url);
+}
+
+int simai_local_stream_create(simai_store *s, const char *stream, size_t n,
+                              const simai_stream_state *want, simai_stream_state *have)
+{
+    struct declare d = {stream, n, want, have, s->url};
+    return simai_transact(s->env, s->url, declare_work, &d, 0, 1);
+}
+
+struct remove_stream {
+    const char *stream;
+    size_t n;
+    int existed;
+    const char *url;
+};
+
+/* Delete every record of `db` whose key starts with prefix[0..len). */
+static int delete_prefix(MDB_txn *txn, MDB_dbi db, const uint8_t *prefix, size_t len,
+                         int *any, const char *url)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc;
+    if ((rc = mdb_cursor_open(txn, db, &cur)))
+        return simai_lmdb_fail(rc, url, "deleting a stream");
+    for (;;) { /* the first record at or after the prefix, again after each delete */
+        k.mv_size = len;
+        k.mv_data = (void *)prefix;
+        if ((rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE)) || k.mv_size < len ||
+            memcmp(k.mv_data, prefix, len))
+            break;
+        *any = 1;
+        if ((rc = mdb_cursor_del(cur, 0)))
+            break;
+    }
+    mdb_cursor_close(cur);
+    return rc && rc != MDB_NOTFOUND ? simai_lmdb_fail(rc, url, "deleting a stream") : SIMAI_OK;
+}
+
+/* LocalStore._delete_stream: its state, its entries (values and payloads) and its groups */
+static int remove_work(MDB_txn *txn, struct simai_env *e, void *arg)
+{
+    struct remove_stream *r = arg;
+    struct simai_lkey k;
+    MDB_val key;
+    int rc;
+    simai_lkey_name(&k, 's', r->stream, r->n);
+    key.mv_size = k.n;
+    key.mv_data = k.b;
+    rc = mdb_del(txn, e->meta, &key, NULL);
+    if (rc && rc != MDB_NOTFOUND)
+        return simai_lmdb_fail(rc, r->url, "deleting a stream");
+    r->existed = !rc;
+    k.b[0] = 'e';
+    k.b[k.n++] = 0;
+    if ((rc = delete_prefix(txn, e->values, k.b, k.n, &r->existed, r->url)) ||
+        (rc = delete_prefix(txn, e->payloads, k.b, k.n, &r->existed, r->url)))
+        return rc;
+    k.b[0] = 'g';
+    return delete_prefix(txn, e->meta, k.b, k.n, &r->existed, r->url);
+}
+
+int simai_local_stream_delete(simai_store *s, const char *stream, size_t n, int *existed)
+{
+    struct remove_stream r = {stream, n, 0, s->url};
+    int rc = simai_transact(s->env, s->url, remove_work, &r, 0, 1);
+    *existed = !rc && r.existed;
+    return rc;
+}
+
 /* --- consumer groups ----------------------------------------------------------------------- */
 
 /* "g" + STREAM + "\0" + GROUP, each name as LMDB holds it (local.py _group_key) */

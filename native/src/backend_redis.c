@@ -198,26 +198,13 @@ static int redis_keys(simai_store *s, const char *prefix, struct simai_keylist *
     return rc;
 }
 
-struct lookup {
-    simai_store *s;
-    const char *key;
-    size_t n;
-};
-
-static int appeared(void *arg)
-{
-    struct lookup *q = arg;
-    int exists = 0, rc = redis_exists(q->s, q->key, q->n, &exists);
-    return rc ? rc : exists ? SIMAI_OK : SIMAI_WAIT_AGAIN;
-}
-
 static int redis_wait(simai_store *s, const char *key, size_t n, double deadline)
 {
-    struct lookup q = {s, key, n};
+    struct simai_lookup q = {s, key, n};
     char channel[RKEY_CAP];
     size_t len = simai_redis_key(channel, 'n', key, n);
     int i = simai_redis_shard(s, key, n);
-    return simai_redis_notified(s, i, channel, len, appeared, &q, deadline);
+    return simai_redis_notified(s, i, channel, len, simai_appeared, &q, deadline);
 }
 
 /* --- the table ------------------------------------------------------------------------------ */
@@ -241,6 +228,8 @@ static const struct simai_backend REDIS = {
     .stream_get = simai_redis_stream_get,
     .stream_info = simai_redis_stream_info,
     .stream_close = simai_redis_stream_close,
+    .stream_create = simai_redis_stream_create,
+    .stream_delete = simai_redis_stream_delete,
     .position = simai_redis_position,
     .set_position = simai_redis_set_position,
 };

@@ -296,6 +296,98 @@ int simai_redis_stream_close(simai_store *s, const char *stream, size_t n)
     return rc;
 }
 
+/* redis.py's _CREATE_SCRIPT: give a stream bounds unless it has some (returned) or holds
+ * values (their count). */
+static const char CREATE[] =
+    "\nlocal have = redis.call('HMGET', KEYS[2], 'maxlen', 'policy')\n"
+    "if have[1] then return have end\n"
+    "local n = redis.call('LLEN', KEYS[1])\n"
+    "if n > 0 then return n end\n"
+    "redis.call('HSET', KEYS[2], 'maxlen', ARGV[1], 'policy', ARGV[2], 'start', 0, 'dropped', "
+    "0)\n"
+    "return {ARGV[1], ARGV[2]}\n";
+
+int simai_redis_stream_create(simai_store *s, const char *stream, size_t n,
+                              const simai_stream_state *want, simai_stream_state *have)
+{
+    char sk[RKEY_CAP], bk[RKEY_CAP], maxlen[32];
+    struct cmd eval = {
+        7, {STR("EVAL"), STR(CREATE), STR("2"), KEY(sk, 's', stream, n), KEY(bk, 'b', stream, n),
+            ARG(maxlen, (size_t)sprintf(maxlen, "%" PRId64, want->maxlen)),
+            STR(want->policy == 2 ? "drop_oldest" : "block")}};
+    struct simai_reply r;
+    int i = simai_redis_shard(s, stream, n), rc;
+    simai_redis_lock(s, i);
+    rc = simai_redis_run(s, i, 1, &eval, &r);
+    simai_redis_unlock(s, i);
+    if (rc)
+        return rc;
+    if (r.type == SIMAI_INT)
+        have->length = r.integer;
+    else if (r.type == SIMAI_ARRAY && r.len == 2 && r.elem[1].type == SIMAI_BULK) {
+        have->maxlen = simai_redis_int(&r.elem[0]);
+        have->policy = strcmp(r.elem[1].str, "drop_oldest") ? 1 : 2;
+    } else
+        rc = simai_fail(SIMAI_ERR_CORRUPT, "stream '%s' in %s: its bounds are damaged", stream,
+                        s->url);
+    simai_reply_free(&r);
+    return rc;
+}
+
+/* DEL the keys of a SCAN reply, a few per command. */
+static int delete_found(simai_store *s, int i, const struct simai_reply *found)
+{
+    int rc = SIMAI_OK;
+    for (size_t k = 0; !rc && k < found->len;) {
+        struct cmd del = {1, {STR("DEL")}};
+        struct simai_reply r;
+        while (k < found->len && del.argc < 12) {
+            del.argv[del.argc++] = ARG(found->elem[k].str, found->elem[k].len);
+            k++;
+        }
+        if (!(rc = simai_redis_run(s, i, 1, &del, &r)))
+            simai_reply_free(&r);
+    }
+    return rc;
+}
+
+/* redis.py _delete_stream: its entries' chunks (simai:d:STREAM\0*), then its list, closed
+ * mark, bounds, groups and chunk pointers; *existed if any of the latter was there. */
+int simai_redis_stream_delete(simai_store *s, const char *stream, size_t n, int *existed)
+{
+    char dk[RKEY_CAP], pattern[2 * RKEY_CAP + 2], cursor[32] = "0", k[5][RKEY_CAP];
+    static const char kinds[5] = {'s', 'e', 'b', 'g', 'x'};
+    size_t len = simai_redis_key(dk, 'd', stream, n), np = 0;
+    struct cmd del = {6, {STR("DEL")}};
+    struct simai_reply r;
+    int i = simai_redis_shard(s, stream, n), rc = SIMAI_OK;
+    for (size_t j = 0; j < len; j++) { /* glob-escaped */
+        if (dk[j] && strchr("\\*?[]", dk[j]))
+            pattern[np++] = '\\';
+        pattern[np++] = dk[j];
+    }
+    pattern[np++] = 0;
+    pattern[np++] = '*';
+    for (int j = 0; j < 5; j++)
+        del.argv[1 + j] = KEY(k[j], kinds[j], stream, n);
+    simai_redis_lock(s, i);
+    do {
+        struct cmd scan = {6, {STR("SCAN"), STR(cursor), STR("MATCH"), ARG(pattern, np),
+                               STR("COUNT"), STR("1000")}};
+        if ((rc = simai_redis_run(s, i, 1, &scan, &r)))
+            break;
+        snprintf(cursor, sizeof cursor, "%s", r.elem[0].str);
+        rc = delete_found(s, i, &r.elem[1]);
+        simai_reply_free(&r);
+    } while (!rc && strcmp(cursor, "0"));
+    if (!rc && !(rc = simai_redis_run(s, i, 1, &del, &r))) {
+        *existed = r.integer > 0;
+        simai_reply_free(&r);
+    }
+    simai_redis_unlock(s, i);
+    return rc;
+}
+
 int simai_redis_position(simai_store *s, const char *stream, size_t n, const char *group,
                          size_t gn, int64_t *index, int *found)
 {

@@ -42,6 +42,8 @@ enum { RESERVED = 0, END = 1, PENDING = 2 };
 static pthread_mutex_t opening = PTHREAD_MUTEX_INITIALIZER;
 static struct simai_env *opened;
 
+static void futex_wake(uint32_t *addr);
+
 static uint32_t load32(uint32_t *w)
 {
     return __atomic_load_n(w, __ATOMIC_SEQ_CST);
@@ -264,6 +266,15 @@ void simai_env_release(struct simai_env *e)
     pthread_mutex_unlock(&opening);
     if (last && e->pid == getpid()) /* a child of fork leaves the parent's to the parent */
         env_close(e);
+}
+
+void simai_env_mark_destroyed(struct simai_env *e)
+{
+    if (!load32(&e->words[DESTROYED])) {
+        store32(&e->words[DESTROYED], 1);
+        store32(&e->words[SEQ], load32(&e->words[SEQ]) + 1);
+        futex_wake(&e->words[SEQ]);
+    }
 }
 
 int simai_env_check(struct simai_env *e, const char *url)

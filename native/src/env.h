@@ -33,6 +33,9 @@ void simai_env_release(struct simai_env *env);
 /* One more holder (a view) of an environment already acquired. */
 void simai_env_retain(struct simai_env *env);
 
+/* Mark the store destroyed for every process (local.py destroy) and wake its waiters. */
+void simai_env_mark_destroyed(struct simai_env *e);
+
 /* SIMAI_ERR_CLOSED once any process destroyed the store. */
 int simai_env_check(struct simai_env *e, const char *url);
 

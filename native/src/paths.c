@@ -2,7 +2,9 @@
 #define _GNU_SOURCE
 #include "paths.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pwd.h>
 #include <stdio.h>
@@ -104,6 +106,35 @@ static int check_private(const char *path, const struct stat *st)
                           "(chmod 700 %s) or choose another path",
                           path, (unsigned)(st->st_mode & 07777), path);
     return SIMAI_OK;
+}
+
+int simai_check_private(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st))
+        return errno == ENOENT ? SIMAI_ERR_NOT_FOUND
+                               : simai_fail(SIMAI_ERR_IO, "cannot open %s: %s", path,
+                                            strerror(errno));
+    return check_private(path, &st);
+}
+
+int simai_rmtree_at(int dir, const char *name)
+{
+    struct dirent *de;
+    DIR *d;
+    int fd = openat(dir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOTDIR || errno == ELOOP ? unlinkat(dir, name, 0) : -1;
+    if (!(d = fdopendir(fd))) {
+        close(fd);
+        return -1;
+    }
+    while ((de = readdir(d))) /* what cannot go makes the rmdir below fail */
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") &&
+            unlinkat(fd, de->d_name, 0) && (errno == EISDIR || errno == EPERM))
+            simai_rmtree_at(fd, de->d_name);
+    closedir(d);
+    return unlinkat(dir, name, AT_REMOVEDIR);
 }
 
 int simai_private_dir(const char *path)

@@ -15,6 +15,14 @@ int simai_local_root(const char *url, char *out, size_t cap);
  * Python's private_dir checks it, and made 0700 if others may read it. */
 int simai_private_dir(const char *path);
 
+/* private.py's check_private on an existing path: SIMAI_ERR_NOT_FOUND (no message) if there
+ * is none, SIMAI_ERR_PERMISSION for a symlink or a directory not private to this user. */
+int simai_check_private(const char *path);
+
+/* Remove `name` in directory `dir` (AT_FDCWD: a path) and, for a directory, everything in it,
+ * never following a symlink (shutil.rmtree). -1 with errno if `name` could not be removed. */
+int simai_rmtree_at(int dir, const char *name);
+
 /* os.path.abspath: `path` made absolute and normalized lexically, into `out`. */
 int simai_abspath(const char *path, char *out, size_t cap);
 

@@ -69,6 +69,20 @@ int simai_open_url(const char *url, simai_store **store)
     return SIMAI_OK;
 }
 
+int simai_destroy(simai_store *s)
+{
+    int rc = simai_usable(s);
+    if (rc)
+        return rc;
+    if (!s->ops->destroy)
+        return simai_fail(SIMAI_ERR_UNSUPPORTED,
+                          "%s cannot be destroyed from simai: Redis stores have no destroy "
+                          "(Python's RedisStore has none either); delete its keys and streams, "
+                          "or stop the server",
+                          s->url);
+    return s->ops->destroy(s);
+}
+
 int simai_close(simai_store *s)
 {
     if (s) {
@@ -291,6 +305,13 @@ void simai_free_keys(char **keys, size_t count)
 }
 
 /* --- waiting ------------------------------------------------------------------------------- */
+
+int simai_appeared(void *arg)
+{
+    struct simai_lookup *q = arg;
+    int exists = 0, rc = q->s->ops->exists(q->s, q->key, q->n, &exists);
+    return rc ? rc : exists ? SIMAI_OK : SIMAI_WAIT_AGAIN;
+}
 
 int simai_wait(simai_store *s, const char *key, double timeout)
 {

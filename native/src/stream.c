@@ -140,10 +140,10 @@ int simai_group_position(simai_store *s, const char *stream, const char *group, 
     return rc;
 }
 
-int simai_group_get(simai_store *s, const char *stream, const char *group, int64_t *index,
-                    double timeout, void *buf, size_t cap, simai_info *info)
+/* Acknowledge what came before *index, then read it as `w` asks; skip what a bound trimmed. */
+static int group_read(simai_store *s, const char *stream, const char *group, int64_t *index,
+                      double timeout, const struct simai_want *w)
 {
-    struct simai_want w = {.kind = -1, .buf = buf, .cap = cap, .info = info};
     simai_stream_state st;
     size_t n, gn;
     int rc = simai_usable(s);
@@ -152,11 +152,11 @@ int simai_group_get(simai_store *s, const char *stream, const char *group, int64
         return rc;
     if (!index || *index < 0)
         return simai_fail(SIMAI_ERR_INVALID, "index must point to an index >= 0");
-    if (!buf && cap)
-        return simai_fail(SIMAI_ERR_INVALID, "buf is NULL but cap is %zu", cap);
-    for (;;) { /* acknowledge what came before, then read; skip what a bound trimmed */
+    if (!w->buf && w->cap)
+        return simai_fail(SIMAI_ERR_INVALID, "buf is NULL but cap is %zu", w->cap);
+    for (;;) {
         if ((rc = s->ops->set_position(s, stream, n, group, gn, *index)) ||
-            (rc = read_entry(s, stream, *index, timeout, &w, NULL, NULL)) != SIMAI_ERR_TRIMMED)
+            (rc = read_entry(s, stream, *index, timeout, w, NULL, NULL)) != SIMAI_ERR_TRIMMED)
             return rc;
         if ((rc = s->ops->stream_info(s, stream, n, &st)))
             return rc;
@@ -164,4 +164,95 @@ int simai_group_get(simai_store *s, const char *stream, const char *group, int64
             return SIMAI_ERR_TRIMMED;
         *index = st.start;
     }
+}
+
+int simai_group_get(simai_store *s, const char *stream, const char *group, int64_t *index,
+                    double timeout, void *buf, size_t cap, simai_info *info)
+{
+    struct simai_want w = {.kind = -1, .buf = buf, .cap = cap, .info = info};
+    return group_read(s, stream, group, index, timeout, &w);
+}
+
+int simai_group_get_array(simai_store *s, const char *stream, const char *group,
+                          int64_t *index, double timeout, const char *dtype, int ndim,
+                          const uint64_t *shape, void *buf, int flags)
+{
+    struct simai_head want;
+    struct simai_want w = {.kind = SIMAI_KIND_ARRAY, .dtype = dtype, .ndim = ndim,
+                           .shape = shape, .flags = flags, .buf = buf};
+    int rc = simai_head_array(&want, dtype, ndim, shape); /* checks dtype and shape */
+    if (rc)
+        return rc;
+    w.cap = want.nbytes;
+    if (!buf && want.nbytes)
+        return simai_fail(SIMAI_ERR_INVALID, "buf must not be NULL");
+    return group_read(s, stream, group, index, timeout, &w);
+}
+
+/* --- declaring and deleting (Python: create_stream, delete_stream) -------------------------- */
+
+static const char *policy_name(int policy)
+{
+    return policy == SIMAI_POLICY_BLOCK         ? "block"
+           : policy == SIMAI_POLICY_DROP_OLDEST ? "drop_oldest"
+                                                : "none";
+}
+
+int simai_stream_create(simai_store *s, const char *stream, int64_t maxlen, const char *policy)
+{
+    simai_stream_state want = {0}, have = {0};
+    size_t n;
+    int rc = simai_usable(s);
+    if (rc || (rc = simai_check_key(stream, "stream name", &n)))
+        return rc;
+    if (!policy || !strcmp(policy, "block"))
+        want.policy = SIMAI_POLICY_BLOCK;
+    else if (!strcmp(policy, "drop_oldest"))
+        want.policy = SIMAI_POLICY_DROP_OLDEST;
+    else
+        return simai_fail(SIMAI_ERR_INVALID,
+                          "policy must be \"block\" or \"drop_oldest\", not \"%.64s\"", policy);
+    if (maxlen < 0)
+        return simai_fail(SIMAI_ERR_INVALID,
+                          "maxlen must be >= 1 (or 0: unbounded), not %" PRId64, maxlen);
+    want.maxlen = maxlen;
+    if (!maxlen) { /* unbounded: what an undeclared stream is; only bounds contradict it */
+        if ((rc = s->ops->stream_info(s, stream, n, &have)))
+            return rc;
+        if (have.maxlen)
+            return simai_fail(SIMAI_ERR_INVALID,
+                              "stream '%s' is bounded to maxlen=%" PRId64 "; it cannot be "
+                              "declared unbounded",
+                              stream, have.maxlen);
+        return SIMAI_OK;
+    }
+    if ((rc = s->ops->stream_create(s, stream, n, &want, &have)))
+        return rc;
+    if (!have.maxlen)
+        return simai_fail(SIMAI_ERR_INVALID,
+                          "stream '%s' already holds %" PRId64 " values appended without "
+                          "bounds; declare it with simai_stream_create before the first append",
+                          stream, have.length);
+    if (have.maxlen != want.maxlen || have.policy != want.policy)
+        return simai_fail(SIMAI_ERR_INVALID,
+                          "stream '%s' is already declared with maxlen=%" PRId64
+                          ", policy='%s', not maxlen=%" PRId64 ", policy='%s'",
+                          stream, have.maxlen, policy_name(have.policy), want.maxlen,
+                          policy_name(want.policy));
+    return SIMAI_OK;
+}
+
+int simai_stream_delete(simai_store *s, const char *stream, int *existed)
+{
+    int was = 0;
+    size_t n;
+    int rc = simai_usable(s);
+    if (existed)
+        *existed = 0;
+    if (rc || (rc = simai_check_key(stream, "stream name", &n)))
+        return rc;
+    rc = s->ops->stream_delete(s, stream, n, &was);
+    if (!rc && existed)
+        *existed = was;
+    return rc;
 }

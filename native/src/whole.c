@@ -69,3 +69,13 @@ int simai_backoff(double *pause, double deadline)
     *pause = *pause * 2 < MAX_PAUSE ? *pause * 2 : MAX_PAUSE;
     return SIMAI_OK;
 }
+
+int simai_poll(int (*check)(void *), void *arg, double deadline)
+{
+    double pause = SIMAI_FIRST_PAUSE;
+    int rc;
+    while ((rc = check(arg)) == SIMAI_WAIT_AGAIN)
+        if ((rc = simai_backoff(&pause, deadline)))
+            return rc;
+    return rc;
+}

@@ -1,4 +1,4 @@
-/* simai_check: the C side of tests/test_native_store.py. Each command does one thing to a
+/* simai_check: the C side of tests/test_native_clients.py. Each command does one thing to a
  * store and prints what it found; the Python test does the other side and compares.
  *
  *   simai_check write URL          put the fixture values under c/ (arrays of every dtype and
@@ -23,7 +23,7 @@
 
 #define FAIL(...) (fprintf(stderr, __VA_ARGS__), fputc('\n', stderr), 1)
 
-/* The fixture arrays: tests/test_native_store.py has the same table. */
+/* The fixture arrays: tests/_native.py has the same table. */
 static const char *const DTYPES[] = {"|b1", "|i1", "<i2", "<i4", "<i8", "|u1", "<u2", "<u4",
                                      "<u8", "<f2", "<f4", "<f8", "<f16", "<c8", "<c16", "<c32",
                                      ">f8", ">i4"};

@@ -1,4 +1,4 @@
-// check_cpp: the C++ side of tests/test_native_store.py (simai.hpp). Usage: check_cpp URL
+// check_cpp: the C++ side of tests/test_native_clients.py (simai.hpp). Usage: check_cpp URL
 #include <cstdio>
 #include <string>
 #include <vector>
