@@ -6,7 +6,9 @@ under the temporary directory once, then the C programs in benchmarks/native/ ag
 the node-local store (get into a reused buffer, and into a new one), the Python client
 (store.py's producer and consumer processes), memcpy in C (the limit), then a small
 TorchScript MLP called from C through libsimai_torch and from Python's simai.Surrogate.
-Prints a Markdown report with the issue's targets.
+Every process, C and Python, runs with the environment simai gives a task it launches (huge
+pages for large allocations, simai/launch/memory.py; --bare-env leaves it out). Prints a
+Markdown report with the issue's targets.
 
     .venv/bin/python benchmarks/native.py --out benchmarks/results/native.md
     .venv/bin/python benchmarks/native.py --sizes 8K,1M --rounds 1 --n-small 200
@@ -89,6 +91,48 @@ def build(cache: Path) -> Path:
          "-DCMAKE_BUILD_TYPE=Release")  # fmt: skip
     step("cmake", "--build", progs, "-j2")
     return progs
+
+
+# --- environment -------------------------------------------------------------------------------
+
+
+def task_env() -> dict[str, str]:
+    """The variables simai adds to the environment of a task it launches (a simai.Command or a
+    Python task): huge pages for large allocations, where the kernel gives them
+    (simai/launch/memory.py); those already set are left out."""
+    from simai.launch.memory import huge_pages_default, huge_pages_env, huge_pages_setting, thp_mode
+
+    if huge_pages_setting(huge_pages_default(), thp_mode()) != "on":
+        return {}
+    return huge_pages_env(os.environ)
+
+
+def env_line(extra: dict[str, str], bare: bool) -> str:
+    from simai.launch.memory import thp_mode
+
+    if extra:
+        added = ", ".join(f"`{k}={v}`" for k, v in extra.items())
+        how = f"with what simai adds to a task it launches: {added}"
+    elif bare:
+        how = "without what simai adds to a task it launches (--bare-env)"
+    else:
+        how = "as simai launches a task, which adds nothing here"
+    return f"every process (C and Python) runs {how}; kernel THP mode {thp_mode()}"
+
+
+def shm_dir() -> str:
+    """Where local:// stores live, and its file system."""
+    base = os.environ.get("SIMAI_SHM_DIR", "/dev/shm")
+    fs = "?"
+    try:
+        mounts = [ln.split() for ln in Path("/proc/mounts").read_text().splitlines()]
+        real = os.path.realpath(base)
+        best = max((m for m in mounts if real == m[1] or real.startswith(m[1].rstrip("/") + "/")),
+                   key=lambda m: len(m[1]), default=None)  # fmt: skip
+        fs = best[2] if best else fs
+    except OSError:
+        pass
+    return f"`{base}`, {fs}"
 
 
 # --- store rows --------------------------------------------------------------------------------
@@ -289,6 +333,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=Path(tempfile.gettempdir()) / f"simai-bench-native-{os.getuid()}",
         help="where native/ is built and installed (default: under the temporary directory)",
     )
+    p.add_argument(
+        "--bare-env",
+        action="store_true",
+        help="run every process in this one's environment, without the variables simai gives "
+        "a task it launches (huge pages)",
+    )
     p.add_argument("--out", type=Path, help="also write the Markdown report to this file")
     args = p.parse_args(argv)
     try:
@@ -310,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     import simai
 
     started, t_all, load0 = datetime.now(UTC), time.monotonic(), os.getloadavg()[0]
+    extra = {} if args.bare_env else task_env()
+    os.environ.update(extra)  # every process started from here on: C programs and Python
     progs = build(args.cache)
     torch.set_num_threads(args.threads)
     counts = sb.op_counts(args.sizes, False, hi=args.n_small)
@@ -354,7 +406,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{info['kernel']}; load average {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end",
         f"- software: python {info['python']}, numpy {info['numpy']}, torch {torch.__version__}, "
         f"simai {simai.__version__}, libsimai built Release",
-        "- arrays: float32 on `local://bench`; per size, arrays per repetition: "
+        f"- environment: {env_line(extra, args.bare_env)}",
+        f"- arrays: float32 on `local://bench` (under {shm_dir()}); per size, arrays per "
+        "repetition: "
         + ", ".join(f"{sb.fmt_size(s)} ×{n}" for s, n in counts.items())
         + f"; {args.warmup} warm-up + {args.repeat} timed repetitions in each of {args.rounds} "
         "rounds over all rows, median over rounds; producer and consumer are separate "

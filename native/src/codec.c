@@ -6,15 +6,13 @@
 #include <string.h>
 
 #include "error.h"
-
-#define XXH_INLINE_ALL
-#include "xxhash.h"
+#include "hash.h"
 
 #define ALIGN 64
 #define VERSION 2
-#define CHUNK (64 << 10)
 /* payloads at least this large are hashed on a second core while they are copied, as Python
- * does (simai/store/codec.py PARALLEL_MIN); below it, copy and hash go chunk by chunk */
+ * does (simai/store/codec.py PARALLEL_MIN); below it, copy and hash go step by step on this
+ * core (simai_xxh3_copy) */
 #define PARALLEL_MIN ((size_t)4 << 20)
 
 static const uint8_t MAGIC[4] = {'S', 'M', 'A', 'I'};
@@ -94,7 +92,7 @@ static void head_seal(struct simai_head *h)
     uint8_t body[SIMAI_MAX_HEADER];
     size_t end = SIMAI_FIXED + 8 * (size_t)h->ndim;
     head_body(h, body);
-    h->seed = XXH3_64bits(body, end);
+    h->seed = simai_xxh3(body, end, 0);
     h->offset = simai_header_size(h->ndim);
 }
 
@@ -187,7 +185,7 @@ int simai_head_parse(struct simai_head *h, const uint8_t *entry, size_t n)
                               "entry payload length does not match its dtype and shape");
     } else if (len || h->ndim)
         return simai_fail(SIMAI_ERR_CORRUPT, "entry header is damaged");
-    h->seed = XXH3_64bits(entry, end);
+    h->seed = simai_xxh3(entry, end, 0);
     h->checksum = get_u64(entry + end);
     h->offset = simai_header_size(h->ndim);
     return SIMAI_OK;
@@ -213,7 +211,7 @@ static int mismatch(void)
 
 uint64_t simai_hash(const void *p, size_t n, uint64_t seed)
 {
-    return XXH3_64bits_withSeed(p, n, seed);
+    return simai_xxh3(p, n, seed);
 }
 
 int simai_verify(const struct simai_head *h, const void *payload)
@@ -230,13 +228,12 @@ struct hash_job {
 static void *hash_job_run(void *arg)
 {
     struct hash_job *job = arg;
-    job->sum = XXH3_64bits_withSeed(job->p, job->n, job->seed);
+    job->sum = simai_xxh3(job->p, job->n, job->seed);
     return NULL;
 }
 
 uint64_t simai_copy_hashed(void *dst, const void *src, size_t n, uint64_t seed)
 {
-    XXH3_state_t state;
     if (n >= PARALLEL_MIN) { /* hash the source on another core while this one copies it */
         struct hash_job job = {src, n, seed, 0};
         pthread_t thread;
@@ -246,18 +243,7 @@ uint64_t simai_copy_hashed(void *dst, const void *src, size_t n, uint64_t seed)
             return job.sum;
         }
     }
-    if (n <= CHUNK) {
-        memcpy(dst, src, n);
-        return XXH3_64bits_withSeed(dst, n, seed);
-    }
-    XXH3_INITSTATE(&state);
-    XXH3_64bits_reset_withSeed(&state, seed);
-    for (size_t at = 0; at < n; at += CHUNK) {
-        size_t k = n - at < CHUNK ? n - at : CHUNK;
-        memcpy((char *)dst + at, (const char *)src + at, k);
-        XXH3_64bits_update(&state, (const char *)dst + at, k);
-    }
-    return XXH3_64bits_digest(&state);
+    return simai_xxh3_copy(dst, src, n, seed);
 }
 
 /* --- row-major <-> column-major ------------------------------------------------------------ */
