@@ -510,7 +510,7 @@ def test_local_c_opens_what_python_opens_and_refuses_what_it_refuses(native, tmp
     assert opened("local://a/b") == "SIMAI_ERR_INVALID"
     assert opened("local://..") == "SIMAI_ERR_INVALID"
     assert opened("nothing") == "SIMAI_ERR_INVALID"
-    assert opened("rediss://127.0.0.1:1") == "SIMAI_ERR_UNSUPPORTED"  # TLS: not yet
+    assert opened("rediss://127.0.0.1:1") == "SIMAI_ERR_INVALID"  # no $SIMAI_STORE_TLS_* files
     public = tmp_path / "public"
     public.mkdir(mode=0o777)
     public.chmod(0o777)

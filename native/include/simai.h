@@ -63,7 +63,8 @@ enum {
     SIMAI_ERR_TYPE = 5,         /* the entry is of another kind, dtype or shape than asked */
     SIMAI_ERR_TOO_SMALL = 6,    /* the caller's buffer is too small (the size needed is given) */
     SIMAI_ERR_PERMISSION = 7,   /* a directory or file that is not the user's own, or public;
-                                   Redis refused the password (or wanted one) */
+                                   Redis refused the password (or wanted one), or the store
+                                   user may not touch the key; a TLS certificate refused */
     SIMAI_ERR_FULL = 8,         /* the store's filesystem is full */
     SIMAI_ERR_CLOSED = 9,       /* the store was destroyed */
     SIMAI_ERR_IO = 10,          /* the store cannot be opened or reached, or an OS, LMDB or
@@ -149,8 +150,14 @@ SIMAI_API int simai_open(simai_store **store);
  * and refused when another user owns them or others may write them, as in Python.
  * redis:// connects to every shard now (SIMAI_ERR_IO if one cannot be reached within 5 s,
  * SIMAI_ERR_PERMISSION if it refuses the password); a password written in the URL is
- * accepted, as Python accepts it, and cut out of simai_url. rediss:// (TLS) is
- * SIMAI_ERR_UNSUPPORTED. */
+ * accepted, as Python accepts it, and cut out of simai_url. The store user is the URL's
+ * (redis://user@host:port), else $SIMAI_STORE_USER, with the secret $SIMAI_STORE_PASSWORD.
+ * rediss:// is the same over TLS (1.2 at least): the server's certificate must be signed by
+ * the CA in $SIMAI_STORE_TLS_CA and name the address dialled, and the client presents the
+ * certificate and key in $SIMAI_STORE_TLS_CERT and $SIMAI_STORE_TLS_KEY (SIMAI_ERR_INVALID,
+ * naming the variable, when one is unset or unusable; SIMAI_ERR_PERMISSION when either side
+ * refuses the other's certificate; SIMAI_ERR_UNSUPPORTED when libsimai was built without
+ * OpenSSL). */
 SIMAI_API int simai_open_url(const char *url, simai_store **store);
 /* Let go of the handle (NULL does nothing). Views made from it stay valid until released. */
 SIMAI_API int simai_close(simai_store *store);

@@ -1,10 +1,11 @@
 /* The redis:// backend (simai/store/redis.py): redis-server shards, client-side hashing.
  *
- *   redis://[user@]host:port[,host:port,...]
+ *   redis://[user@]host:port[,host:port,...]     rediss://... the same, over TLS (tls.h)
  *
  * Each key, and each stream as a whole, lives on shard crc32(name) % shards. The password is
- * $SIMAI_STORE_PASSWORD (else one in the URL, accepted as Python accepts it); AUTH is sent on
- * connect. The layout inside Redis is redis.py's, so either client reads what the other wrote:
+ * $SIMAI_STORE_PASSWORD (else one in the URL, accepted as Python accepts it), the user the
+ * URL's, else $SIMAI_STORE_USER; AUTH is sent on connect. A command the user's access rules
+ * refuse is SIMAI_ERR_PERMISSION naming the key and the operation. The layout inside Redis is redis.py's, so either client reads what the other wrote:
  *
  *   simai:v:KEY          the entry (header + payload), or a chunk pointer when it is large
  *   simai:p:KEY          copy of the current chunk pointer
@@ -198,13 +199,112 @@ static int redis_keys(simai_store *s, const char *prefix, struct simai_keylist *
     return rc;
 }
 
+/* A wait's check, on this backend's own exists (a refusal stays SIMAI_REDIS_DENIED, for the
+ * wait to name). */
+static int appeared(void *arg)
+{
+    struct simai_lookup *q = arg;
+    int exists = 0, rc = redis_exists(q->s, q->key, q->n, &exists);
+    return rc ? rc : exists ? SIMAI_OK : SIMAI_WAIT_AGAIN;
+}
+
 static int redis_wait(simai_store *s, const char *key, size_t n, double deadline)
 {
     struct simai_lookup q = {s, key, n};
     char channel[RKEY_CAP];
     size_t len = simai_redis_key(channel, 'n', key, n);
     int i = simai_redis_shard(s, key, n);
-    return simai_redis_notified(s, i, channel, len, simai_appeared, &q, deadline);
+    return simai_redis_notified(s, i, channel, len, appeared, &q, deadline);
+}
+
+/* --- access rules: what a refused command becomes ------------------------------------------ */
+
+/* Each operation of the table, with a command Redis refused (NOPERM) turned into
+ * SIMAI_ERR_PERMISSION naming the key or stream and the operation (redis.py's names). */
+static int put_checked(simai_store *s, const char *key, size_t n, struct simai_head *h,
+                       const struct simai_src *src)
+{
+    return simai_redis_denied(s, redis_put(s, key, n, h, src), "write", key);
+}
+
+static int get_checked(simai_store *s, const char *key, size_t n, const struct simai_want *w,
+                       simai_view **view, const void **data)
+{
+    return simai_redis_denied(s, redis_get(s, key, n, w, view, data), "read", key);
+}
+
+static int exists_checked(simai_store *s, const char *key, size_t n, int *exists)
+{
+    return simai_redis_denied(s, redis_exists(s, key, n, exists), "read", key);
+}
+
+static int del_checked(simai_store *s, const char *key, size_t n, int *existed)
+{
+    return simai_redis_denied(s, redis_del(s, key, n, existed), "delete", key);
+}
+
+static int keys_checked(simai_store *s, const char *prefix, struct simai_keylist *l)
+{
+    return simai_redis_denied(s, redis_keys(s, prefix, l), "list the keys under", prefix);
+}
+
+static int wait_checked(simai_store *s, const char *key, size_t n, double deadline)
+{
+    return simai_redis_denied(s, redis_wait(s, key, n, deadline), "wait for", key);
+}
+
+static int append_checked(simai_store *s, const char *stream, size_t n, struct simai_head *h,
+                          const struct simai_src *src, double deadline, int64_t *index)
+{
+    return simai_redis_denied(s, simai_redis_append(s, stream, n, h, src, deadline, index),
+                              "append to", stream);
+}
+
+static int stream_get_checked(simai_store *s, const char *stream, size_t n, int64_t index,
+                              double deadline, const struct simai_want *w, simai_view **view,
+                              const void **data)
+{
+    int rc = simai_redis_stream_get(s, stream, n, index, deadline, w, view, data);
+    return simai_redis_denied(s, rc, "read stream", stream);
+}
+
+static int stream_info_checked(simai_store *s, const char *stream, size_t n,
+                               simai_stream_state *st)
+{
+    return simai_redis_denied(s, simai_redis_stream_info(s, stream, n, st), "read stream",
+                              stream);
+}
+
+static int stream_close_checked(simai_store *s, const char *stream, size_t n)
+{
+    return simai_redis_denied(s, simai_redis_stream_close(s, stream, n), "close stream", stream);
+}
+
+static int stream_create_checked(simai_store *s, const char *stream, size_t n,
+                                 const simai_stream_state *want, simai_stream_state *have)
+{
+    return simai_redis_denied(s, simai_redis_stream_create(s, stream, n, want, have),
+                              "create stream", stream);
+}
+
+static int stream_delete_checked(simai_store *s, const char *stream, size_t n, int *existed)
+{
+    return simai_redis_denied(s, simai_redis_stream_delete(s, stream, n, existed),
+                              "delete stream", stream);
+}
+
+static int position_checked(simai_store *s, const char *stream, size_t n, const char *group,
+                            size_t gn, int64_t *index, int *found)
+{
+    return simai_redis_denied(s, simai_redis_position(s, stream, n, group, gn, index, found),
+                              "read stream", stream);
+}
+
+static int set_position_checked(simai_store *s, const char *stream, size_t n, const char *group,
+                                size_t gn, int64_t index)
+{
+    return simai_redis_denied(s, simai_redis_set_position(s, stream, n, group, gn, index),
+                              "read stream", stream);
 }
 
 /* --- the table ------------------------------------------------------------------------------ */
@@ -218,20 +318,20 @@ static int redis_usable(simai_store *s)
 static const struct simai_backend REDIS = {
     .close = simai_redis_free,
     .usable = redis_usable,
-    .put = redis_put,
-    .get = redis_get,
-    .exists = redis_exists,
-    .del = redis_del,
-    .keys = redis_keys,
-    .wait = redis_wait,
-    .append = simai_redis_append,
-    .stream_get = simai_redis_stream_get,
-    .stream_info = simai_redis_stream_info,
-    .stream_close = simai_redis_stream_close,
-    .stream_create = simai_redis_stream_create,
-    .stream_delete = simai_redis_stream_delete,
-    .position = simai_redis_position,
-    .set_position = simai_redis_set_position,
+    .put = put_checked,
+    .get = get_checked,
+    .exists = exists_checked,
+    .del = del_checked,
+    .keys = keys_checked,
+    .wait = wait_checked,
+    .append = append_checked,
+    .stream_get = stream_get_checked,
+    .stream_info = stream_info_checked,
+    .stream_close = stream_close_checked,
+    .stream_create = stream_create_checked,
+    .stream_delete = stream_delete_checked,
+    .position = position_checked,
+    .set_position = set_position_checked,
 };
 
 int simai_redis_open(simai_store *s)

@@ -24,6 +24,7 @@ struct shard {
 
 struct rstore {
     char *user, *password;
+    struct simai_tls *tls; /* rediss://: the CA and this client's certificate; else NULL */
     int n;
     struct shard sh[];
 };
@@ -41,7 +42,12 @@ struct cmd {
 /* the Redis key of `name` of this kind, written into buf, as an argument */
 #define KEY(buf, kind, name, n) ARG(buf, simai_redis_key(buf, kind, name, n))
 
-/* Parse the URL in s->url (cutting a password out of it) into s->impl; connect nothing. */
+/* What simai_redis_run returns when Redis refused a command by its access rules (NOPERM):
+ * the backend's table turns it into SIMAI_ERR_PERMISSION naming the key and the operation. */
+#define SIMAI_REDIS_DENIED (-2)
+
+/* Parse the URL in s->url (cutting a password out of it, adding $SIMAI_STORE_USER when it
+ * names no user) into s->impl, and load the TLS files of a rediss:// URL; connect nothing. */
 int simai_redis_parse(simai_store *s);
 void simai_redis_free(simai_store *s);
 
@@ -59,7 +65,7 @@ int simai_redis_connect(simai_store *s, int i, struct simai_conn *c);
 /* Send `count` commands to shard i (its lock held) in one round trip and read their replies
  * (all nil, safe to free, after a failure). A failure that leaves replies unread closes the
  * connection; the next call reconnects. An error reply becomes SIMAI_ERR_IO saying what
- * Redis said. */
+ * Redis said, or SIMAI_REDIS_DENIED for a command the user may not run (NOPERM). */
 int simai_redis_run(simai_store *s, int i, int count, const struct cmd *cmds,
                     struct simai_reply *out);
 /* check(arg) until it returns something other than SIMAI_WAIT_AGAIN, woken by messages on
@@ -80,6 +86,10 @@ int simai_redis_gather(simai_store *s, int i, char kind, const char *name, size_
  * `old` is a pointer). */
 int simai_redis_drop_chunks(simai_store *s, int i, char kind, const char *name, size_t n,
                             const struct simai_reply *old);
+
+/* SIMAI_ERR_PERMISSION for SIMAI_REDIS_DENIED, saying who may not `op` the key or stream
+ * `name`, as redis.py's _denied says it; other codes pass through. */
+int simai_redis_denied(simai_store *s, int rc, const char *op, const char *name);
 
 /* Streams and consumer groups (backend_redis_stream.c), for the backend's table. */
 int simai_redis_append(simai_store *s, const char *stream, size_t n, struct simai_head *h,

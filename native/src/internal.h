@@ -7,6 +7,9 @@
 
 struct simai_backend;
 
+/* Room after the URL for the "user@" that redis:// adds from $SIMAI_STORE_USER. */
+#define SIMAI_URL_SPARE 256
+
 struct simai_store {
     const struct simai_backend *ops;
     struct simai_env *env; /* local:// */

@@ -4,10 +4,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "backend_redis.h"
 #include "error.h"
 #include "internal.h"
+#include "tls.h"
 
 #define DEFAULT_PORT 6379
 #define MAX_SHARDS 256
@@ -65,18 +67,44 @@ int simai_redis_connect(simai_store *s, int i, struct simai_conn *c)
 {
     struct rstore *r = R(s);
     char at[600];
-    int rc = simai_conn_open(c, r->sh[i].host, r->sh[i].port, r->user, r->password,
+    int rc = simai_conn_open(c, r->sh[i].host, r->sh[i].port, r->user, r->password, r->tls,
                              CONNECT_TIMEOUT, TIMEOUT);
+    char msg[1024];
     if (rc) {
         where(s, i, at, sizeof at);
         simai_error_context("%s: ", at);
     }
-    if (rc == SIMAI_ERR_PERMISSION && !r->password) {
-        char msg[1024];
-        snprintf(msg, sizeof msg, "%s", simai_last_error());
+    snprintf(msg, sizeof msg, "%s", rc ? simai_last_error() : "");
+    if (rc == SIMAI_ERR_PERMISSION && !r->password && strstr(msg, "authentication"))
         simai_fail(rc, "%s (no password given: set SIMAI_STORE_PASSWORD)", msg);
-    }
+    else if (rc == SIMAI_ERR_IO && !r->tls && strstr(msg, "lost connection"))
+        simai_fail(rc, "%s (a store that speaks only TLS does this: is its URL rediss://?)", msg);
     return rc;
+}
+
+/* Whether an error reply is Redis refusing a command by its access rules (redis.py's
+ * _is_denied). */
+static int refused(const struct simai_reply *r)
+{
+    return r->type == SIMAI_ERROR && r->str &&
+           (!strncmp(r->str, "NOPERM", 6) || strstr(r->str, "no permissions"));
+}
+
+int simai_redis_denied(simai_store *s, int rc, const char *op, const char *name)
+{
+    const char *component = getenv("SIMAI_COMPONENT"), *access = getenv("SIMAI_STORE_ACCESS");
+    const char *user = R(s)->user ? R(s)->user : "default";
+    char who[600];
+    if (rc != SIMAI_REDIS_DENIED)
+        return rc;
+    if (component && *component)
+        snprintf(who, sizeof who, "component '%.200s' (store user '%.200s')", component, user);
+    else
+        snprintf(who, sizeof who, "store user '%.200s'", user);
+    if (access && *access)
+        return simai_fail(SIMAI_ERR_PERMISSION, "%s may not %s '%s' in %s: its store_access is %s",
+                          who, op, name, s->url, access);
+    return simai_fail(SIMAI_ERR_PERMISSION, "%s may not %s '%s' in %s", who, op, name, s->url);
 }
 
 /* Send `count` commands to shard i (its lock held) in one round trip and read their replies
@@ -101,6 +129,8 @@ int simai_redis_run(simai_store *s, int i, int count, const struct cmd *cmds,
         if (out[k].type == SIMAI_ERROR) {
             where(s, i, at, sizeof at);
             rc = simai_fail(SIMAI_ERR_IO, "%s: %s", at, out[k].str);
+            if (refused(&out[k]))
+                rc = SIMAI_REDIS_DENIED; /* the caller names the key and the operation */
         }
     if (rc) {
         for (int k = 0; k < got; k++)
@@ -130,6 +160,7 @@ static int take_subscriber(simai_store *s, int i, struct simai_conn *c)
     simai_redis_lock(s, i);
     *c = sh->idle;
     sh->idle.fd = -1;
+    sh->idle.ssl = NULL;
     sh->idle.buf = sh->idle.out = NULL;
     simai_redis_unlock(s, i);
     return c->fd >= 0 ? SIMAI_OK : simai_redis_connect(s, i, c);
@@ -153,6 +184,7 @@ static void give_back(simai_store *s, int i, struct simai_conn *c, const char *c
         simai_conn_close(&sh->idle);
         sh->idle = *c;
         c->fd = -1;
+        c->ssl = NULL;
         c->buf = c->out = NULL;
     }
     simai_redis_unlock(s, i);
@@ -171,8 +203,16 @@ int simai_redis_notified(simai_store *s, int i, const char *channel, size_t n,
     if ((rc = take_subscriber(s, i, &c)))
         return rc;
     if (!(rc = simai_conn_send(&c, sub.argc, sub.argv)) && !(rc = simai_conn_flush(&c)) &&
-        !(rc = simai_conn_read(&c, &r)))
+        !(rc = simai_conn_read(&c, &r))) {
+        if (r.type == SIMAI_ERROR) { /* a channel the user may not listen on, say */
+            char at[600];
+            where(s, i, at, sizeof at);
+            rc = simai_fail(SIMAI_ERR_IO, "%s: %s", at, r.str);
+            if (refused(&r))
+                rc = SIMAI_REDIS_DENIED;
+        }
         simai_reply_free(&r);
+    }
     while (!rc && (rc = check(arg)) == SIMAI_WAIT_AGAIN) {
         double until = simai_now() + RECHECK;
         rc = SIMAI_OK;
@@ -318,7 +358,7 @@ static int parse_address(const char *part, size_t len, struct shard *sh, const c
 int simai_redis_parse(simai_store *s)
 {
     char *netloc = strstr(s->url, "://") + 3, *at, *slash = strchr(netloc, '/');
-    const char *env = getenv("SIMAI_STORE_PASSWORD");
+    const char *env = getenv("SIMAI_STORE_PASSWORD"), *env_user = getenv("SIMAI_STORE_USER");
     char *user = NULL, *password = NULL;
     struct rstore *r;
     size_t count = 1, len;
@@ -344,6 +384,19 @@ int simai_redis_parse(simai_store *s)
             netloc[un] = '@';
         netloc += keep;
         len = hosts;
+    }
+    if (!user && env_user && *env_user) { /* the user the workflow gave this component */
+        size_t un = strlen(env_user);
+        if (un >= SIMAI_URL_SPARE)
+            return simai_fail(SIMAI_ERR_INVALID, "SIMAI_STORE_USER is longer than %d bytes",
+                              SIMAI_URL_SPARE - 1);
+        if (!(user = strdup(env_user)))
+            return simai_fail(SIMAI_ERR_NOMEM, "out of memory");
+        /* simai_url names it, as Python's url does (store.c left room) */
+        memmove(netloc + un + 1, netloc, strlen(netloc) + 1);
+        memcpy(netloc, user, un);
+        netloc[un] = '@';
+        netloc += un + 1;
     }
     for (size_t k = 0; k < len; k++)
         count += netloc[k] == ',';
@@ -372,6 +425,8 @@ int simai_redis_parse(simai_store *s)
         part = end + 1;
     }
     s->impl = r;
+    if (!rc && !strncasecmp(s->url, "rediss://", 9))
+        rc = simai_tls_new(&r->tls);
     if (rc)
         simai_redis_free(s);
     return rc;
@@ -385,6 +440,7 @@ void simai_redis_free(simai_store *s)
         simai_conn_close(&r->sh[i].idle);
         pthread_mutex_destroy(&r->sh[i].lock);
     }
+    simai_tls_free(r->tls);
     free(r->user);
     free(r->password);
     free(r);

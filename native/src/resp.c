@@ -1,4 +1,4 @@
-/* RESP2 over one TCP socket (see resp.h). */
+/* RESP2 over one TCP socket, or a TLS session on it (see resp.h). */
 #define _GNU_SOURCE
 #include "resp.h"
 
@@ -16,18 +16,40 @@
 
 #include "env.h"
 #include "error.h"
+#include "tls.h"
 
 #define BIG (32 * 1024) /* arguments this large go to the socket without a copy */
 #define RECV (256 * 1024)
 
 static int lost(struct simai_conn *c, const char *why)
 {
-    int timed_out = errno == EAGAIN || errno == EWOULDBLOCK;
-    int code = simai_fail(SIMAI_ERR_IO, timed_out ? "%s did not answer in time; connection closed"
+    int timed_out = errno == EAGAIN || errno == EWOULDBLOCK, alert = 0, code;
+    if (c->ssl && errno == EPROTO)
+        why = simai_tls_why(&alert);
+    /* TLS 1.3: the server checks our certificate after the handshake, and a refusal ends the
+     * session at the first reply (with an alert, or a reset that may overtake it) */
+    if (c->ssl && c->opening && !timed_out && (alert || errno != EPROTO))
+        code = simai_fail(SIMAI_ERR_PERMISSION,
+                          "%s ended the TLS session: it refused this client's certificate (not "
+                          "signed by the CA it trusts?): %s",
+                          c->name, why);
+    else
+        code = simai_fail(SIMAI_ERR_IO, timed_out ? "%s did not answer in time; connection closed"
                                                   : "lost connection to %s: %s",
                           c->name, why);
     simai_conn_close(c);
     return code;
+}
+
+/* send(2) or recv(2), on the TLS session when there is one. */
+static ssize_t put_bytes(struct simai_conn *c, const void *p, size_t n)
+{
+    return c->ssl ? simai_tls_send(c->ssl, p, n) : send(c->fd, p, n, MSG_NOSIGNAL);
+}
+
+static ssize_t get_bytes(struct simai_conn *c, void *p, size_t n)
+{
+    return c->ssl ? simai_tls_recv(c->ssl, p, n) : recv(c->fd, p, n, 0);
 }
 
 static int poll_ms(int fd, short events, double deadline)
@@ -87,17 +109,24 @@ static void set_timeout(int fd, double seconds)
 }
 
 int simai_conn_open(struct simai_conn *c, const char *host, int port, const char *user,
-                    const char *password, double connect_timeout, double timeout)
+                    const char *password, const struct simai_tls *tls, double connect_timeout,
+                    double timeout)
 {
+    const char *scheme = tls ? "rediss" : "redis";
     struct simai_reply r;
     int rc;
     memset(c, 0, sizeof *c);
     c->fd = -1;
-    snprintf(c->name, sizeof c->name, strchr(host, ':') ? "redis://[%s]:%d" : "redis://%s:%d",
+    snprintf(c->name, sizeof c->name, strchr(host, ':') ? "%s://[%s]:%d" : "%s://%s:%d", scheme,
              host, port);
     if ((rc = connect_to(c, host, port, connect_timeout)))
         return rc;
     set_timeout(c->fd, connect_timeout);
+    if (tls && (rc = simai_tls_start(tls, c->fd, host, c->name, &c->ssl))) {
+        simai_conn_close(c);
+        return rc;
+    }
+    c->opening = 1;
     if (password) {
         struct simai_arg auth[3] = {{"AUTH", 4, NULL, 0}, {user, user ? strlen(user) : 0, NULL, 0},
                                     {password, strlen(password), NULL, 0}};
@@ -111,8 +140,11 @@ int simai_conn_open(struct simai_conn *c, const char *host, int port, const char
         struct simai_arg ping = {"PING", 4, NULL, 0};
         rc = simai_conn_send(c, 1, &ping);
     }
-    if (rc || (rc = simai_conn_flush(c)) || (rc = simai_conn_read(c, &r)))
+    if (rc || (rc = simai_conn_flush(c)) || (rc = simai_conn_read(c, &r))) {
+        simai_conn_close(c);
         return rc;
+    }
+    c->opening = 0;
     if (r.type == SIMAI_ERROR) {
         rc = simai_fail(SIMAI_ERR_IO, "%s refused the connection: %s", c->name, r.str);
         simai_conn_close(c);
@@ -124,6 +156,8 @@ int simai_conn_open(struct simai_conn *c, const char *host, int port, const char
 
 void simai_conn_close(struct simai_conn *c)
 {
+    simai_tls_end(c->ssl);
+    c->ssl = NULL;
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
@@ -138,7 +172,7 @@ void simai_conn_close(struct simai_conn *c)
 static int send_all(struct simai_conn *c, const void *p, size_t n)
 {
     while (n) {
-        ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
+        ssize_t w = put_bytes(c, p, n);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0)
@@ -218,7 +252,7 @@ static int fill(struct simai_conn *c)
         c->buf = grown;
         c->cap += RECV;
     }
-    while ((r = recv(c->fd, c->buf + c->len, c->cap - c->len, 0)) < 0 && errno == EINTR)
+    while ((r = get_bytes(c, c->buf + c->len, c->cap - c->len)) < 0 && errno == EINTR)
         ;
     if (r == 0)
         return errno = 0, lost(c, "the server closed it");
@@ -256,7 +290,7 @@ static int read_bulk(struct simai_conn *c, size_t n, struct simai_reply *r)
     memcpy(r->str, c->buf + c->pos, k);
     c->pos += k;
     while (k < n) {
-        ssize_t got = recv(c->fd, r->str + k, n - k, 0);
+        ssize_t got = get_bytes(c, r->str + k, n - k);
         if (got < 0 && errno == EINTR)
             continue;
         if (got <= 0)
@@ -331,7 +365,7 @@ int simai_conn_read(struct simai_conn *c, struct simai_reply *r)
 
 int simai_conn_ready(struct simai_conn *c, double deadline)
 {
-    if (c->pos < c->len)
+    if (c->pos < c->len || (c->ssl && simai_tls_pending(c->ssl)))
         return 1;
     return poll_ms(c->fd, POLLIN, deadline) > 0;
 }

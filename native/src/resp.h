@@ -1,6 +1,7 @@
-/* A minimal RESP2 client (simai/store/resp.py): one socket to one redis-server, authenticated
- * on connect; commands sent with large arguments handed to the socket as they are (no copy),
- * replies parsed into a tree whose bulk strings are malloc'd (a caller may take them). */
+/* A minimal RESP2 client (simai/store/resp.py): one socket to one redis-server, in TLS when
+ * asked (tls.h), authenticated on connect; commands sent with large arguments handed to the
+ * socket as they are (no copy), replies parsed into a tree whose bulk strings are malloc'd
+ * (a caller may take them). */
 #ifndef SIMAI_RESP_H
 #define SIMAI_RESP_H
 
@@ -9,7 +10,9 @@
 
 struct simai_conn {
     int fd;           /* -1 when closed */
-    char name[300];   /* redis://host:port, for messages */
+    void *ssl;        /* the TLS session on fd (rediss://), else NULL */
+    int opening;      /* 1 until AUTH is answered: a TLS refusal then means our certificate */
+    char name[300];   /* redis://host:port or rediss://host:port, for messages */
     char *buf;        /* received, not yet parsed: buf[pos..len) */
     size_t pos, len, cap;
     char *out;        /* small arguments, gathered before they are sent */
@@ -36,18 +39,23 @@ struct simai_reply {
     struct simai_reply *elem;  /* SIMAI_ARRAY: len elements */
 };
 
-/* Connect (within `connect_timeout` seconds) and AUTH (or PING without a password); every
- * later read or write may take `timeout` seconds. SIMAI_ERR_PERMISSION when the server
- * refuses the credentials or wants some, SIMAI_ERR_IO when it cannot be reached. */
+struct simai_tls;
+
+/* Connect (within `connect_timeout` seconds), start TLS when `tls` is given (the server's
+ * certificate must name `host`), and AUTH (or PING without a password); every later read or
+ * write may take `timeout` seconds. SIMAI_ERR_PERMISSION when the server refuses the
+ * credentials or wants some, or when either side refuses the other's certificate,
+ * SIMAI_ERR_IO when it cannot be reached. */
 int simai_conn_open(struct simai_conn *c, const char *host, int port, const char *user,
-                    const char *password, double connect_timeout, double timeout);
+                    const char *password, const struct simai_tls *tls, double connect_timeout,
+                    double timeout);
 void simai_conn_close(struct simai_conn *c);
 
 /* Queue one command (sent by simai_conn_flush, or at once when it has a large argument). */
 int simai_conn_send(struct simai_conn *c, int argc, const struct simai_arg *argv);
 int simai_conn_flush(struct simai_conn *c);
 /* Read one reply. An error reply is a reply (SIMAI_ERROR), except NOAUTH and WRONGPASS, which
- * are SIMAI_ERR_PERMISSION. A lost connection is SIMAI_ERR_IO and closes it. */
+ * are SIMAI_ERR_PERMISSION (a refused command, NOPERM, is a reply). A lost connection is SIMAI_ERR_IO and closes it. */
 int simai_conn_read(struct simai_conn *c, struct simai_reply *r);
 /* Whether a reply can be read before the monotonic `deadline` (< 0: wait forever): 1 or 0. */
 int simai_conn_ready(struct simai_conn *c, double deadline);

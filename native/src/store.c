@@ -41,24 +41,21 @@ int simai_open_url(const char *url, simai_store **store)
     if (!url || !(sep = strstr(url, "://")))
         return simai_fail(SIMAI_ERR_INVALID,
                           "store URL '%s' is not of the form scheme://...; use local://NAME, "
-                          "file:///path or redis://host:port",
+                          "file:///path, redis://host:port or rediss://host:port",
                           url ? url : "NULL");
     scheme = (size_t)(sep - url);
     if (scheme == 5 && !strncasecmp(url, "local", 5))
         open = simai_local_open;
     else if (scheme == 4 && !strncasecmp(url, "file", 4))
         open = simai_file_open;
-    else if (scheme == 5 && !strncasecmp(url, "redis", 5))
+    else if ((scheme == 5 && !strncasecmp(url, "redis", 5)) ||
+             (scheme == 6 && !strncasecmp(url, "rediss", 6))) /* rediss: TLS */
         open = simai_redis_open;
-    else if (scheme == 6 && !strncasecmp(url, "rediss", 6))
-        return simai_fail(SIMAI_ERR_UNSUPPORTED,
-                          "rediss:// (TLS) is not supported yet; use redis:// on a trusted "
-                          "network");
     else
         return simai_fail(SIMAI_ERR_INVALID,
                           "unknown store scheme '%.*s' in '%s': use local, file or redis",
                           (int)scheme, url, url);
-    if (!(s = calloc(1, sizeof *s + strlen(url) + 1)))
+    if (!(s = calloc(1, sizeof *s + strlen(url) + 1 + SIMAI_URL_SPARE)))
         return simai_fail(SIMAI_ERR_NOMEM, "out of memory opening a store");
     strcpy(s->url, url);
     if ((rc = open(s))) {
