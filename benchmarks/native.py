@@ -3,12 +3,13 @@
 Builds native/ (Release, with libsimai_torch from the torch wheel) into a cache directory
 under the temporary directory once, then the C programs in benchmarks/native/ against it
 (find_package(simai COMPONENTS torch)). Each round runs, one after another: the C client on
-the node-local store (get into a reused buffer, and into a new one), the Python client
-(store.py's producer and consumer processes), memcpy in C (the limit), then a small
-TorchScript MLP called from C through libsimai_torch and from Python's simai.Surrogate.
-Every process, C and Python, runs with the environment simai gives a task it launches (huge
-pages for large allocations, simai/launch/memory.py; --bare-env leaves it out). Prints a
-Markdown report with the issue's targets.
+the node-local store (get into a reused buffer, into a new one simai_get_alloc allocates, and
+into the caller's own malloc'd one), the Python client (store.py's producer and consumer
+processes), memcpy in C (the limit: into a reused buffer, and into new ones allocated those
+two ways), then a small TorchScript MLP called from C through libsimai_torch and from Python's
+simai.Surrogate. Every process, C and Python, runs with the environment simai gives a task it
+launches (huge pages for large allocations, simai/launch/memory.py; --bare-env leaves it
+out). Prints a Markdown report with the issue's targets.
 
     .venv/bin/python benchmarks/native.py --out benchmarks/results/native.md
     .venv/bin/python benchmarks/native.py --sizes 8K,1M --rounds 1 --n-small 200
@@ -44,10 +45,15 @@ MODEL = "bench-mlp"
 # name -> (label in the table, what is measured)
 ROWS: dict[str, tuple[str, str]] = {
     "c": ("simai C", "libsimai: simai_put_array / simai_get_array into one reused buffer"),
-    "c-new": (
+    "c-alloc": (
         "simai C, new buffer",
-        "libsimai: simai_put_array / malloc + simai_get_array + free for every get, as "
-        "Python's get returns a new array",
+        "libsimai: simai_put_array / simai_get_alloc + simai_free for every get (a new buffer "
+        "libsimai allocates, advised to use huge pages), as Python's get returns a new array",
+    ),
+    "c-new": (
+        "simai C, malloc buffer",
+        "libsimai: simai_put_array / malloc + simai_get_array + free for every get: the "
+        "caller's own new buffer",
     ),
     "python": ("simai Python", "simai.open_store(url).put / get(key) (store.py's `local` row)"),
     "memcpy": (
@@ -55,8 +61,14 @@ ROWS: dict[str, tuple[str, str]] = {
         "C memcpy into n preallocated, touched slots (put) and out of them into one reused "
         "buffer (get), in each process, no handoff: the memory-bandwidth limit",
     ),
-    "memcpy-new": (
+    "memcpy-alloc": (
         "memcpy, new buffer",
+        "as memcpy, but every get copies into a new buffer allocated as simai_get_alloc "
+        "allocates (advised to use huge pages: malloc up to 32 MiB, whole aligned huge pages "
+        "above), freed after",
+    ),
+    "memcpy-new": (
+        "memcpy, malloc buffer",
         "as memcpy, but every get copies into a new malloc'd buffer, freed after",
     ),
 }
@@ -140,7 +152,7 @@ def shm_dir() -> str:
 
 def run_c(progs: Path, name: str, cfg: dict[str, Any], timeout: float) -> sb.Outcome:
     """One run of store_bench (it forks its own consumer) as an Outcome of store.py."""
-    backend = {"c": "simai", "c-new": "simai-new"}.get(name)
+    backend = {"c": "simai", "c-new": "simai-new", "c-alloc": "simai-alloc"}.get(name)
     spec = f"{backend}:{sb.LOCAL_STORE_URL}" if backend else name
     sizes = [f"{s}:{cfg['counts'][str(s)]}" for s in cfg["sizes"]]
     cmd = [progs / "store_bench", spec, str(cfg["repeat"]), str(cfg["warmup"]), *sizes]
@@ -243,7 +255,7 @@ def targets(oc: dict[str, sb.Outcome], sizes: list[int], sur: dict[str, list[dic
         fs = sb.fmt_size(size)
         out.append(ratio_row("C put / Python put", fs, v("c", size, "put_gbps"),
                              v("python", size, "put_gbps"), 1.0))  # fmt: skip
-        out.append(ratio_row("C get, new buffer / Python get", fs, v("c-new", size, "get_gbps"),
+        out.append(ratio_row("C get, new buffer / Python get", fs, v("c-alloc", size, "get_gbps"),
                              v("python", size, "get_gbps"), 1.0))  # fmt: skip
     rt_c, rt_py = oc["c"].roundtrip_s, oc["python"].roundtrip_s
     out.append(ratio_row("8 KiB round trip: Python time / C time", "8 KiB", rt_py, rt_c, 1.0))
@@ -252,7 +264,8 @@ def targets(oc: dict[str, sb.Outcome], sizes: list[int], sur: dict[str, list[dic
         for what, num, den, metric in (
             ("C put / memcpy put", "c", "memcpy", "put_gbps"),
             ("C get / memcpy get", "c", "memcpy", "get_gbps"),
-            ("C get, new buffer / memcpy get, new buffer", "c-new", "memcpy-new", "get_gbps"),
+            ("C get, new buffer / memcpy get, new buffer", "c-alloc", "memcpy-alloc", "get_gbps"),
+            ("C get, malloc buffer / memcpy get, malloc buffer", "c-new", "memcpy-new", "get_gbps"),
         ):
             out.append(ratio_row(what, fs, v(num, size, metric), v(den, size, metric), 0.8))
     med = {k: statistics.median(r["median_s"] for r in runs) for k, runs in sur.items() if runs}

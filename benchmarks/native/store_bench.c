@@ -2,19 +2,24 @@
  *
  *   store_bench BACKEND REPEAT WARMUP SIZE:N [SIZE:N ...]
  *
- * BACKEND is simai:URL (get into one reused buffer), simai-new:URL (get into a new buffer
- * each time), memcpy or memcpy-new (each process copies into n preallocated slots and out of
- * them: the memory-bandwidth limit, as np.copyto is in store.py). The process forks a
+ * BACKEND is simai:URL (get into one reused buffer), simai-new:URL (get into a new malloc'd
+ * buffer each time), simai-alloc:URL (get into a new buffer simai_get_alloc allocates, freed
+ * with simai_free), memcpy, memcpy-new or memcpy-alloc (each process copies into n
+ * preallocated slots and out of them: the memory-bandwidth limit, as np.copyto is in
+ * store.py; -new into a new malloc'd buffer, -alloc into one allocated as simai_get_alloc
+ * allocates: advised to use huge pages). The process forks a
  * consumer; per size and repetition the producer puts N float32 arrays of SIZE bytes under
  * bench/SIZE/I (element 0 a per-put stamp), then the consumer gets and checks them; pipes
  * keep the two in step, so a put never overlaps a get. Each side times its own operations.
  * Prints one JSON line: per size, put and get GB/s (median over repetitions) and median
  * latency, and the 8 KiB put + get round trip in one process (when 8 KiB is a size).
  */
-#define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -26,10 +31,14 @@
 #define RT_SIZE 8192
 #define RT_ITERS 2000
 #define RT_BUDGET_NS 2000000000LL
+#define HUGE_PAGE ((size_t)2 << 20)
+#define REUSED_MAX ((size_t)32 << 20)
+
+enum { REUSED, MALLOC, ALLOC }; /* where a get goes */
 
 typedef struct bench {
     const char *url; /* NULL: memcpy */
-    int fresh;       /* get into a new buffer each time */
+    int fresh;       /* REUSED: get into one buffer; MALLOC, ALLOC: into a new one each time */
     simai_store *store;
     float **slots; /* memcpy: one per key */
     size_t nslots;
@@ -119,13 +128,42 @@ static int put(bench *b, const char *key, size_t i, const float *src, size_t siz
     return rc ? fail_simai("put", rc) : 0;
 }
 
-/* Read value i into *out: b->dst, or a new buffer (freed by the caller) when b->fresh. */
+/* Advise the 2 MiB aligned ranges of p[0..n) to use transparent huge pages. */
+static void advise_huge(void *p, size_t n)
+{
+    uintptr_t start = ((uintptr_t)p + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1);
+    uintptr_t end = ((uintptr_t)p + n) & ~(uintptr_t)(HUGE_PAGE - 1);
+    if (end > start)
+        madvise((void *)start, end - start, MADV_HUGEPAGE);
+}
+
+/* A new buffer as simai_get_alloc allocates one (native/src/entry.c simai_alloc): malloc'd
+ * and advised up to 32 MiB, whole aligned huge pages above. */
+static void *alloc_like_simai(size_t size)
+{
+    size_t whole = (size + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+    void *p = size <= REUSED_MAX ? malloc(size) : aligned_alloc(HUGE_PAGE, whole);
+    if (p)
+        advise_huge(p, size <= REUSED_MAX ? size : whole);
+    return p;
+}
+
+/* Read value i into *out: b->dst, or a new buffer (freed by done_with) when b->fresh. */
 static int get(bench *b, const char *key, size_t i, size_t size, float **out)
 {
     uint64_t shape = size / 4;
+    simai_info info;
     int rc;
     *out = b->dst;
-    if (b->fresh && !(*out = malloc(size)))
+    if (b->url && b->fresh == ALLOC) {
+        void *data;
+        rc = simai_get_alloc(b->store, key, &data, &info);
+        if (!rc && (info.kind != SIMAI_KIND_ARRAY || info.nbytes != size))
+            return simai_free(data), fail("get: another value than was put");
+        *out = data;
+        return rc ? fail_simai("get", rc) : 0;
+    }
+    if (b->fresh && !(*out = b->fresh == ALLOC ? alloc_like_simai(size) : malloc(size)))
         return fail("out of memory");
     if (!b->url) {
         memcpy(*out, b->slots[i], size);
@@ -137,7 +175,11 @@ static int get(bench *b, const char *key, size_t i, size_t size, float **out)
 
 static void done_with(bench *b, float *v)
 {
-    if (v != b->dst)
+    if (v == b->dst)
+        return;
+    if (b->url && b->fresh == ALLOC)
+        simai_free(v);
+    else
         free(v);
 }
 
@@ -254,7 +296,7 @@ static int roundtrip(bench *b, double *out)
 
 static int open_backend(bench *b, const char *spec)
 {
-    b->fresh = strstr(spec, "-new") != NULL;
+    b->fresh = strstr(spec, "-new") ? MALLOC : strstr(spec, "-alloc") ? ALLOC : REUSED;
     if (strncmp(spec, "memcpy", 6) == 0)
         return 0;
     b->url = strchr(spec, ':') + 1;
@@ -272,8 +314,8 @@ int main(int argc, char **argv)
     pid_t child;
     if (argc < 5 || nsizes > MAX_SIZES ||
         (strncmp(argv[1], "memcpy", 6) && !strchr(argv[1], ':'))) {
-        fprintf(stderr, "usage: store_bench simai[-new]:URL|memcpy[-new] REPEAT WARMUP "
-                        "SIZE:N...\n");
+        fprintf(stderr, "usage: store_bench simai[-new|-alloc]:URL|memcpy[-new|-alloc] "
+                        "REPEAT WARMUP SIZE:N...\n");
         return 2;
     }
     repeat = atoi(argv[2]), warmup = atoi(argv[3]);

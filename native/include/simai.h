@@ -25,7 +25,9 @@
  * and simai_destroy must not race with other calls on the same handle. Views (simai_view) may be read and
  * released from any thread, also after their store was closed. Local writers take turns on
  * the store's write lock, shared by every process; readers never wait. Handles do not survive
- * fork(): a child opens its own.
+ * fork(): a child opens its own. libsimai starts one thread of its own per process, on the
+ * first copy of a large value, to compute checksums beside copies (it blocks every signal; a
+ * child of fork() starts its own).
  *
  * Arrays: dtype is a numpy type string ("<f8", "<i4", "|u1", "|b1", "<c16", "<f2", ">f4" ...;
  * the SIMAI_DTYPE_* macros name the native ones), shape has ndim (0 to SIMAI_MAX_NDIM) extents.
@@ -197,6 +199,20 @@ SIMAI_API int simai_get_json(simai_store *store, const char *key, char *buf, siz
  * copied into `buf` (row-major, or column-major with SIMAI_COLUMN_MAJOR). */
 SIMAI_API int simai_get_array(simai_store *store, const char *key, const char *dtype, int ndim,
                               const uint64_t *shape, void *buf, int flags);
+
+/* The payload of any kind of value in a new buffer that libsimai allocates: *data, freed
+ * with simai_free, holds info->nbytes bytes (a JSON text is followed by a NUL), and is never
+ * NULL on success, even for an empty value; it is NULL after an error (a damaged value is
+ * SIMAI_ERR_CORRUPT and no data). `info` (optional) is filled as simai_get fills it. The
+ * buffer is advised to use transparent huge pages (madvise MADV_HUGEPAGE), as NumPy allocates
+ * Python's arrays, so that its first write costs a page fault per 2 MiB rather than per
+ * 4 KiB where the kernel's THP mode is "madvise" or "always": up to 32 MiB it comes from
+ * malloc (which reuses memory freed before) with its aligned 2 MiB ranges advised; above,
+ * it is 2 MiB aligned, whole huge pages. It is aligned at least as malloc aligns. */
+SIMAI_API int simai_get_alloc(simai_store *store, const char *key, void **data,
+                              simai_info *info);
+/* Free a buffer of simai_get_alloc (NULL does nothing). */
+SIMAI_API void simai_free(void *data);
 
 /* Zero-copy read (local stores; file and redis stores give a private copy, read whole):
  * *data points at the payload inside the store's shared mapping, read-only,

@@ -5,6 +5,7 @@
 //   std::vector<double> field(nx * ny);
 //   s.put("field/0", field, {nx, ny});                // shape (nx, ny), row-major
 //   auto back = s.get<double>("field/0");             // simai::array<double>: .data, .shape
+//   auto buf = s.get_alloc("field/0");                // simai::buffer, libsimai's memory
 //   s.wait("model/ready", 30.0);                      // throws simai::error(SIMAI_ERR_TIMEOUT)
 //   simai::group_reader<float> r(s, "samples", "trainer");
 //   while (auto batch = r.next()) ...                 // each entry once, in order
@@ -119,6 +120,66 @@ class view {
     simai_info info_{};
 };
 
+// A value read into a buffer libsimai allocated (simai_get_alloc), freed when this object
+// goes: large ones in transparent huge pages, as NumPy allocates Python's arrays. Move-only.
+//
+//   simai::buffer b = s.get_alloc("field/0");
+//   const double *f = b.data<double>();               // throws unless an array of double
+//   auto n = b.size<double>();                        // elements; b.shape(): its extents
+class buffer {
+  public:
+    buffer() = default;
+    buffer(void *data, const simai_info &info) : data_(data), info_(info) {}
+    buffer(buffer &&o) noexcept : data_(std::exchange(o.data_, nullptr)), info_(o.info_) {}
+    buffer &operator=(buffer &&o) noexcept
+    {
+        std::swap(data_, o.data_);
+        std::swap(info_, o.info_);
+        return *this;
+    }
+    buffer(const buffer &) = delete;
+    buffer &operator=(const buffer &) = delete;
+    ~buffer() { simai_free(data_); }
+
+    const simai_info &info() const { return info_; }
+    std::size_t size_bytes() const { return static_cast<std::size_t>(info_.nbytes); }
+    shape_t shape() const { return shape_t(info_.shape, info_.shape + info_.ndim); }
+    // The elements as T; throws unless the value is an array of T.
+    template <class T> T *data()
+    {
+        require<T>();
+        return static_cast<T *>(data_);
+    }
+    template <class T> const T *data() const
+    {
+        require<T>();
+        return static_cast<const T *>(data_);
+    }
+    // The number of elements of T; throws unless the value is an array of T.
+    template <class T> std::size_t size() const
+    {
+        require<T>();
+        return size_bytes() / sizeof(T);
+    }
+    void *bytes() { return data_; }
+    const void *bytes() const { return data_; }
+    // Give up ownership: the caller frees the pointer with simai_free.
+    void *release() noexcept { return std::exchange(data_, nullptr); }
+
+  private:
+    template <class T> void require() const
+    {
+        if (info_.kind != SIMAI_KIND_ARRAY || std::string(info_.dtype) != dtype_of<T>::value)
+            throw error(SIMAI_ERR_TYPE, std::string("the buffer holds ") +
+                                            (info_.kind == SIMAI_KIND_ARRAY ? info_.dtype
+                                                                            : "no array") +
+                                            ", not " + dtype_of<T>::value);
+    }
+
+    void *data_ = nullptr;
+    simai_info info_{};
+};
+
 class store {
   public:
     // The run's store ($SIMAI_STORE), else local://default.
@@ -228,6 +289,14 @@ class store {
         check(rc);
         out.resize(n);
         return out;
+    }
+    // Any kind of value in a new buffer libsimai allocates (simai_get_alloc).
+    buffer get_alloc(const std::string &key)
+    {
+        void *data;
+        simai_info i;
+        check(simai_get_alloc(s_, key.c_str(), &data, &i));
+        return buffer(data, i);
     }
     view get_view(const std::string &key)
     {

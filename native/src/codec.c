@@ -1,19 +1,19 @@
 /* Encoding, parsing and verifying entries; dtypes. */
 #include "codec.h"
 
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "error.h"
 #include "hash.h"
+#include "hashthread.h"
 
 #define ALIGN 64
 #define VERSION 2
-/* payloads at least this large are hashed on a second core while they are copied, as Python
- * does (simai/store/codec.py PARALLEL_MIN); below it, copy and hash go step by step on this
- * core (simai_xxh3_copy) */
-#define PARALLEL_MIN ((size_t)4 << 20)
+/* payloads at least this large are hashed on a second core, by the helper thread
+ * (hashthread.c), while this one copies them; below it, or when the helper is busy, copy and
+ * hash go step by step on this core (simai_xxh3_copy) */
+#define PARALLEL_MIN ((size_t)256 << 10)
 
 static const uint8_t MAGIC[4] = {'S', 'M', 'A', 'I'};
 
@@ -219,29 +219,11 @@ int simai_verify(const struct simai_head *h, const void *payload)
     return simai_hash(payload, h->nbytes, h->seed) == h->checksum ? SIMAI_OK : mismatch();
 }
 
-struct hash_job {
-    const void *p;
-    size_t n;
-    uint64_t seed, sum;
-};
-
-static void *hash_job_run(void *arg)
-{
-    struct hash_job *job = arg;
-    job->sum = simai_xxh3(job->p, job->n, job->seed);
-    return NULL;
-}
-
 uint64_t simai_copy_hashed(void *dst, const void *src, size_t n, uint64_t seed)
 {
-    if (n >= PARALLEL_MIN) { /* hash the source on another core while this one copies it */
-        struct hash_job job = {src, n, seed, 0};
-        pthread_t thread;
-        if (pthread_create(&thread, NULL, hash_job_run, &job) == 0) {
-            memcpy(dst, src, n);
-            pthread_join(thread, NULL);
-            return job.sum;
-        }
+    if (n >= PARALLEL_MIN && simai_helper_begin(src, n, seed)) {
+        memcpy(dst, src, n); /* while the helper hashes the source on another core */
+        return simai_helper_end();
     }
     return simai_xxh3_copy(dst, src, n, seed);
 }

@@ -57,8 +57,10 @@ int simai_verify(const struct simai_head *h, const void *payload);
 
 uint64_t simai_hash(const void *p, size_t n, uint64_t seed);
 
-/* Copy n bytes and return the XXH3-64 (seeded) of them: each chunk is hashed while it is
- * still in the cache from its copy, so verifying costs little beside the copy. */
+/* Copy n bytes and return the XXH3-64 (seeded) of them: a large payload is hashed by the
+ * helper thread (hashthread.h) on another core while this one copies it; otherwise, or when
+ * the helper is busy, each chunk is hashed while it is still in the cache from its copy. So
+ * verifying costs little beside the copy. */
 uint64_t simai_copy_hashed(void *dst, const void *src, size_t n, uint64_t seed);
 
 /* Copy an array of `shape` between its row-major form `c` and its column-major form `f`:

@@ -58,13 +58,19 @@ struct simai_want {
     int head_only;          /* fill info and n only: no check, no copy */
     void *buf;
     size_t cap;
+    void **alloc;           /* instead of buf: a new buffer (simai_alloc), *alloc on success */
     int nul;                /* add a terminating NUL (JSON) */
     simai_info *info;       /* optional */
     size_t *n;              /* optional: the payload's length */
 };
 
 /* Check the entry against `w`, verify its checksum, and copy its payload into w->buf (zeroed
- * again if the checksum fails, so damage is never data). */
+ * again if the checksum fails, so damage is never data), or into a new buffer for w->alloc
+ * (freed again if anything fails). */
 int simai_deliver(const struct simai_head *h, const uint8_t *payload, const struct simai_want *w);
+
+/* A new buffer of n bytes for a payload (simai_get_alloc; freed with free()), in transparent
+ * huge pages where the kernel gives them; NULL when out of memory. */
+void *simai_alloc(size_t n);
 
 #endif

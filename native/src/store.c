@@ -199,6 +199,20 @@ int simai_get_array(simai_store *s, const char *key, const char *dtype, int ndim
     return read_value(s, key, &w, NULL, NULL);
 }
 
+int simai_get_alloc(simai_store *s, const char *key, void **data, simai_info *info)
+{
+    struct simai_want w = {.kind = -1, .info = info, .alloc = data};
+    if (!data)
+        return simai_fail(SIMAI_ERR_INVALID, "data must not be NULL");
+    *data = NULL;
+    return read_value(s, key, &w, NULL, NULL);
+}
+
+void simai_free(void *data)
+{
+    free(data);
+}
+
 int simai_view_get(simai_store *s, const char *key, simai_view **view, const void **data,
                    simai_info *info)
 {
