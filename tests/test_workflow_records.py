@@ -641,6 +641,34 @@ def test_a_resume_recalls_every_task_whatever_its_arguments(tmp_path: Path) -> N
     assert again[:2] == first[:2] and again[3] == first[3]
 
 
+def test_plain_arguments_are_keyed_by_the_writer_and_old_keys_still_recall(
+    tmp_path: Path,
+) -> None:
+    """The workers journal plain arguments and the records writer hashes them into the key
+    the workflow computes (memokey.atom_key); a memo kept under the pickle-based key of an
+    older simai is recalled too, so that resuming its run redoes nothing."""
+    from simai import Workflow
+    from simai.launch.memokey import atom_key, function_ident, legacy_function_key
+
+    calls = [((1, "é", -0.0, None, b"\x00", True), {}), ((2**70, 0.1), {"z": 1, "a": "x"})]
+    run = tmp_path / "run"
+    with Workflow("atoms", store="file", run_dir=run, resume=False) as wf:
+        for args, kw in calls:
+            wf.submit(_echo, *args, **kw).result()
+    ident = function_ident(_echo)
+    want = {atom_key(ident, args, sorted(kw.items())) for args, kw in calls}
+    with Records(run / "records.db", readonly=True) as ro:
+        assert _memo_keys(ro) == want
+    legacy = {atom_key(ident, a, sorted(k.items())): legacy_function_key(_echo, a, k)
+              for a, k in calls}  # fmt: skip
+    with sqlite3.connect(run / "records.db") as db:  # as an older simai would have kept them
+        for new, old in legacy.items():
+            db.execute("UPDATE memo SET key = ? WHERE key = ?", (old, new))
+    with Workflow("atoms", store="file", run_dir=run, resume=True) as wf:
+        assert [wf.submit(_echo, *a, **k).result() for a, k in calls] == [(a, k) for a, k in calls]
+        assert wf.executor.memo.recalled == len(calls)  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize("journal", ["kept", "gone"])
 def test_results_with_memos_and_errors_between_them_reach_their_futures(
     tmp_path: Path, journal: str

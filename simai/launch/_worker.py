@@ -21,9 +21,13 @@ resident when the mark was last reset (see ``_Meter.task``). Where the mark cann
 ``memo`` is None, or ``(name, memo_key)`` for a task whose result the workflow memoizes:
 this process keeps the memo itself, off the executor's busy process. It takes the key as
 given or computes it before the call (``simai.launch.memokey.function_key``; not for
-arguments that are not plain data). For the results it sends together it appends one
-record, ``marshal.dumps((finished, [(key, name, result_pickle), ...]))`` (body length and
-CRC-32 as ``<II``, then the body), to its own journal file in ``journal_dir``, *before*
+arguments that are not plain data), except for arguments that are all numbers, strings,
+bytes, booleans or None: those it journals as they are, ``(None, name, result_pickle,
+function_ident, args, sorted_kwargs)``, and the records writer computes their key
+(``memokey.atom_key``) when it folds the journal in, off the run's busy cores. For the
+results it sends together it appends one record, ``marshal.dumps((finished, [(key, name,
+result_pickle) or that, ...]))`` (body length and CRC-32 as ``<II``, then the body), to its
+own journal file in ``journal_dir``, *before*
 it sends them, so that no result seen is lost by a kill; the records writer folds the
 journals into the memo table (``simai/workflow/_recorder.py``). ``kept`` is False when
 there was no key or the journal could not be written, and the workflow keeps the memo
@@ -67,6 +71,7 @@ def _load_memokey():
 
 
 _memokey = _load_memokey()
+atom_items, function_ident = _memokey.atom_items, _memokey.function_ident
 
 
 def _set_parent_death_signal() -> None:
@@ -367,8 +372,13 @@ def main() -> None:
                 fn = getattr(fn, "__simai_function__", fn)
                 if memo is not None:  # the key before the call: a task can change its
                     name, key = memo  # arguments in place
+                    call = None
                     if key is None:
-                        key = _memo_key(fn, args, kwargs)
+                        items = atom_items(args, kwargs)
+                        if items is None:
+                            key = _memo_key(fn, args, kwargs)
+                        else:  # immutable: journaled as they are, hashed by the writer
+                            call = (function_ident(fn), args, items)
                 result = fn(*args, **kwargs)
             except BaseException as exc:  # noqa: BLE001 - every failure goes to the future
                 seconds = time.perf_counter() - start
@@ -382,7 +392,10 @@ def main() -> None:
                     results.add(_dumps((task_id, True, result, None, seconds, cpu, rss)))
                 else:
                     blob = _dumps(result)
-                    memo = None if key is None else (key, name, blob)
+                    if key is not None:
+                        memo = (key, name, blob)
+                    else:
+                        memo = None if call is None else (None, name, blob, *call)
                     results.add((seconds, blob, memo is not None, cpu, rss), memo)
             except Exception as exc:  # noqa: BLE001
                 err = TypeError(f"cannot send the result back to the executor: {exc}")

@@ -54,8 +54,26 @@ HOLD = 1.0
 IDLE = 0.002
 DEFER_MAX = 10000
 #: a memo journal record: body length and CRC-32 of the body, then the body,
-#: ``marshal.dumps((finished, [(key, name, result_pickle), ...]))`` (``_worker.py`` writes it)
+#: ``marshal.dumps((finished, [(key, name, result_pickle), ...]))``, key None and the call's
+#: ``(function_ident, args, sorted_kwargs)`` after the pickle for plain arguments, whose key
+#: is made here (``_worker.py`` writes it)
 JOURNAL_RECORD = struct.Struct("<II")
+
+
+def _load_atom_key() -> Any:
+    """``memokey.atom_key`` from simai/launch/memokey.py, by its path (this process imports
+    only the standard library; memokey.py does too)."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "launch",
+                        "memokey.py")  # fmt: skip
+    spec = importlib.util.spec_from_file_location("simai_memokey", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module.atom_key
+
+
+atom_key = _load_atom_key()
 JOURNAL_SUFFIX = ".memo"
 _JOURNAL_READ = 64 << 20  # bytes of a journal read and committed at a time, at most
 
@@ -344,7 +362,10 @@ def parse_journal(data: bytes, memos: list[tuple]) -> int:
             break
         try:
             finished, entries = marshal.loads(body)
-            memos.extend([(key, name, "done", result, finished) for key, name, result in entries])
+            for key, name, result, *call in entries:
+                if key is None:  # plain arguments, journaled for their key to be made here
+                    key = atom_key(*call)
+                memos.append((key, name, "done", result, finished))
         except (ValueError, EOFError, TypeError):
             break
         pos = end

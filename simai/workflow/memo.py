@@ -10,7 +10,7 @@ from typing import Any
 import cloudpickle
 
 from simai.launch.executor import Task
-from simai.launch.memokey import command_key, function_key
+from simai.launch.memokey import command_key, function_key, legacy_function_key
 from simai.store.counters import COMPONENT_ENV
 from simai.workflow.records import Records
 
@@ -58,6 +58,10 @@ class RecordsMemo:
             return False, None
         key = task.memo_key = memo_key(task)
         entry = self.records._memo_get(key) if key is not None else None
+        if entry is None and task.command is None:  # kept by an older simai?
+            legacy = legacy_function_key(task.fn, task.args, task.kwargs)
+            if legacy is not None and legacy != key:
+                entry = self.records._memo_get(legacy)
         if entry is None or entry.status != "done":
             return False, None
         try:
