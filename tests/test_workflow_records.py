@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import marshal
 import os
 import pickle
 import signal
@@ -42,6 +43,11 @@ def _wait_gone(pid: int, timeout: float = 20.0) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+def _rows(attempt: int, host: str, rows: list[tuple]) -> bytes:
+    """A TASK item's rows, as Records.tasks sends them to the writer."""
+    return marshal.dumps((attempt, host, rows))
 
 
 def _memo_keys(records: Records) -> set[str]:
@@ -974,7 +980,7 @@ def test_task_rows_wait_for_an_idle_writer_but_memos_do_not(tmp_path: Path) -> N
     batcher = _recorder.Batcher(db, "here", hold=1.0)
     row = ("f", 1, "finished", 1.0, 2.0, 3.0, None, 0, None)
     memo = ("k1", "f", "done", b"", 3.0)
-    batcher.commit([(_recorder.TASK, (1, "here", [row])), (_recorder.MEMO, [memo])], now=10.0)
+    batcher.commit([(_recorder.TASK, _rows(1, "here", [row])), (_recorder.MEMO, [memo])], now=10.0)
 
     def count(table: str) -> int:
         return db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
@@ -983,10 +989,10 @@ def test_task_rows_wait_for_an_idle_writer_but_memos_do_not(tmp_path: Path) -> N
     assert batcher.wait_time(10.0) == _recorder.IDLE
     batcher.commit([], now=10.001, idle=True)
     assert count("tasks") == 1 and batcher.wait_time(10.001) is None
-    batcher.commit([(_recorder.TASK, (1, "here", [(*row[:1], 2, *row[2:])]))], now=11.0)
+    batcher.commit([(_recorder.TASK, _rows(1, "here", [(*row[:1], 2, *row[2:])]))], now=11.0)
     batcher.commit([(_recorder.FLUSH, 1)], now=11.0)
     assert count("tasks") == 2
-    batcher.commit([(_recorder.TASK, (1, "here", [(*row[:1], 3, *row[2:])]))], now=12.0)
+    batcher.commit([(_recorder.TASK, _rows(1, "here", [(*row[:1], 3, *row[2:])]))], now=12.0)
     batcher.commit([], now=13.0)  # frames kept coming, but the row waited its hold
     assert count("tasks") == 3
 

@@ -6,9 +6,10 @@ Writing SQLite here rather than in a thread of the workflow process keeps that w
 workflow's GIL.
 
 Protocol: each frame on stdin is ``<Q length`` + ``marshal.dumps((seq, items))``, items
-being ``(type, row)`` tuples: EVENT, TASK (a task's whole row, see :data:`UPSERT_TASK`),
-MEMO, METRIC, ROW (an ``(sql, args)`` statement for the smaller tables) and FLUSH (write
-every held row too); the frame is committed in one transaction and ``<Q seq`` written back.
+being ``(type, row)`` tuples: EVENT, TASK (tasks' whole rows, ``marshal.dumps((attempt,
+host, rows))`` apart: see :meth:`Records.tasks` and :data:`UPSERT_TASK`), MEMO, METRIC,
+ROW (an ``(sql, args)`` statement for the smaller tables) and FLUSH (write every held row
+too); the frame is committed in one transaction and ``<Q seq`` written back.
 
 Task events are folded into one row per task, and a task that has not ended yet is held
 here for up to ``HOLD`` seconds before its row is written: a short task then costs one
@@ -279,6 +280,7 @@ class Batcher:
             elif kind == TASK:
                 if not self.deferred:
                     self.deferred_since = now
+                row = marshal.loads(row)
                 task_rows(*row, events, self.deferred)
                 self.deferred_rows += len(row[2])
             elif kind == MEMO:

@@ -515,7 +515,10 @@ class Records:
         the events log. Do not mix with :meth:`event` for one task."""
         if self._refuse:
             self._writable()
-        self._pending.append((TASK, (self.attempt, self._host, rows)))
+        # marshalled at once: bytes are not tracked by the garbage collector, while rows
+        # kept as tuples until the next frame survive young collections and make the
+        # collector's older generations, and the whole run, slower
+        self._pending.append((TASK, marshal.dumps((self.attempt, self._host, rows))))
 
     def log_metric(
         self,
