@@ -199,6 +199,20 @@ void *simai_alloc(size_t n)
     return p;
 }
 
+int simai_want_array(struct simai_want *w, const char *dtype, int ndim, const uint64_t *shape,
+                     void *buf, int flags)
+{
+    struct simai_head want;
+    int rc = simai_head_array(&want, dtype, ndim, shape); /* checks dtype and shape */
+    if (rc)
+        return rc;
+    if (!buf && want.nbytes)
+        return simai_fail(SIMAI_ERR_INVALID, "buf must not be NULL");
+    *w = (struct simai_want){.kind = SIMAI_KIND_ARRAY, .dtype = dtype, .ndim = ndim,
+                             .shape = shape, .flags = flags, .buf = buf, .cap = want.nbytes};
+    return 0;
+}
+
 int simai_deliver(const struct simai_head *h, const uint8_t *payload, const struct simai_want *w)
 {
     /* a JSON text read into a new buffer ends with a NUL, as simai_get_json ends it */

@@ -64,6 +64,12 @@ struct simai_want {
     size_t *n;              /* optional: the payload's length */
 };
 
+/* `w` for an array of `dtype` and `shape` read into `buf` (simai_get_array and its stream and
+ * group forms): SIMAI_ERR_INVALID or SIMAI_ERR_TYPE, with a message, for a bad dtype or
+ * shape or a NULL buf where bytes are due. */
+int simai_want_array(struct simai_want *w, const char *dtype, int ndim, const uint64_t *shape,
+                     void *buf, int flags);
+
 /* Check the entry against `w`, verify its checksum, and copy its payload into w->buf (zeroed
  * again if the checksum fails, so damage is never data), or into a new buffer for w->alloc
  * (freed again if anything fails). */

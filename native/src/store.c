@@ -187,16 +187,9 @@ int simai_get_json(simai_store *s, const char *key, char *buf, size_t cap, size_
 int simai_get_array(simai_store *s, const char *key, const char *dtype, int ndim,
                     const uint64_t *shape, void *buf, int flags)
 {
-    struct simai_head want;
-    struct simai_want w = {.kind = SIMAI_KIND_ARRAY, .dtype = dtype, .ndim = ndim,
-                           .shape = shape, .flags = flags, .buf = buf};
-    int rc = simai_head_array(&want, dtype, ndim, shape); /* checks dtype and shape */
-    if (rc)
-        return rc;
-    w.cap = want.nbytes;
-    if (!buf && want.nbytes)
-        return simai_fail(SIMAI_ERR_INVALID, "buf must not be NULL");
-    return read_value(s, key, &w, NULL, NULL);
+    struct simai_want w;
+    int rc = simai_want_array(&w, dtype, ndim, shape, buf, flags);
+    return rc ? rc : read_value(s, key, &w, NULL, NULL);
 }
 
 int simai_get_alloc(simai_store *s, const char *key, void **data, simai_info *info)

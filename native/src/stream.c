@@ -177,16 +177,9 @@ int simai_group_get_array(simai_store *s, const char *stream, const char *group,
                           int64_t *index, double timeout, const char *dtype, int ndim,
                           const uint64_t *shape, void *buf, int flags)
 {
-    struct simai_head want;
-    struct simai_want w = {.kind = SIMAI_KIND_ARRAY, .dtype = dtype, .ndim = ndim,
-                           .shape = shape, .flags = flags, .buf = buf};
-    int rc = simai_head_array(&want, dtype, ndim, shape); /* checks dtype and shape */
-    if (rc)
-        return rc;
-    w.cap = want.nbytes;
-    if (!buf && want.nbytes)
-        return simai_fail(SIMAI_ERR_INVALID, "buf must not be NULL");
-    return group_read(s, stream, group, index, timeout, &w);
+    struct simai_want w;
+    int rc = simai_want_array(&w, dtype, ndim, shape, buf, flags);
+    return rc ? rc : group_read(s, stream, group, index, timeout, &w);
 }
 
 /* --- declaring and deleting (Python: create_stream, delete_stream) -------------------------- */
