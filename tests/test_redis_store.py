@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -100,11 +101,26 @@ def test_cli_start_status_stop_round_trip(tmp_path):
             os.kill(pid, signal.SIGKILL)
 
 
+@contextlib.contextmanager
+def _busy_port_after_a_free_one():
+    """Hold a listening port whose lower neighbour is free, so the first shard starts."""
+    for _ in range(50):
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", 0))
+            port = busy.getsockname()[1]
+            with socket.socket() as below:
+                try:
+                    below.bind(("127.0.0.1", port - 1))
+                except OSError:
+                    continue
+            busy.listen()
+            yield port
+            return
+    raise RuntimeError("no port with a free lower neighbour")
+
+
 def test_taken_port_is_reported_and_nothing_is_left_running(tmp_path):
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
+    with _busy_port_after_a_free_one() as port:
         with pytest.raises(PortInUseError, match=f"port {port} .*already"):
             RedisServers(shards=2, port=port - 1)
         cli = _simai("store", "start", "--port", str(port), home=tmp_path)
