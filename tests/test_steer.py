@@ -410,7 +410,8 @@ def test_inference_runs_as_parallel_tasks_over_chunks(wf, tmp_path, monkeypatch)
 
 def test_failures_are_recorded_with_their_reason_and_replaced(wf):
     # of x = 0.000 .. 0.050, exactly 29 succeed: the loop must run each of them; the one
-    # that hangs (x = 0.002) is given first, so the walltime surely stops one
+    # that hangs (x = 0.002) is given first, so the walltime surely stops one; 10 s, so that
+    # no other simulation reaches it on a loaded machine
     candidates = GRID[:51]
     steering = Steering(
         candidates,
@@ -418,7 +419,7 @@ def test_failures_are_recorded_with_their_reason_and_replaced(wf):
         fit,
         predict_mean,
         "greedy",
-        options=SteeringOptions(budget=29, initial=5, batch_size=5, sim_walltime=4.0, seed=1),
+        options=SteeringOptions(budget=29, initial=5, batch_size=5, sim_walltime=10.0, seed=1),
         initial_candidates=[2],
         workflow=wf,
     )
