@@ -104,7 +104,14 @@ BACKENDS: dict[str, tuple[str, str]] = {
     "redis": ("simai redis", "simai.open_store('redis://127.0.0.1:PORT')"),
     "redis-uncounted": ("simai redis uncounted", "simai redis" + UNCOUNTED),
     "dragon": ("Dragon DDict", "dragon.data.ddict.DDict(1 manager), d[key] = arr under dragon -s"),
+    "simai-dragon": (
+        "simai dragon",
+        "simai.open_store('dragon://...') on the same DDict, in the same dragon -s session "
+        "right after the DDict rows: put(key, arr), get(key) copies and verifies",
+    ),
 }
+DRAGON_BACKENDS = ("dragon", "simai-dragon")
+"""Both run in one `dragon -s` session (run_dragon), whichever of them is asked for."""
 
 
 def parse_size(text: str) -> int:
@@ -504,12 +511,16 @@ def probe_simai(name: str, cfg: dict[str, Any]) -> str | None:
     return None
 
 
-def run_dragon(cfg: dict[str, Any], timeout: float, quick: bool) -> Outcome:
-    """Run the DDict baseline under `dragon -s` in its own session and parse its JSON line."""
+def run_dragon(cfg: dict[str, Any], timeout: float, quick: bool) -> dict[str, Outcome]:
+    """Run the DDict baseline and simai's dragon:// store on it under `dragon -s`, in their own
+    session, and parse its JSON line: an outcome for each of DRAGON_BACKENDS."""
+
+    def failed(why: str) -> dict[str, Outcome]:
+        return {name: Outcome(name, error=why) for name in DRAGON_BACKENDS}
+
     exe = shutil.which("dragon", path=str(Path(sys.executable).parent))
     if exe is None:
-        why = "`dragon` not found next to this Python: pip install dragonhpc"
-        return Outcome("dragon", error=why)
+        return failed("`dragon` not found next to this Python: pip install dragonhpc")
     dcfg = dict(cfg)
     dcfg["counts"] = {
         k: min(v, DRAGON_MAX_OPS if not quick else DRAGON_MAX_OPS // 2)
@@ -535,10 +546,10 @@ def run_dragon(cfg: dict[str, Any], timeout: float, quick: bool) -> Outcome:
         process_group=0,
     )
     try:
-        text, _ = proc.communicate(timeout=timeout + 60)
+        text, _ = proc.communicate(timeout=4 * timeout + 60)
     except subprocess.TimeoutExpired:
         _kill_group(proc)
-        return Outcome("dragon", error=f"dragon -s did not finish within {timeout + 60:.0f} s")
+        return failed(f"dragon -s did not finish within {4 * timeout + 60:.0f} s")
     finally:
         _kill_group(proc)
         for name in set(os.listdir("/dev/shm")) - shm_before:
@@ -549,13 +560,16 @@ def run_dragon(cfg: dict[str, Any], timeout: float, quick: bool) -> Outcome:
     lines = [ln for ln in text.splitlines() if ln.startswith(tag)]
     if not lines:
         tail = "\n".join(text.splitlines()[-15:])
-        why = f"dragon -s exited {proc.returncode} without results:\n{tail}"
-        return Outcome("dragon", error=why)
+        return failed(f"dragon -s exited {proc.returncode} without results:\n{tail}")
     res = json.loads(lines[-1][len(tag) :])
-    out = _merge("dragon", res)
-    if res.get("errors"):
-        out.error = "\n".join(res["errors"])
-    return out
+    outs = {name: _merge(name, res.get(name, {})) for name in DRAGON_BACKENDS}
+    errors = res.get("errors", [])
+    shared = [e for e in errors if not e.startswith(tuple(n + " " for n in DRAGON_BACKENDS))]
+    for name, out in outs.items():
+        mine = [e for e in errors if e.startswith(name + " ")] + shared
+        if mine or not out.rows:
+            out.error = "\n".join(mine or ["no results"])
+    return outs
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -854,6 +868,16 @@ def ratio_lines(outcomes: dict[str, Outcome], sizes: list[int]) -> list[str]:
     for size in sizes:
         for op in ("put", "get"):
             add(
+                f"simai dragon {op} / Dragon DDict {op} (same session)",
+                size,
+                "simai-dragon",
+                "dragon",
+                f"{op}_gbps",
+                0.9,
+            )
+    for size in sizes:
+        for op in ("put", "get"):
+            add(
                 f"simai redis {op} / redis-py {op}",
                 size,
                 "redis",
@@ -1035,12 +1059,18 @@ def main(argv: list[str] | None = None) -> int:
         rounds: dict[str, list[Outcome]] = {name: [] for name in args.backends}
         for rnd in range(args.rounds):
             for name in args.backends:
-                if rnd and (name == "dragon" or rounds[name][0].error):
+                if rnd and (name in DRAGON_BACKENDS or rounds[name][0].error):
                     continue  # Dragon takes a minute a round; a failed backend stays failed
+                if name in DRAGON_BACKENDS and rounds[name]:
+                    continue  # measured with the other one, in the same dragon -s session
                 t0 = time.monotonic()
                 print(f"--- {BACKENDS[name][0]} (round {rnd + 1}/{args.rounds}) ...", flush=True)
-                if name == "dragon":
-                    oc = run_dragon(cfg, args.timeout, args.quick)
+                if name in DRAGON_BACKENDS:
+                    both = run_dragon(cfg, args.timeout, args.quick)
+                    oc = both[name]
+                    for other in set(DRAGON_BACKENDS) - {name}:
+                        if other in rounds:
+                            rounds[other].append(both[other])
                 else:
                     empty_store(name, cfg)
                     why = probe_simai(name, cfg) if name in SIMAI_BACKENDS else None

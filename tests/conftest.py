@@ -69,7 +69,34 @@ def file_store_url(tmp_path) -> str:
     return f"file://{tmp_path}/store"
 
 
-@pytest.fixture(params=["local", "file", "redis"])
+def _in_dragon() -> bool:
+    from simai.store.dragon import in_dragon
+
+    return in_dragon()
+
+
+@pytest.fixture(scope="session")
+def dragon_store() -> Iterator[simai.Store]:
+    """A DDict for the whole session (only in a pytest started under `dragon -s`)."""
+    from simai.store.dragon import DragonStore
+
+    store = DragonStore.create(total_mem=1 << 30)
+    yield store
+    store.destroy()
+
+
+@pytest.fixture
+def dragon_store_url(dragon_store) -> str:
+    """The session's DDict, emptied for this test."""
+    dragon_store.clear()
+    return dragon_store.url
+
+
+STORE_KINDS = ["local", "file", "redis", *(["dragon"] if _in_dragon() else [])]
+"""The backends every store test runs on: dragon only in a pytest started under Dragon."""
+
+
+@pytest.fixture(params=STORE_KINDS)
 def store_url(request) -> str:
     """A fresh store of each backend in turn: the contract every backend keeps."""
     return request.getfixturevalue(f"{request.param}_store_url")

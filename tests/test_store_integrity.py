@@ -56,6 +56,9 @@ def _flip(url: str, key: str, part: str, offset: int, entry: bytes | None = None
         finally:
             txn.abort()
         path, at = os.path.join(s.root, "data.mdb"), _mapped_at(s.root, address)
+    elif url.startswith("dragon://"):
+        _flip_dragon(url, "v\0" + key, part, offset)
+        return
     elif url.startswith("file://"):
         path = os.path.join(url[len("file://") :], "values", encode_name(key))
         with open(path, "rb") as f:
@@ -78,6 +81,19 @@ def _flip(url: str, key: str, part: str, offset: int, entry: bytes | None = None
         os.pwrite(fd, bytes([os.pread(fd, 1, at)[0] ^ 0x10]), at)
     finally:
         os.close(fd)
+
+
+def _flip_dragon(url: str, ddict_key: str, part: str, offset: int) -> None:
+    """Flip one bit of DDict entry `ddict_key` (header and payload, in one chunk or two, as
+    DragonStore stores them), writing the damaged bytes back in the same chunks."""
+    s = simai.open_store(url)
+    chunks = s._get(ddict_key)
+    raw = bytearray(b"".join(chunks))
+    at = offset + (codec.parse_header(raw)[0].offset if part == "payload" else 0)
+    raw[at] ^= 0x10
+    cut = len(chunks[0])
+    s._put(ddict_key, *([bytes(raw[:cut]), bytes(raw[cut:])] if len(chunks) == 2 else [raw]))
+    s.close()
 
 
 @pytest.mark.parametrize("nbytes", [4096, 3 * INLINE_MAX], ids=["inline", "apart"])
@@ -134,6 +150,8 @@ def test_a_damaged_stream_entry_is_a_corrupt_value_error(store_url):
             raw = f.read()
             f.seek(100)
             f.write(bytes([raw[100] ^ 1]))
+    elif store_url.startswith("dragon://"):
+        _flip_dragon(store_url, "e\0st\0" + "1", "payload", 100)
     else:
         _flip(store_url, "", "payload", 9, entry=b"est\0" + (1).to_bytes(8, "big"))
     reader = s.stream("st")

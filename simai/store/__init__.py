@@ -4,6 +4,7 @@
     file:///path/to/dir                     a shared or parallel filesystem directory
     redis://host:port[,host:port...]        one or several redis-server shards
     adios2:///path/dir?engine=SST|BP5       streams only, over ADIOS2 (docs/guide/adios2.md)
+    dragon://DESCRIPTOR                     a Dragon DDict, in programs run under Dragon
 
 `open_store(url)` opens one; `open_store()` opens the one named by $SIMAI_STORE, which is how
 a process launched by a workflow finds its run's store.
@@ -58,10 +59,14 @@ def open_store(url: str | None = None, **options: Any) -> Store:
         from simai.store.redis import RedisStore
 
         return RedisStore(url, **options)
+    if scheme == "dragon":
+        from simai.store.dragon import DragonStore
+
+        return DragonStore(url, **options)
     if scheme == "adios2":
         from simai.store.adios2 import Adios2Store
 
         return Adios2Store(url, **options)
     raise ValueError(
-        f"unknown store scheme {scheme!r} in {url!r}: use local, file, redis or adios2"
+        f"unknown store scheme {scheme!r} in {url!r}: use local, file, redis, adios2 or dragon"
     )

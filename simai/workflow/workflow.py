@@ -86,8 +86,9 @@ class Workflow:
         name.
     store : str
         "local" (node-local shared memory, the default), "file" (a directory in the run
-        directory), "redis" (shards the workflow starts and stops), or the URL of a store
-        that is already running.
+        directory), "redis" (shards the workflow starts and stops), "dragon" (a Dragon DDict
+        for the run, when the workflow runs under `dragon`), or the URL of a store that is
+        already running.
     executor : str or Executor
         "local" (the default), "parsl" or an Executor.
     run_dir : path, optional
@@ -123,11 +124,17 @@ class Workflow:
     ) -> None:
         name = _check_name(name)
         if not isinstance(store, str):
-            raise TypeError(f"store must be 'local', 'file', 'redis' or a store URL, not {store!r}")
-        if "://" not in store and store not in ("local", "file", "redis"):
-            raise ValueError(
-                f"store must be 'local', 'file', 'redis' or a store URL, not {store!r}"
+            raise TypeError(
+                f"store must be 'local', 'file', 'redis', 'dragon' or a store URL, not {store!r}"
             )
+        if "://" not in store and store not in ("local", "file", "redis", "dragon"):
+            raise ValueError(
+                f"store must be 'local', 'file', 'redis', 'dragon' or a store URL, not {store!r}"
+            )
+        if store == "dragon":
+            from simai.store.dragon import need_dragon
+
+            need_dragon("Workflow(store='dragon')")
         options = WorkflowOptions() if options is None else options
         if not isinstance(options, WorkflowOptions):
             raise TypeError(f"options must be a WorkflowOptions, not {options!r}")
@@ -160,6 +167,7 @@ class Workflow:
         self._admin_store: Store | None = None
         self._store_users: list[str] = []
         self._local_url: str | None = None
+        self._dragon: Any = None  # the DDict store of store="dragon"
         self._saved_env: dict[str, str | None] = {}
         self._monitor_stop = threading.Event()
         self._stop_reason: str | None = None
@@ -324,6 +332,11 @@ class Workflow:
             if not self.resume:
                 shutil.rmtree(persist, ignore_errors=True)
             return f"file://{persist}", None
+        if kind == "dragon":  # lives as long as the run: nothing to resume from
+            from simai.store.dragon import DragonStore
+
+            self._dragon = DragonStore.create()
+            return self._dragon.url, None
         if kind == "local":
             url = self._local_url = local_run_url(self.run_dir.path)
             if not self.resume:
@@ -385,6 +398,9 @@ class Workflow:
         if self._servers is not None:
             self._servers.stop()
             self._servers = None
+        if self._dragon is not None:
+            self._dragon.destroy()
+            self._dragon = None
         if self._local_url is not None:
             store = LocalStore(self._local_url)
             kept = self.run_dir.store_dir / "local"
