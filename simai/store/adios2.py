@@ -48,7 +48,7 @@ from urllib.parse import parse_qs
 import numpy as np
 
 from simai.checks import check_int
-from simai.store import codec, counters
+from simai.store import codec
 from simai.store.base import (
     POLICIES,
     Store,
@@ -881,32 +881,5 @@ class Adios2StreamReader(StreamReader):
         except Exception:  # at interpreter exit, modules may be gone
             pass
 
-    def __next__(self) -> Any:
-        store = self.store
-        if store._closed:
-            store._raise_closed()
-        while True:
-            if self.group is not None and self._acked != self.index:
-                self._ack()
-            try:
-                got = self._cursor.read(self.index, self.deadline(), self.view)
-            except StreamEnded:
-                raise StopIteration from None
-            except StreamTrimmed as e:
-                if e.start > self.index:
-                    self.skipped += e.start - self.index
-                    self.index = e.start
-                continue
-            except CorruptValueError as e:
-                raise CorruptValueError(
-                    f"stream {self.name!r} entry {self.index} in {store.url}: {e}"
-                ) from None
-            if got is None:
-                raise TimeoutError(
-                    f"stream {self.name!r} had no entry {self.index} within "
-                    f"{self.timeout:.3g} s in {store.url}"
-                )
-            self.index += 1
-            if counters.enabled:
-                counters.add("stream", self.name, got[1])
-            return got[0]
+    def _read(self, index: int, deadline: float | None) -> tuple[Any, int] | None:
+        return self._cursor.read(index, deadline, self.view)

@@ -473,7 +473,7 @@ class StreamReader(Iterator[Any]):
             if self.group is not None and self._acked != self.index:
                 self._ack()
             try:
-                got = store._stream_read(self.name, self.index, self.deadline(), self.view)
+                got = self._read(self.index, self.deadline())
             except StreamEnded:
                 raise StopIteration from None
             except StreamTrimmed as e:
@@ -494,6 +494,11 @@ class StreamReader(Iterator[Any]):
             if counters.enabled:
                 counters.add("stream", self.name, got[1])
             return got[0]
+
+    def _read(self, index: int, deadline: float | None) -> tuple[Any, int] | None:
+        """Entry `index` as `Store._stream_read` gives it; a backend's reader with a
+        connection of its own overrides this."""
+        return self.store._stream_read(self.name, index, deadline, self.view)
 
     def deadline(self) -> float | None:
         return None if self.timeout is None else time.monotonic() + self.timeout
