@@ -84,19 +84,22 @@ def _flip(url: str, key: str, part: str, offset: int, entry: bytes | None = None
 
 
 def _flip_dragon(url: str, ddict_key: str, part: str, offset: int) -> None:
-    """Flip one bit of DDict entry `ddict_key` (header and payload, in one chunk or two, as
-    DragonStore stores them), writing the damaged bytes back in the same chunks."""
+    """Flip one bit of DDict entry `ddict_key` (header, payload and, for a large one, its
+    checksum last, in the chunks DragonStore writes), writing the damaged bytes back in the
+    same chunks."""
     s = simai.open_store(url)
     chunks = s._get(ddict_key)
     raw = bytearray(b"".join(chunks))
     at = offset + (codec.parse_header(raw)[0].offset if part == "payload" else 0)
     raw[at] ^= 0x10
-    cut = len(chunks[0])
-    s._put(ddict_key, *([bytes(raw[:cut]), bytes(raw[cut:])] if len(chunks) == 2 else [raw]))
+    cuts = np.cumsum([0] + [len(c) for c in chunks])
+    s._put(ddict_key, *(bytes(raw[a:b]) for a, b in zip(cuts[:-1], cuts[1:], strict=True)))
     s.close()
 
 
-@pytest.mark.parametrize("nbytes", [4096, 3 * INLINE_MAX], ids=["inline", "apart"])
+@pytest.mark.parametrize(
+    "nbytes", [4096, 3 * INLINE_MAX, codec.PARALLEL_MIN], ids=["inline", "apart", "sealed"]
+)
 @pytest.mark.parametrize("where", ["payload-start", "payload", "shape", "dtype"])
 def test_a_flipped_byte_is_a_corrupt_value_error_on_every_read(store_url, nbytes, where):
     s = simai.open_store(store_url)

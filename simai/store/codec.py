@@ -239,14 +239,13 @@ def _forget_jobs() -> None:
 os.register_at_fork(after_in_child=_forget_jobs)
 
 
-def hash_while(payload: Any, seed: int, work: Callable[[], T]) -> tuple[int, T]:
-    """The XXH3-64 of `payload` (seeded) and what `work()` returned. A large payload is hashed
-    by a helper thread on another core while `work` (a copy from or into it, which releases
-    the GIL) runs here, so verifying costs little time; otherwise one after the other."""
+def hash_beside(payload: Any, seed: int) -> Callable[[], int]:
+    """Start the XXH3-64 of `payload` (seeded) and return a function that waits for it. A
+    large payload is hashed by a helper thread on another core meanwhile, so that a copy of it
+    (which releases the GIL) runs beside; a small one is hashed when the function is called."""
     global _jobs
     if memoryview(payload).nbytes < PARALLEL_MIN or len(os.sched_getaffinity(0)) < 2:
-        result = work()
-        return xxh3_64_intdigest(payload, seed), result
+        return lambda: xxh3_64_intdigest(payload, seed)
     if _jobs is None:
         _jobs = queue.SimpleQueue()
         threading.Thread(target=_hash_jobs, name="simai-checksum", daemon=True).start()
@@ -254,13 +253,26 @@ def hash_while(payload: Any, seed: int, work: Callable[[], T]) -> tuple[int, T]:
     done = threading.Lock()
     done.acquire()
     _jobs.put((payload, seed, box, done))
+
+    def digest() -> int:
+        done.acquire()
+        done.release()
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        return box[0]
+
+    return digest
+
+
+def hash_while(payload: Any, seed: int, work: Callable[[], T]) -> tuple[int, T]:
+    """The XXH3-64 of `payload` (seeded) and what `work()` returned, the hash computed beside
+    `work` (a copy from or into the payload) where it is large (see hash_beside)."""
+    digest = hash_beside(payload, seed)
     try:
         result = work()
     finally:
-        done.acquire()
-    if isinstance(box[0], BaseException):
-        raise box[0]
-    return box[0], result
+        checksum = digest()
+    return checksum, result
 
 
 # --- decoding ---------------------------------------------------------------------------------

@@ -12,7 +12,10 @@ Values are stored as the codec's header and payload, written raw by a value "pic
 own (DDict pickles by default): the store never unpickles, and every read is verified. Keys are
 written as their UTF-8 bytes. Layout (NUL separates parts, user keys cannot contain it):
 
-    v KEY                  an entry (two chunks: header, payload)
+    v KEY                  an entry: header and payload in one chunk (up to 64 KiB), in two,
+                           or, from 4 MiB, in three: the header without its checksum, the
+                           payload, then the checksum (8 bytes), hashed while DDict copies
+                           the payload
     m STREAM               the stream's state, JSON: length, start, maxlen, policy, dropped,
                            closed (the length when closed), groups, and the lock's generation
                            and holder
@@ -67,6 +70,7 @@ _LOCK_POLL = (0.004, 0.04)
 milliseconds, and every try is one more for the DDict's manager to serve."""
 _ATTACH_TRIES = 6
 _INDEX = struct.Struct("<Q")
+_CHECKSUM = struct.Struct("<Q")
 _JOIN_MAX = 64 * 1024
 """Payloads up to this size travel in one chunk with their header (a copy is cheaper than a
 second message); larger ones as a chunk of their own, not copied."""
@@ -102,6 +106,8 @@ class _RawValue:
 
     def dump(self, value: Any, file: Any) -> None:
         for part in value:
+            if callable(part):  # the checksum, hashed while the parts before were written
+                part = part()
             if len(part):
                 file.write(part)
 
@@ -162,6 +168,8 @@ class DragonStore(Store):
     allow_pickle : bool
         Store and return arbitrary Python objects by pickling them (unpickling runs code).
     """
+
+    _seals = True  # see _parts
 
     def __init__(
         self, url: str, *, timeout: float | None = 60.0, allow_pickle: bool = False
@@ -323,10 +331,7 @@ class DragonStore(Store):
     # --- values -----------------------------------------------------------------------------
 
     def _write(self, key: str, header: bytes, payload: memoryview) -> None:
-        if payload.nbytes <= _JOIN_MAX:  # one message to the manager, not two
-            self._put("v\0" + key, header + payload)
-        else:
-            self._put("v\0" + key, header, payload)
+        self._put("v\0" + key, *_parts(header, payload))
 
     def _read(self, key: str, view: bool) -> tuple[Any, int]:
         chunks = self._get("v\0" + key)
@@ -336,6 +341,7 @@ class DragonStore(Store):
 
     def _decode_chunks(self, chunks: list[bytes], view: bool) -> tuple[Any, int]:
         size = sum(len(c) for c in chunks)
+        chunks = _sealed(chunks)
         if len(chunks) == 2:
             head, checksum = codec.parse_header(chunks[0])
             if head.offset == len(chunks[0]) and head.nbytes == len(chunks[1]):
@@ -350,6 +356,7 @@ class DragonStore(Store):
         chunks = self._get("v\0" + key)
         if chunks is None:
             raise KeyError(key)
+        chunks = _sealed(chunks)
         if len(chunks) == 2:
             head, checksum = codec.parse_header(chunks[0])
             if head.offset == len(chunks[0]):
@@ -514,7 +521,7 @@ class DragonStore(Store):
                     floor = max(start, self._floor(stream, state, start))
                     if state["policy"] == "block" and head - floor >= maxlen:
                         return None
-                parts = (header + payload,) if payload.nbytes <= _JOIN_MAX else (header, payload)
+                parts = _parts(header, payload)
                 if maxlen is None:
                     self._put(f"e\0{stream}\0{head}", *parts)
                 else:  # in the slot of an entry trimmed already: nothing to delete
@@ -668,6 +675,26 @@ def _slot(stream: str, index: int, maxlen: int) -> str:
     """The key of entry `index` of a stream bounded to `maxlen`: maxlen + 1 slots in turn, so
     an append reuses the slot of an entry trimmed before it (length - start <= maxlen)."""
     return f"e\0{stream}\0#{index % (maxlen + 1)}"
+
+
+def _parts(header: bytes, payload: memoryview) -> tuple[Any, ...]:
+    """The chunks an entry is written as (see the layout above). From codec.PARALLEL_MIN the
+    header comes without its checksum (DragonStore._seals) and the checksum goes last: a
+    helper thread hashes the payload while DDict copies it."""
+    n = payload.nbytes
+    if n <= _JOIN_MAX:  # one message to the manager, not two
+        return (header + payload,)
+    if n < codec.PARALLEL_MIN:
+        return header, payload
+    digest = codec.hash_beside(payload, codec.header_seed(header))
+    return header, payload, lambda: _CHECKSUM.pack(digest())
+
+
+def _sealed(chunks: list[bytes]) -> list[bytes]:
+    """An entry's chunks as header and payload: a trailing checksum sealed into its header."""
+    if len(chunks) == 3 and len(chunks[2]) == _CHECKSUM.size:
+        return [codec.seal(bytes(chunks[0]), _CHECKSUM.unpack(chunks[2])[0]), chunks[1]]
+    return chunks
 
 
 def _joined(chunks: list[bytes]) -> memoryview:
