@@ -43,10 +43,17 @@ ways, each with huge pages on and off, interleaved in one run:
 - simai online: the trainers start first and read each simulation's stream while it is
   written; the simulations, which mostly wait, run as Resources(cpus=0) tasks (no core of
   their own, wavelib.placement);
-  for both simai ways huge pages are SIMAI_HUGE_PAGES=1 or 0.
+  for both simai ways huge pages are SIMAI_HUGE_PAGES=1 or 0;
+- simai online, Redis store (online-redis): the same with Workflow(store="redis");
+- simai online, ADIOS2 BP5 streams (online-bp5): the same with each simulation's pairs in an
+  ADIOS2 BP5 stream (adios2://...?engine=BP5, a file read while it is written) instead of the
+  run's store. Not SST: two trainers that each poll 32 SST streams crash ADIOS2 2.12.1's SST
+  writers (SIGSEGV in its network thread); see docs/benchmarks.md.
 
     .venv/bin/python benchmarks/wave.py --train full --out benchmarks/results/wave-full.md
     .venv/bin/python benchmarks/wave.py --train full --num-sims 8 --grid-size 256   # 3 min
+    .venv/bin/python benchmarks/wave.py --train full --ways online,online-redis,online-bp5 \
+        --huge-pages on --rounds 3 --out benchmarks/results/wave-streams.md
 
 On 2 cores the full-size run takes about 15 minutes (16 simulations of 512^2: 7.5 min).
 """
@@ -93,7 +100,11 @@ FULL_WAYS: dict[str, str] = {
     "npy": "npy staged",
     "staged": "simai staged",
     "online": "simai online",
+    "online-redis": "simai online, Redis store",
+    "online-bp5": "simai online, ADIOS2 BP5 streams",
 }
+ONLINE = ("online", "online-redis", "online-bp5")
+DEFAULT_FULL_WAYS = ("npy", "staged", "online")
 
 
 # --- the futures baseline: data travels in task arguments and results ------------------------
@@ -275,7 +286,12 @@ def run_full_way(way: str, huge: bool, args: argparse.Namespace, scratch: str) -
         print(f"[{time.strftime('%H:%M:%S')}] {label}: {what}", file=sys.stderr, flush=True)
 
     n, steps, compute = args.grid_size, args.steps, args.step_compute
-    opts = {"epochs": args.epochs, "batch": args.batch, "lr": args.lr, "seed": 0}
+    opts = {
+        "epochs": args.epochs,
+        "batch": args.batch,
+        "lr": args.lr,
+        "seed": 0,
+    }
     jobs = list(enumerate(wavelib.periods(args.num_sims)))
     set_huge_pages(way, huge)
     cpu0 = cpu_seconds()
@@ -302,21 +318,23 @@ def run_full_way(way: str, huge: bool, args: argparse.Namespace, scratch: str) -
             shutil.rmtree(directory, ignore_errors=True)
         sims_wall, train_wall = t2 - t1, t3 - t2
     else:
-        online = way == "online"
+        online = way in ONLINE
         config, sim_resources = wavelib.placement("local", online, len(wavelib.FULL_KERNELS))
         run_dir = os.path.join(scratch, f"run-{way}-{'on' if huge else 'off'}")
+        streams = f"adios2://{run_dir}-bp5?engine=BP5" if way == "online-bp5" else None
         say("workflow start")
         with simai.Workflow(
             "wave-full",
-            store="local",
+            store="redis" if way == "online-redis" else "local",
             run_dir=run_dir,
             resume=False,
             options=simai.WorkflowOptions(executor_config=config),
         ) as wf:
             out = wavelib.run_full(
                 wf, args.num_sims, n, steps, online, compute, opts,
-                sim_resources=sim_resources, prefix=PREFIX, progress=say,
+                sim_resources=sim_resources, prefix=PREFIX, streams=streams, progress=say,
             )  # fmt: skip
+        shutil.rmtree(f"{run_dir}-bp5", ignore_errors=True)
         shutil.rmtree(run_dir, ignore_errors=True)
         sims, trainers = out["sims"], out["trainers"]
         sims_wall, train_wall, overlap = out["sims_wall_s"], out["train_wall_s"], out["overlap"]
@@ -366,12 +384,14 @@ def full_report(
     mib = args.num_sims * args.steps * 2 * args.grid_size**2 * 4 / 2**20
     pairs = args.num_sims * args.steps
     kernels = "/".join(f"k{k}" for k in wavelib.FULL_KERNELS)
-    online = [r for (w, _), rs in results.items() if w == "online" for r in rs]
+    online = [r for (w, _), rs in results.items() if w in ONLINE for r in rs]
     placed = online[0]["sim_resources"] if online else None
     given = {on_off(h): rs[-1]["given"] for (w, h), rs in results.items() if w != "npy"}
     lines = [
-        "# Wave benchmark, full training: npy staged, simai staged and simai online, "
-        "huge pages on and off",
+        "# Wave benchmark, full training: "
+        + "; ".join(dict.fromkeys(FULL_WAYS[w] for w, _ in results))
+        + ", huge pages "
+        + " and ".join(dict.fromkeys(on_off(h) for _, h in results)),
         "",
         f"- command: `{meta['command']}`",
         f"- date: {meta['date']}, total {meta['elapsed']:.0f} s",
@@ -385,14 +405,19 @@ def full_report(
         f"each step first waiting {args.step_compute:g} s (emulated compute); 2 trainers, "
         f"Conv2d(1,8,k) -> tanh -> Conv2d(8,1,k), k = 3 and 5, {args.epochs} epoch(s) over "
         f"all pairs, whole frames, batches of {args.batch}, torch.optim.Adam lr {args.lr:g}, "
-        f"float32, one thread each; final loss = the trained model's MSE on every pair "
-        f"(a second read of all pairs); {args.rounds} round(s), ways interleaved"
+        f"float32, one thread each; "
+        + "final loss = the trained model's MSE on every pair (a second read of all pairs)"
+        + f"; {args.rounds} round(s), ways interleaved"
         + (", medians" if args.rounds > 1 else ""),
         "- npy staged: ProcessPoolExecutor(2), np.save / np.load of one .npy per pair in "
         f"{args.files_dir} on {filesystem(args.files_dir)}; huge pages on = "
         + ", ".join(f"{k}={v}" for k, v in huge_pages_env({}).items())
         + " in the pool's environment (what simai sets)",
-        '- simai: Workflow(store="local"); simulations are tasks, trainers components '
+        '- simai: Workflow(store="local") (online, Redis store: Workflow(store="redis"), one '
+        'redis-server shard; online, ADIOS2 BP5 streams: Workflow(store="local") for '
+        "everything but the pairs, which go through adios2:///run-dir-bp5?engine=BP5, one BP5 "
+        "file per simulation beside the run directory, read while it is written); "
+        "simulations are tasks, trainers components "
         "(Resources(cpus=1)); huge pages = SIMAI_HUGE_PAGES=1 or 0; the trainers were given "
         + "; ".join(
             f"{h}: " + ", ".join(f"{k}={v}" for k, v in g.items()) for h, g in given.items()
@@ -426,12 +451,12 @@ def full_report(
     ]
     for (way, huge), rs in results.items():
         last = rs[-1]
-        if way == "online":
+        if way in ONLINE:
             per = {k: statistics.median(r["compute"][k] for r in rs) for k in last["compute"]}
             training = " / ".join(f"{v:.1f}" for v in per.values())
         else:
             training = f"{med((way, huge), 'train_wall'):.1f}"
-        overlap = f"{statistics.median(r['overlap'] for r in rs):.0%}" if way == "online" else "-"
+        overlap = f"{statistics.median(r['overlap'] for r in rs):.0%}" if way in ONLINE else "-"
         lines.append(
             f"| {FULL_WAYS[way]} | {on_off(huge)} | {med((way, huge), 'sims_wall'):.1f} | "
             f"{training} | {med((way, huge), 'sims_data'):.2f} | "
@@ -482,6 +507,21 @@ def full_report(
                 med(("staged", huge), "train_data") / med(("npy", huge), "train_data"),
                 1.0,
             )
+    for huge in (True, False):
+        for way, base in (("online-bp5", "online"), ("online-bp5", "online-redis")):
+            if {(way, huge), (base, huge)} <= have:
+                ratios = ", ".join(
+                    f"{what} {med((way, huge), f) / med((base, huge), f):.2f}"
+                    for what, f in (
+                        ("whole wall", "total"),
+                        ("simulations' data", "sims_data"),
+                        ("trainers' data", "train_data"),
+                    )
+                )
+                lines.append(
+                    f"- {FULL_WAYS[way]} / {FULL_WAYS[base]}, huge pages {on_off(huge)}: "
+                    f"{ratios} (no target; lower is faster)"
+                )
     if max(meta["load0"], meta["load1"]) > meta["cores"]:
         lines.append(
             f"- caution: the load average passed the {meta['cores']} cores during the run, so "
@@ -500,14 +540,16 @@ def full_report(
         ),
         "Trainers' waits for simulations (online, both trainers, s): "
         + "; ".join(
-            f"{on_off(h)} {med((w, h), 'wait'):.1f}" for (w, h) in results if w == "online"
+            f"{FULL_WAYS[w]} {on_off(h)} {med((w, h), 'wait'):.1f}"
+            for (w, h) in results
+            if w in ONLINE
         ),
     ]
     return "\n".join(lines) + "\n"
 
 
 def main_full(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    ways = [w.strip() for w in (args.ways or ",".join(FULL_WAYS)).split(",") if w.strip()]
+    ways = [w.strip() for w in (args.ways or ",".join(DEFAULT_FULL_WAYS)).split(",") if w.strip()]
     unknown = [w for w in ways if w not in FULL_WAYS]
     if unknown or not ways:
         parser.error(
@@ -772,7 +814,9 @@ def main() -> None:
         + ",".join(WAYS)
         + "; with --train full, of "
         + ",".join(FULL_WAYS)
-        + " (default: all)",
+        + " (default: all; with --train full, "
+        + ",".join(DEFAULT_FULL_WAYS)
+        + ")",
     )
     full = parser.add_argument_group("--train full")
     full.add_argument("--steps", type=int, default=10, help="steps (pairs) per simulation")

@@ -210,3 +210,23 @@ def test_wave_benchmark_train_full(tmp_path):
     assert "simai online, huge pages on / npy staged, huge pages off" in text
     assert "kernel transparent huge pages:" in text
     assert "npy staged, huge pages on: training" in proc.stderr  # progress lines
+
+
+def test_wave_benchmark_online_transports(tmp_path):
+    """benchmarks/wave.py --train full --ways online,online-bp5: the online workload with its
+    pairs in the node-local store and in ADIOS2 BP5 streams, and their ratios, tiny."""
+    pytest.importorskip("adios2", reason="the adios2 extra is not installed")
+    out = tmp_path / "wave-streams.md"
+    argv = [sys.executable, str(ROOT / "benchmarks" / "wave.py"), "--train", "full"]
+    argv += ["--ways", "online,online-bp5", "--huge-pages", "on"]
+    argv += ["--num-sims", "3", "--grid-size", "32", "--steps", "3", "--step-compute", "0.01"]
+    argv += ["--out", str(out)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = out.read_text()
+    for way in ("simai online", "simai online, ADIOS2 BP5 streams"):
+        row = next(r for r in text.splitlines() if r.startswith(f"| {way} | on |"))
+        losses = row.split(" | ")[7].split("/")
+        assert len(losses) == 2 and all(math.isfinite(float(v)) for v in losses), row
+    assert "- simai online, ADIOS2 BP5 streams / simai online, huge pages on: whole wall " in text

@@ -221,15 +221,16 @@ def stream_name(prefix: str, sim: int) -> str:
 
 
 class StoreSink:
-    """Writes into the run's store ($SIMAI_STORE): one key per pair, or one stream per sim."""
+    """Writes into the run's store ($SIMAI_STORE), or the store at `url`: one key per pair,
+    or one stream per sim."""
 
-    def __init__(self, prefix: str = "wave", stream: bool = False) -> None:
-        self.prefix, self.stream = prefix, stream
+    def __init__(self, prefix: str = "wave", stream: bool = False, url: str | None = None) -> None:
+        self.prefix, self.stream, self.url = prefix, stream, url
 
     def open(self, sim: int) -> Callable[[int, np.ndarray], Any]:
         import simai
 
-        store = simai.open_store()
+        self.store = store = simai.open_store(self.url)
         if self.stream:
             name = stream_name(self.prefix, sim)
             return lambda step, pair: store.append(name, pair)
@@ -237,9 +238,7 @@ class StoreSink:
 
     def close(self, sim: int) -> None:
         if self.stream:
-            import simai
-
-            simai.open_store().close_stream(stream_name(self.prefix, sim))
+            self.store.close_stream(stream_name(self.prefix, sim))
 
 
 class NpySink:
@@ -376,21 +375,25 @@ class StoreKeysSource:
 
 
 class StoreStreamSource:
-    """Each simulation's stream, read while it is written.
+    """Each simulation's stream in the run's store (or the store at `url`), read while it is
+    written.
 
-    The first epoch takes whichever stream has an unread pair (blocking on the oldest
-    unfinished simulation only when none has), so the trainer consumes while simulations
-    run; later epochs re-read the complete streams, simulations in a shuffled order.
-    Time blocked waiting for a simulation counts as waiting, not data movement.
+    The first epoch takes whichever stream has an unread pair: it tries each reader without
+    waiting and, when none had one, waits a moment on the oldest unfinished stream; so the
+    trainer consumes while simulations run. Later epochs re-read the complete streams, simulations
+    in a shuffled order. Time spent on a try that found nothing, or waiting, counts as
+    waiting, not data movement.
     """
 
-    def __init__(self, prefix: str, num_sims: int, timeout: float = 600.0) -> None:
-        self.prefix, self.num_sims, self.timeout = prefix, num_sims, timeout
+    def __init__(
+        self, prefix: str, num_sims: int, timeout: float = 600.0, url: str | None = None
+    ) -> None:
+        self.prefix, self.num_sims, self.timeout, self.url = prefix, num_sims, timeout, url
 
     def epoch(self, epoch: int, rng: random.Random, reads: Reads) -> Iterator[np.ndarray]:
         import simai
 
-        store = simai.open_store()
+        store = simai.open_store(self.url)
         names = [stream_name(self.prefix, s) for s in range(self.num_sims)]
         if epoch > 0:
             rng.shuffle(names)
@@ -405,24 +408,28 @@ class StoreStreamSource:
                     reads.count += 1
                     yield pair
             return
-        streams = {name: store.stream(name, timeout=self.timeout) for name in names}
-        seen = dict.fromkeys(names, 0)
-        while streams:
-            ready = [n for n in streams if store.stream_len(n) > seen[n]]
-            name = ready[0] if ready else next(iter(streams))
-            t0 = time.perf_counter()
-            pair = next(streams[name], None)
-            spent = time.perf_counter() - t0
-            if ready:
-                reads.data_s += spent
-            else:
-                reads.wait_s += spent
-            if pair is None:
-                del streams[name]
-                continue
-            seen[name] += 1
-            reads.count += 1
-            yield pair
+        readers = {name: store.stream(name, timeout=0) for name in names}
+        found, since = True, time.monotonic()
+        while readers:
+            if not found and time.monotonic() - since > self.timeout:
+                raise TimeoutError(f"no simulation appended to its stream in {self.timeout} s")
+            # after a pass that found nothing, the oldest unfinished stream waits a moment
+            wait, found = (0.0 if found else 0.05), False
+            for name, it in list(readers.items()):
+                it.timeout, wait = wait, 0.0
+                t0 = time.perf_counter()
+                try:
+                    pair = next(it, None)
+                except TimeoutError:
+                    reads.wait_s += time.perf_counter() - t0
+                    continue
+                reads.data_s += time.perf_counter() - t0
+                found, since = True, time.monotonic()
+                if pair is None:
+                    del readers[name]
+                    continue
+                reads.count += 1
+                yield pair
 
 
 class NpySource:
@@ -744,23 +751,31 @@ def store_simulation(
     online: bool,
     compute_s: float = 0.0,
     prefix: str = "wave",
+    streams: str | None = None,
 ) -> dict[str, Any]:
-    """A simulation as a simai task: its pairs into the run's store, keys or a stream."""
-    sink = StoreSink(prefix, stream=online)
+    """A simulation as a simai task: its pairs into the run's store, keys or a stream (in
+    the store at `streams`, if given)."""
+    sink = StoreSink(prefix, stream=online, url=streams)
     return simulate(sim, period, grid_size, steps, sink, compute_s=compute_s)
 
 
 def store_trainer(
-    kernel: int, num_sims: int, steps: int, online: bool, opts: dict[str, Any], prefix: str = "wave"
+    kernel: int,
+    num_sims: int,
+    steps: int,
+    online: bool,
+    opts: dict[str, Any],
+    prefix: str = "wave",
+    streams: str | None = None,
 ) -> None:
     """A `--train full` trainer as a simai component: train_full on the run's store (every
-    key, or the streams while they are written); says ready/trainer-kK once it can train
-    and puts its report under report/trainer-kK."""
+    key, or the streams while they are written, in the store at `streams` if given); says
+    ready/trainer-kK once it can train and puts its report under report/trainer-kK."""
     import simai
 
     store = simai.open_store()
     if online:
-        source: Any = StoreStreamSource(prefix, num_sims)
+        source: Any = StoreStreamSource(prefix, num_sims, url=streams)
     else:
         source = StoreKeysSource(prefix, num_sims, steps)
     report = train_full(
@@ -812,6 +827,7 @@ def run_full(
     sim_resources: Any = None,
     kernels: tuple[int, ...] = FULL_KERNELS,
     prefix: str = "wave",
+    streams: str | None = None,
     keep_data: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
@@ -819,7 +835,8 @@ def run_full(
 
     Staged: the simulations (tasks) put one key per pair; when all have ended, one trainer
     component per kernel gets them. Online: the trainers start first (the simulations wait
-    until they are ready) and read each simulation's stream while it is written. Returns the
+    until they are ready) and read each simulation's stream while it is written, in the run's
+    store or the store at `streams` (e.g. adios2:///dir?engine=BP5). Returns the
     simulations' and trainers' reports and the phases: sims_wall_s (from their submission to
     their end), train_wall_s (from the trainers' start to their end), wall_s (all of it,
     without starting the workflow), overlap (online: the fraction of the
@@ -841,6 +858,7 @@ def run_full(
                 online,
                 opts,
                 prefix,
+                streams,
                 name=f"trainer-k{k}",
                 resources={"cpus": 1},
             )
@@ -855,7 +873,7 @@ def run_full(
     t_sims = time.perf_counter()
     futures = [
         wf.submit(
-            store_simulation, i, p, grid_size, steps, online, compute_s, prefix,
+            store_simulation, i, p, grid_size, steps, online, compute_s, prefix, streams,
             resources=sim_resources,
         )
         for i, p in enumerate(periods(num_sims))
@@ -870,16 +888,21 @@ def run_full(
         component.wait()
     t2 = time.perf_counter()
     reports = [store.get(f"report/trainer-k{k}") for k in kernels]
+    import simai
+
+    data = simai.open_store(streams) if online and streams else store
     if online:
         names = [stream_name(prefix, s) for s in range(num_sims)]
-        stored = sum(store.stream_len(n) for n in names)
+        stored = sum(data.stream_len(n) for n in names)
     else:
-        names = store.keys(prefix + "/")
+        names = data.keys(prefix + "/")
         stored = len(names)
     if not keep_data:
-        delete = store.delete_stream if online else store.delete
+        delete = data.delete_stream if online else data.delete
         for name in names:
             delete(name)
+    if data is not store:
+        data.close()
     store.close()
     last = max(s["ended_at"] for s in sims)
     ends = [t for r in reports for t in r["step_ends"]]
