@@ -93,7 +93,7 @@ def main() -> None:
     runs: dict[str, list[dict[str, Any]]] = {"dragon": [], "simai-dragon": []}
     out: dict[str, Any] = {}
     try:
-        for _ in range(cfg.get("dragon_rounds", 2)):  # alternated, so both see the same load
+        for _ in range(cfg["dragon_rounds"]):  # alternated, so both see the same load
             for name, handle in (("dragon", ddict), ("simai-dragon", url)):
                 runs[name].append({})
                 _pair(name, handle, cfg, runs[name][-1], out)
