@@ -517,6 +517,12 @@ def test_local_c_opens_what_python_opens_and_refuses_what_it_refuses(native, tmp
     assert opened(f"local://{public}") == "SIMAI_ERR_PERMISSION"
     with pytest.raises(PermissionError):
         simai.open_store(f"local://{public}")
+    readable = tmp_path / "project"  # others may read it: refused, and its mode left alone
+    readable.mkdir()
+    readable.chmod(0o755)
+    assert opened(f"local://{readable}") == "SIMAI_ERR_PERMISSION"
+    assert opened(f"file://{readable}") == "SIMAI_ERR_PERMISSION"
+    assert readable.stat().st_mode & 0o7777 == 0o755 and not list(readable.iterdir())
     # local://NAME lives in $SIMAI_SHM_DIR/simai-UID/NAME, for C as for Python
     shm = tmp_path / "shm"
     _run(native.check, "put", "local://named", "k", "from C",

@@ -3,6 +3,7 @@ a store refuses directories and files that are not the user's own; no symlink is
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
 import subprocess
@@ -265,6 +266,25 @@ def test_a_store_in_a_directory_anyone_can_swap_is_refused(tmp_path):
     os.chmod(shared, 0o1777)  # sticky, as /tmp and /dev/shm are
     simai.open_store(f"file://{shared}/f").close()
     simai.open_store(f"local://{shared}/l").destroy()
+
+
+def test_a_directory_others_can_read_is_refused_and_left_as_it_was(tmp_path):
+    """simai makes the directories it creates 0700 and never chmods one it did not make (it
+    could be a shared project directory, a home, or /)."""
+    shared = tmp_path / "project"
+    shared.mkdir()
+    os.chmod(shared, 0o755)
+    urls = [f"local://{shared}", f"file://{shared}"]
+    if importlib.util.find_spec("adios2") is not None:
+        urls.append(f"adios2://{shared}?engine=BP5")
+    for url in urls:
+        with pytest.raises(PermissionError, match=r"can be read by other users \(mode 0755\)"):
+            simai.open_store(url)
+        assert os.stat(shared).st_mode & 0o7777 == 0o755, url
+    assert os.listdir(shared) == []
+    with pytest.raises(PermissionError, match="chmod 700"), simai.Workflow("w", run_dir=shared):
+        pass
+    assert os.stat(shared).st_mode & 0o7777 == 0o755
 
 
 def test_stores_are_private_to_the_user(shm, tmp_path):

@@ -167,8 +167,12 @@ int simai_private_dir(const char *path)
                           "put another directory in place of %s; choose a path in a directory "
                           "of yours",
                           parent, path);
-    if ((st.st_mode & 077) && chmod(path, 0700))
-        return simai_fail(SIMAI_ERR_IO, "cannot make %s private: %s", path, strerror(errno));
+    if (st.st_mode & 077) /* never chmod a directory simai did not make: it may be shared */
+        return simai_fail(SIMAI_ERR_PERMISSION,
+                          "%s can be read by other users (mode %04o) and simai keeps what it "
+                          "stores private: make it private (chmod 700 %s) or name a directory "
+                          "that does not exist yet (simai makes it, mode 0700)",
+                          path, (unsigned)(st.st_mode & 07777), path);
     return SIMAI_OK;
 }
 

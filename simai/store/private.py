@@ -43,9 +43,10 @@ def check_private(path: str | os.PathLike[str], st: os.stat_result | None = None
 
 def private_dir(path: str | os.PathLike[str]) -> str:
     """`path` as a private directory: made with mode 0700 (and its missing parents) if it does
-    not exist, else checked with `check_private` and, if others may read it, made 0700. Its
-    parent must not be writable by every user unless it is sticky (as /tmp and /dev/shm are).
-    Returns the path."""
+    not exist, else checked with `check_private` and refused if others may read it (simai
+    never changes the mode of a directory it did not make: that could be a shared project
+    directory, a home, or /). Its parent must not be writable by every user unless it is
+    sticky (as /tmp and /dev/shm are). Returns the path."""
     path = os.fspath(path)
     parent = os.path.dirname(os.path.abspath(path))
     try:
@@ -65,7 +66,11 @@ def private_dir(path: str | os.PathLike[str]) -> str:
             f"another directory in place of {path}; choose a path in a directory of yours"
         )
     if st.st_mode & 0o077:
-        os.chmod(path, 0o700)
+        raise PermissionError(
+            f"{path} can be read by other users (mode {stat.S_IMODE(st.st_mode):04o}) and simai "
+            f"keeps what it stores private: make it private (chmod 700 {path}) or name a "
+            "directory that does not exist yet (simai makes it, mode 0700)"
+        )
     return path
 
 

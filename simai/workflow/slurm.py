@@ -133,7 +133,7 @@ def _new_chain_dir(root: Path, stem: str) -> Path:
     for n in range(1000):
         path = root / (base if n == 0 else f"{base}-{n}")
         try:
-            path.mkdir()
+            path.mkdir(mode=0o700)
             return path
         except FileExistsError:
             continue

@@ -349,7 +349,7 @@ class Workflow:
 
         if not self.resume:
             shutil.rmtree(persist, ignore_errors=True)
-        persist.mkdir(parents=True, exist_ok=True)
+        persist.mkdir(mode=0o700, parents=True, exist_ok=True)
         cores = self.options.store_cores
         self._servers = RedisServers(
             shards=self.options.store_shards,
