@@ -380,6 +380,17 @@ def test_bad_values_names_urls_and_closed_streams_are_clear_errors(root):
         open_store(f"adios2://{root}?engnie=BP5")
     with pytest.raises(ValueError, match="names no directory"):
         open_store("adios2://")
+    for relative in ("adios2://streams", "adios2://host/tmp/x"):
+        with pytest.raises(ValueError, match="must be absolute, adios2:///path/dir"):
+            open_store(relative)
+    with pytest.raises(ValueError, match="gives engine more than once"):
+        open_store(f"adios2://{root}?engine=SST&engine=BP5")
+    with pytest.raises(ValueError, match="readers= is for SST"):
+        open_store(f"adios2://{root}?engine=BP5&readers=2")
+    with pytest.raises(ValueError, match="vars= names no variable"):
+        open_store(f"adios2://{root}?vars=")
+    with pytest.raises(TypeError, match="params must be a dict"):
+        open_store(f"adios2://{root}", params="DataTransport=WAN")
     store = open_store(f"adios2://{root}?engine=BP5")
     try:
         with pytest.raises(TypeError, match="dtype"):
@@ -406,6 +417,29 @@ def test_bad_values_names_urls_and_closed_streams_are_clear_errors(root):
         store.close()
     with pytest.raises(StoreClosedError, match="is closed"):
         store.stream("t")
+
+
+def test_a_dead_producers_contact_file_is_a_clear_error_not_a_timeout(root):
+    """An SST producer SIGKILLed in its rendezvous leaves its contact file; a reader says so
+    (and how to clear it) instead of waiting out its timeout and blaming the producer."""
+    url = f"adios2://{root}?engine=SST"
+    contact = os.path.join(root, "fields.sst")
+    with processes([PRODUCER.replace("run/field", "fields"), url]) as (prod,):
+        deadline = time.monotonic() + TIMEOUT
+        while not os.path.exists(contact):
+            assert time.monotonic() < deadline and prod.poll() is None
+            time.sleep(0.05)
+        prod.kill()
+        prod.wait()
+    store = open_store(url)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(ConnectionError, match=r"no writer answers .*delete_stream\('fields'\)"):
+            next(store.stream("fields", timeout=30))
+        assert time.monotonic() - t0 < 25
+        assert store.delete_stream("fields") and not os.path.exists(contact)
+    finally:
+        store.close()
 
 
 def test_bp5_groups_resume_and_damage_is_detected(root):

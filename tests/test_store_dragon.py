@@ -223,6 +223,12 @@ def dragon_test_a_workflow_streams_through_a_dragon_store(tmp_path):
         store.close()
     with pytest.raises(ConnectionError, match="cannot attach"):
         simai.open_store(wf.store_url)
+    with pytest.raises(
+        RuntimeError,
+        match=r"could not create a DDict of total_mem=1 bytes .*"
+        r"give more memory",
+    ):
+        DragonStore.create(total_mem=1)
 
 
 if __name__ == "__main__":  # `dragon -s tests/test_store_dragon.py PYTEST-ARGS`

@@ -179,7 +179,16 @@ class Adios2Store(Store):
         path, _, query = rest.partition("?")
         if not path:
             raise ValueError(f"adios2 store URL {url!r} names no directory: use adios2:///path")
-        opts = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
+        if not path.startswith("/"):
+            raise ValueError(
+                f"adios2 store URL {url!r} names a relative path or a host ({path!r}): the "
+                "directory must be absolute, adios2:///path/dir (three slashes)"
+            )
+        parsed = parse_qs(query, keep_blank_values=True)
+        twice = sorted(k for k, v in parsed.items() if len(v) > 1)
+        if twice:
+            raise ValueError(f"adios2 store URL {url!r} gives {', '.join(twice)} more than once")
+        opts = {k: v[0] for k, v in parsed.items()}
         unknown = set(opts) - {"engine", "readers", "vars"}
         if unknown:
             raise ValueError(
@@ -189,6 +198,18 @@ class Adios2Store(Store):
         engine = opts.get("engine", "SST").upper()
         if engine not in ENGINES:
             raise ValueError(f"adios2 store URL {url!r}: engine must be SST or BP5, not {engine}")
+        if engine == "BP5" and "readers" in opts:
+            raise ValueError(
+                f"adios2 store URL {url!r}: readers= is for SST (the writer waits for them); "
+                "a BP5 file is read by any number of readers, whenever they come"
+            )
+        if "vars" in opts and not any(opts["vars"].split(",")):
+            raise ValueError(f"adios2 store URL {url!r}: vars= names no variable")
+        if params is not None and not isinstance(params, dict):
+            raise TypeError(
+                f"params must be a dict of ADIOS2 engine parameters, e.g. "
+                f'{{"DataTransport": "WAN"}}, not {type(params).__name__} {params!r}'
+            )
         try:
             readers = int(opts.get("readers", "1"))
         except ValueError:
@@ -400,8 +421,9 @@ class Adios2Store(Store):
                 )
             if self._bounds.get(stream, (0, ""))[1] == "block":
                 raise NotSupported(
-                    f"an append to the full 'block' SST stream {stream!r} waits without a "
-                    "timeout ADIOS2 can honour: append with timeout=None"
+                    f"an append to SST stream {stream!r}, bounded with policy 'block', may "
+                    "wait (when its queue is full) without a timeout ADIOS2 can honour: append "
+                    "with timeout=None"
                 )
         head, _ = codec.parse_header(header)
         if head.kind == codec.ARRAY:
@@ -715,6 +737,13 @@ class _Cursor:
         except Exception as e:
             store._drop_io(self.io)
             text = _message(e)
+            left = _remaining(deadline)
+            if store.sst and os.path.exists(path + ".sst") and (left is None or left > 0.5):
+                raise ConnectionError(  # it failed well before the deadline: no writer there
+                    f"cannot read ADIOS2 stream {path}: its contact file {path}.sst is there "
+                    f"but no writer answers ({text}); a producer that died leaves it behind: "
+                    f"delete_stream({self.stream!r}) removes it"
+                ) from None
             if deadline is not None and "imeout" in text:  # nothing to read came in time
                 return False
             raise ConnectionError(f"cannot read ADIOS2 stream {path}: {text}") from None

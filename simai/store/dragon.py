@@ -217,7 +217,16 @@ class DragonStore(Store):
         # its orchestrator writes a metadata file to persist_path, the working directory unless
         # told: a private directory of the user's instead
         meta = private_dir(os.path.join(tempfile.gettempdir(), f"simai-dragon-{os.getuid()}"))
-        ddict = DDict(managers_per_node, nodes, total_mem, timeout=timeout, persist_path=str(meta))
+        try:
+            ddict = DDict(
+                managers_per_node, nodes, total_mem, timeout=timeout, persist_path=str(meta)
+            )
+        except Exception as e:
+            raise RuntimeError(
+                f"Dragon could not create a DDict of total_mem={total_mem} bytes for "
+                f"{managers_per_node * nodes} manager(s) ({_why(e)}); each manager needs a "
+                f"pool of its own: give more memory (the default is {DEFAULT_MEM >> 20} MiB)"
+            ) from None
         try:
             store = cls(SCHEME + ddict.serialize(), timeout=timeout, allow_pickle=allow_pickle)
         except BaseException:

@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from simai.checks import check_int
+from simai.store.private import private_dir
 from simai.workflow.records import Records
 from simai.workflow.rundir import RECORDS
 from simai.workflow.script import run_script, script_path
@@ -93,6 +94,8 @@ def submit_chain(
     if sbatch is None:
         raise FileNotFoundError("sbatch not found on PATH: is this a Slurm login node?")
     run_path = Path(run_dir).absolute() if run_dir is not None else None
+    if run_path is not None:  # the run directory, private as the workflow makes it
+        private_dir(run_path)
     chain = _new_chain_dir(chain_root(run_path), script_file.stem)
     job_sh = chain / SCRIPT
     job_sh.write_text(batch_script(chain, script_file, list(args), run_path, Path.cwd()))
@@ -128,7 +131,7 @@ def submit_chain(
 
 
 def _new_chain_dir(root: Path, stem: str) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
     base = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     for n in range(1000):
         path = root / (base if n == 0 else f"{base}-{n}")
