@@ -286,12 +286,7 @@ def run_full_way(way: str, huge: bool, args: argparse.Namespace, scratch: str) -
         print(f"[{time.strftime('%H:%M:%S')}] {label}: {what}", file=sys.stderr, flush=True)
 
     n, steps, compute = args.grid_size, args.steps, args.step_compute
-    opts = {
-        "epochs": args.epochs,
-        "batch": args.batch,
-        "lr": args.lr,
-        "seed": 0,
-    }
+    opts = {"epochs": args.epochs, "batch": args.batch, "lr": args.lr, "seed": 0}
     jobs = list(enumerate(wavelib.periods(args.num_sims)))
     set_huge_pages(way, huge)
     cpu0 = cpu_seconds()
@@ -405,9 +400,8 @@ def full_report(
         f"each step first waiting {args.step_compute:g} s (emulated compute); 2 trainers, "
         f"Conv2d(1,8,k) -> tanh -> Conv2d(8,1,k), k = 3 and 5, {args.epochs} epoch(s) over "
         f"all pairs, whole frames, batches of {args.batch}, torch.optim.Adam lr {args.lr:g}, "
-        f"float32, one thread each; "
-        + "final loss = the trained model's MSE on every pair (a second read of all pairs)"
-        + f"; {args.rounds} round(s), ways interleaved"
+        f"float32, one thread each; final loss = the trained model's MSE on every pair "
+        f"(a second read of all pairs); {args.rounds} round(s), ways interleaved"
         + (", medians" if args.rounds > 1 else ""),
         "- npy staged: ProcessPoolExecutor(2), np.save / np.load of one .npy per pair in "
         f"{args.files_dir} on {filesystem(args.files_dir)}; huge pages on = "
