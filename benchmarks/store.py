@@ -511,7 +511,9 @@ def probe_simai(name: str, cfg: dict[str, Any]) -> str | None:
     return None
 
 
-def run_dragon(cfg: dict[str, Any], timeout: float, quick: bool, rounds: int) -> dict[str, Outcome]:
+def run_dragon(
+    cfg: dict[str, Any], timeout: float, max_ops: int, rounds: int
+) -> dict[str, Outcome]:
     """Run the DDict baseline and simai's dragon:// store on it under `dragon -s`, in one
     session, alternated `rounds` times, and parse its JSON line: an outcome for each of
     DRAGON_BACKENDS (the medians over rounds)."""
@@ -523,10 +525,7 @@ def run_dragon(cfg: dict[str, Any], timeout: float, quick: bool, rounds: int) ->
     if exe is None:
         return failed("`dragon` not found next to this Python: pip install dragonhpc")
     dcfg = dict(cfg)
-    dcfg["counts"] = {
-        k: min(v, DRAGON_MAX_OPS if not quick else DRAGON_MAX_OPS // 2)
-        for k, v in cfg["counts"].items()
-    }
+    dcfg["counts"] = {k: min(v, max_ops) for k, v in cfg["counts"].items()}
     biggest = max(s * dcfg["counts"][str(s)] for s in cfg["sizes"])
     dcfg["total_mem"] = max(256 * MIB, 3 * biggest)
     dcfg["timeout"] = timeout
@@ -958,6 +957,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, help="also write the Markdown report to this file")
     p.add_argument("--timeout", type=float, default=120, help="seconds per backend (default 120)")
     p.add_argument(
+        "--dragon-ops",
+        type=int,
+        default=None,
+        help=f"at most this many arrays per repetition on Dragon's backends (default "
+        f"{DRAGON_MAX_OPS}; quick {DRAGON_MAX_OPS // 2}): a small DDict op takes milliseconds",
+    )
+    p.add_argument(
         "--scale",
         action="store_true",
         help="instead of the table: how the node-local store's costs grow with its size (1k to "
@@ -983,8 +989,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.repeat = 2 if args.quick else 3
     if args.rounds is None:
         args.rounds = 1 if args.quick else 3
-    if args.repeat < 1 or args.rounds < 1 or args.warmup < 0:
-        p.error("--repeat and --rounds must be >= 1, --warmup >= 0")
+    if args.dragon_ops is None:
+        args.dragon_ops = DRAGON_MAX_OPS // 2 if args.quick else DRAGON_MAX_OPS
+    if args.repeat < 1 or args.rounds < 1 or args.warmup < 0 or args.dragon_ops < 1:
+        p.error("--repeat, --rounds and --dragon-ops must be >= 1, --warmup >= 0")
     return args
 
 
@@ -1069,7 +1077,7 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.monotonic()
                 print(f"--- {BACKENDS[name][0]} (round {rnd + 1}/{args.rounds}) ...", flush=True)
                 if name in DRAGON_BACKENDS:
-                    both = run_dragon(cfg, args.timeout, args.quick, args.rounds)
+                    both = run_dragon(cfg, args.timeout, args.dragon_ops, args.rounds)
                     oc = both[name]
                     for other in set(DRAGON_BACKENDS) - {name}:
                         if other in rounds:
@@ -1118,7 +1126,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "- arrays: float32; per size, arrays per repetition: "
         + ", ".join(f"{fmt_size(s)} ×{n}" for s, n in counts.items())
-        + f" (Dragon at most {DRAGON_MAX_OPS // (2 if args.quick else 1)}); "
+        + f" (Dragon at most {args.dragon_ops}); "
         + f"{args.warmup} warm-up + {args.repeat} timed repetitions in each of {args.rounds} "
         + "rounds over all backends (Dragon: the rounds run in one dragon -s session, DDict "
         + "and simai dragon alternated), median over rounds; "

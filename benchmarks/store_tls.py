@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shlex
 import statistics
 import subprocess
@@ -33,12 +34,28 @@ SIMAI = (sys.executable, "-m", "simai.cli")
 SIZES = {"16 MiB": (16 << 20, 6), "64 MiB": (64 << 20, 3)}
 
 CLIENT = r"""
-import json, sys, time
+import json, os, sys, time
 import numpy as np
 import simai
 
-ops, sizes = int(sys.argv[1]), json.loads(sys.argv[2])
+ops, sizes, server = int(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3])
 out = {}
+cpu = {}
+
+
+def server_cpu():
+    fields = open(f"/proc/{server}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed(what, nbytes, work):
+    c, s, t = time.process_time(), server_cpu(), time.perf_counter()
+    got = work()
+    t, c, s = time.perf_counter() - t, time.process_time() - c, server_cpu() - s
+    out[what] = nbytes / t / 1e9
+    cpu[what] = {"client": c * 1e9 / nbytes, "server": s * 1e9 / nbytes}
+    return got
+
 with simai.open_store() as s:
     small = np.arange(2048, dtype=np.float32)
     for _ in range(50):
@@ -55,20 +72,13 @@ with simai.open_store() as s:
     for name, (size, n) in sizes.items():
         values = [np.full(size // 4, i, dtype=np.float32) for i in range(n)]
         s.put(f"big/warm", values[0]); s.get("big/warm")
-        t = time.perf_counter()
-        for i, v in enumerate(values):
-            s.put(f"big/{i}", v)
-        put = time.perf_counter() - t
-        t = time.perf_counter()
-        got = [s.get(f"big/{i}") for i in range(n)]
-        get = time.perf_counter() - t
+        timed(f"{name} put", n * size, lambda: [s.put(f"big/{i}", v) for i, v in enumerate(values)])
+        got = timed(f"{name} get", n * size, lambda: [s.get(f"big/{i}") for i in range(n)])
         for i, g in enumerate(got):
             assert g.shape == values[i].shape and g[0] == i and g[-1] == i
-        out[f"{name} put"] = n * size / put / 1e9
-        out[f"{name} get"] = n * size / get / 1e9
         for i in range(n):
             s.delete(f"big/{i}")
-print(json.dumps(out))
+print(json.dumps({"speed": out, "cpu": cpu}))
 """
 
 
@@ -106,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[dict[str, float]]] = {"plaintext": [], "TLS": []}
     with tempfile.TemporaryDirectory(prefix="simai-bench-tls-") as tmp:
         envs: dict[str, dict[str, str]] = {}
+        pids: dict[str, str] = {}
         try:
             for kind in runs:
                 home = Path(tmp, kind)
@@ -117,10 +128,13 @@ def main(argv: list[str] | None = None) -> int:
                 if done.returncode != 0:
                     sys.exit(f"simai store start failed: {done.stderr}")
                 envs[kind] = dict(env, **_exports(done.stdout))
+                status = subprocess.run([*SIMAI, "store", "status"], env=envs[kind],
+                                        capture_output=True, text=True)  # fmt: skip
+                pids[kind] = re.search(r" pid (\d+) ", status.stdout).group(1)
             for r in range(args.rounds):
                 for kind, env in envs.items():
                     client = _in(ns_b, sys.executable, "-c", CLIENT, str(args.ops),
-                                 json.dumps(SIZES))  # fmt: skip
+                                 json.dumps(SIZES), pids[kind])  # fmt: skip
                     done = subprocess.run(client, env=env, capture_output=True, text=True)
                     if done.returncode != 0:
                         sys.exit(f"the {kind} client failed:\n{done.stderr}")
@@ -132,16 +146,36 @@ def main(argv: list[str] | None = None) -> int:
             if not already:
                 _netns("down")
     load.append(os.getloadavg()[0])
-    report = _report(runs, args, addr_a, time.time() - began, load)
+    report = _report(runs, args, addr_a, time.time() - began, load, _aes_speed())
     print(report)
     if args.out:
         Path(args.out).write_text(report)
     return 0
 
 
-def _report(runs, args, addr: str, seconds: float, load: list[float]) -> str:
+def _aes_speed() -> float | None:
+    """One core's AES-128-GCM speed in GB/s on 16 KiB blocks (a full TLS record), from
+    `openssl speed`: what the cipher alone costs, apart from the servers that use it."""
+    cmd = ["openssl", "speed", "-seconds", "2", "-bytes", "16384", "-evp", "aes-128-gcm"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        return float(done.stdout.strip().splitlines()[-1].split()[-1].rstrip("k")) * 1e3 / 1e9
+    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+        return None
+
+
+def _report(runs, args, addr: str, seconds: float, load: list[float], aes: float | None) -> str:
     med = {
-        kind: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for kind, rs in runs.items()
+        kind: {k: statistics.median(r["speed"][k] for r in rs) for k in rs[0]["speed"]}
+        for kind, rs in runs.items()
+    }
+    cpu = {
+        kind: {
+            (k, side): statistics.median(r["cpu"][k][side] for r in rs)
+            for k in rs[0]["cpu"]
+            for side in ("client", "server")
+        }
+        for kind, rs in runs.items()
     }
     lines = [
         "# Redis store over a network link: TLS against plaintext",
@@ -174,7 +208,32 @@ def _report(runs, args, addr: str, seconds: float, load: list[float]) -> str:
         f"(costs at most {cost:.0%}; target: at most 30%, "
         f"{'met' if cost <= 0.30 else 'NOT met'}).",
         "",
+        "## Where the time goes: CPU seconds per GB moved",
+        "",
+        "CPU time of the client process and of the redis-server shard during each large-value "
+        "phase, per GB moved (medians over rounds). Both share the machine's "
+        f"{os.cpu_count()} cores.",
+        "",
+        "| measure | client, plaintext | client, TLS | server, plaintext | server, TLS | "
+        "TLS adds (client + server) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
+    for key in med["plaintext"]:
+        if "MiB" not in key:
+            continue
+        c = [cpu[kind][key, side] for side in ("client", "server") for kind in ("plaintext", "TLS")]
+        lines.append(
+            f"| {key} | {c[0]:.2f} | {c[1]:.2f} | {c[2]:.2f} | {c[3]:.2f} | "
+            f"{c[1] - c[0] + c[3] - c[2]:.2f} |"
+        )
+    if aes:
+        lines += [
+            "",
+            f"AES-128-GCM alone, one core, 16 KiB records (`openssl speed`): {aes:.2f} GB/s, "
+            f"{1 / aes:.2f} CPU s per GB, paid once by the side that encrypts and once by the "
+            f"side that decrypts: {2 / aes:.2f} s per GB moved.",
+        ]
+    lines.append("")
     return "\n".join(lines)
 
 
