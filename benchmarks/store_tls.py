@@ -10,7 +10,10 @@ over rounds, and TLS / plaintext as ratios.
 
 Per round and store: the median put+get round trip of an 8 KiB value (``--ops`` of them after
 a warm-up), and put and get GB/s (1e9 bytes/s) of 16 MiB and 64 MiB values (bytes moved /
-time in the operations; every value read back is checked).
+time in the operations; every value read back is checked); and the CPU seconds per GB moved
+that the client process and the redis-server shard spent in each large-value phase, with the
+cap the shard's (one thread) puts on throughput, beside AES-128-GCM's own cost on one core
+(`openssl speed`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 NETNS = ROOT / "scripts" / "netns.sh"
@@ -113,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         hosts[name] = cidr.split("/")[0]
     (ns_a, addr_a), (ns_b, _) = sorted(hosts.items())
     load = [os.getloadavg()[0]]
-    runs: dict[str, list[dict[str, float]]] = {"plaintext": [], "TLS": []}
+    runs: dict[str, list[dict[str, Any]]] = {"plaintext": [], "TLS": []}
     with tempfile.TemporaryDirectory(prefix="simai-bench-tls-") as tmp:
         envs: dict[str, dict[str, str]] = {}
         pids: dict[str, str] = {}
@@ -130,7 +134,10 @@ def main(argv: list[str] | None = None) -> int:
                 envs[kind] = dict(env, **_exports(done.stdout))
                 status = subprocess.run([*SIMAI, "store", "status"], env=envs[kind],
                                         capture_output=True, text=True)  # fmt: skip
-                pids[kind] = re.search(r" pid (\d+) ", status.stdout).group(1)
+                found = re.search(r" pid (\d+) ", status.stdout)
+                if found is None:
+                    sys.exit(f"simai store status named no pid:\n{status.stdout}{status.stderr}")
+                pids[kind] = found.group(1)
             for r in range(args.rounds):
                 for kind, env in envs.items():
                     client = _in(ns_b, sys.executable, "-c", CLIENT, str(args.ops),
