@@ -6,7 +6,8 @@ as huge pages need); damaged values are an error and no data; buffers are freed 
 under AddressSanitizer's leak check, where it works, and a loop whose memory must not grow).
 Large copies hash on libsimai's helper thread: values C writes that way read back in Python
 (the checksum is the wire format's), threads copy at once, and a process forked while its
-helper is busy for another thread puts and gets large values with a helper of its own.
+helper is busy for another thread puts and gets large values with a helper of its own. Large
+puts stream past the cache: that copy gives memcpy's bytes at every alignment and length.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _native import DTYPES, JSON, SHAPES, _fixture, _pattern, _run
+from _native import DTYPES, JSON, NATIVE, SHAPES, _fixture, _pattern, _run
 from test_native_clients import _damage
 
 import simai
@@ -492,6 +493,47 @@ def test_fork_while_the_helper_works_for_another_thread(probe, local_store_url) 
         assert np.array_equal(s.get(f"fork/{i}/a"), _pattern(4 * MIB, 10 + i))
         assert np.array_equal(s.get(f"fork/{i}/b"), _pattern(16 * MIB + 8, 20 + i))
     s.close()
+
+
+STREAMING = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "copy.h"
+
+int main(void)
+{
+    enum { MOST = 4096 + 200 };
+    unsigned char *src = malloc(MOST + 64), *dst = malloc(MOST + 64), *want = malloc(MOST + 64);
+    int checked = 0;
+    for (size_t n = 0; n <= MOST; n += n < 300 ? 1 : 997)
+        for (int so = 0; so < 17; so++)
+            for (int d = 0; d < 17; d++) {
+                for (size_t k = 0; k < MOST + 64; k++) {
+                    src[k] = (unsigned char)(k * 131 + so + 1);
+                    dst[k] = want[k] = (unsigned char)(k * 7 + d);
+                }
+                memcpy(want + d, src + so, n);
+                simai_copy_streaming(dst + d, src + so, n);
+                if (memcmp(dst, want, MOST + 64)) {
+                    printf("differs: n %zu, source offset %d, destination offset %d\n", n, so, d);
+                    return 1;
+                }
+                checked++;
+            }
+    printf("ok %d\n", checked);
+    return 0;
+}
+"""
+
+
+def test_streaming_copy_is_memcpy_at_every_alignment(native, tmp_path_factory) -> None:
+    """The copy that large puts use (non-temporal stores from the first 16-byte aligned
+    destination byte, plain copies before and after) writes memcpy's bytes and nothing beside
+    them, for every length up to 300 bytes and some beyond, at 17 offsets of either side."""
+    exe = _compile(native, tmp_path_factory, STREAMING, "streaming.c", f"-I{NATIVE / 'src'}")
+    out = _run(exe)
+    assert out.startswith("ok ") and int(out.split()[1]) > 300 * 17 * 17, out
 
 
 # --- C++ ---------------------------------------------------------------------------------------

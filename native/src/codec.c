@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "copy.h"
 #include "error.h"
 #include "hash.h"
 #include "hashthread.h"
@@ -12,7 +13,8 @@
 #define VERSION 2
 /* payloads at least this large are hashed on a second core, by the helper thread
  * (hashthread.c), while this one copies them; below it, or when the helper is busy, copy and
- * hash go step by step on this core (simai_xxh3_copy) */
+ * hash go step by step on this core (simai_xxh3_copy). Puts this large stream past the cache
+ * (copy.h). */
 #define PARALLEL_MIN ((size_t)256 << 10)
 
 static const uint8_t MAGIC[4] = {'S', 'M', 'A', 'I'};
@@ -219,13 +221,17 @@ int simai_verify(const struct simai_head *h, const void *payload)
     return simai_hash(payload, h->nbytes, h->seed) == h->checksum ? SIMAI_OK : mismatch();
 }
 
-uint64_t simai_copy_hashed(void *dst, const void *src, size_t n, uint64_t seed)
+uint64_t simai_copy_hashed(void *dst, const void *src, size_t n, uint64_t seed, int put)
 {
+    int streaming = put && n >= PARALLEL_MIN;
     if (n >= PARALLEL_MIN && simai_helper_begin(src, n, seed)) {
-        memcpy(dst, src, n); /* while the helper hashes the source on another core */
+        if (streaming) /* while the helper hashes the source on another core */
+            simai_copy_streaming(dst, src, n);
+        else
+            memcpy(dst, src, n);
         return simai_helper_end();
     }
-    return simai_xxh3_copy(dst, src, n, seed);
+    return simai_xxh3_copy(dst, src, n, seed, streaming);
 }
 
 /* --- row-major <-> column-major ------------------------------------------------------------ */

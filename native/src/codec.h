@@ -60,8 +60,9 @@ uint64_t simai_hash(const void *p, size_t n, uint64_t seed);
 /* Copy n bytes and return the XXH3-64 (seeded) of them: a large payload is hashed by the
  * helper thread (hashthread.h) on another core while this one copies it; otherwise, or when
  * the helper is busy, each chunk is hashed while it is still in the cache from its copy. So
- * verifying costs little beside the copy. */
-uint64_t simai_copy_hashed(void *dst, const void *src, size_t n, uint64_t seed);
+ * verifying costs little beside the copy. A large put (the copy into the store) streams past
+ * this core's cache (copy.h); a get's copy stays cached for the caller who reads it next. */
+uint64_t simai_copy_hashed(void *dst, const void *src, size_t n, uint64_t seed, int put);
 
 /* Copy an array of `shape` between its row-major form `c` and its column-major form `f`:
  * into `c` when to_c, else into `f`. */

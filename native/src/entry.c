@@ -53,7 +53,7 @@ static void fill(uint8_t *dst, struct simai_head *h, const struct simai_src *src
         simai_transpose(dst, (void *)src->data, h->ndim, h->shape, h->itemsize, 1);
         h->checksum = simai_hash(dst, h->nbytes, h->seed);
     } else
-        h->checksum = simai_copy_hashed(dst, src->data, h->nbytes, h->seed);
+        h->checksum = simai_copy_hashed(dst, src->data, h->nbytes, h->seed, 1);
 }
 
 int simai_put_entry(MDB_txn *txn, struct simai_env *e, const struct simai_lkey *k,
@@ -244,7 +244,7 @@ int simai_deliver(const struct simai_head *h, const uint8_t *payload, const stru
     else if (w->flags & SIMAI_COLUMN_MAJOR && h->kind == SIMAI_KIND_ARRAY) {
         if (!(rc = simai_verify(h, payload))) /* before the copy: damage is never data */
             simai_transpose((void *)payload, buf, h->ndim, h->shape, h->itemsize, 0);
-    } else if (simai_copy_hashed(buf, payload, h->nbytes, h->seed) != h->checksum) {
+    } else if (simai_copy_hashed(buf, payload, h->nbytes, h->seed, 0) != h->checksum) {
         memset(buf, 0, h->nbytes);
         rc = simai_verify(h, payload);
     } else

@@ -6,7 +6,7 @@
 #include <pthread.h>
 
 typedef uint64_t (*hash_fn)(const void *, size_t, uint64_t);
-typedef uint64_t (*copy_fn)(void *, const void *, size_t, uint64_t);
+typedef uint64_t (*copy_fn)(void *, const void *, size_t, uint64_t, int);
 
 static hash_fn hash_impl = simai_xxh3_generic;
 static copy_fn copy_impl = simai_xxh3_copy_generic;
@@ -29,8 +29,8 @@ uint64_t simai_xxh3(const void *p, size_t n, uint64_t seed)
     return hash_impl(p, n, seed);
 }
 
-uint64_t simai_xxh3_copy(void *dst, const void *src, size_t n, uint64_t seed)
+uint64_t simai_xxh3_copy(void *dst, const void *src, size_t n, uint64_t seed, int streaming)
 {
     pthread_once(&chosen, choose);
-    return copy_impl(dst, src, n, seed);
+    return copy_impl(dst, src, n, seed, streaming);
 }
