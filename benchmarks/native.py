@@ -5,11 +5,12 @@ under the temporary directory once, then the C programs in benchmarks/native/ ag
 (find_package(simai COMPONENTS torch)). Each round runs, one after another: the C client on
 the node-local store (get into a reused buffer, into a new one simai_get_alloc allocates, and
 into the caller's own malloc'd one), the Python client (store.py's producer and consumer
-processes), memcpy in C (the limit: into a reused buffer, and into new ones allocated those
-two ways), then a small TorchScript MLP called from C through libsimai_torch and from Python's
-simai.Surrogate. Every process, C and Python, runs with the environment simai gives a task it
-launches (huge pages for large allocations, simai/launch/memory.py; --bare-env leaves it
-out). Prints a Markdown report with the issue's targets.
+processes), glibc's memcpy in C (the copy the issue's targets compare with: into a reused
+buffer, and into new ones allocated those two ways), then a small TorchScript MLP called from
+C through libsimai_torch and from Python's simai.Surrogate. Every process, C and Python, runs
+with the environment simai gives a task it launches (huge pages for large allocations,
+simai/launch/memory.py; --bare-env leaves it out). Prints a Markdown report with the issue's
+targets.
 
     .venv/bin/python benchmarks/native.py --out benchmarks/results/native.md
     .venv/bin/python benchmarks/native.py --sizes 8K,1M --rounds 1 --n-small 200
@@ -58,14 +59,16 @@ ROWS: dict[str, tuple[str, str]] = {
     "python": ("simai Python", "simai.open_store(url).put / get(key) (store.py's `local` row)"),
     "memcpy": (
         "memcpy",
-        "C memcpy into n preallocated, touched slots (put) and out of them into one reused "
-        "buffer (get), in each process, no handoff: the memory-bandwidth limit",
+        "C memcpy (glibc's) into n preallocated, touched slots (put) and out of them into one "
+        "reused buffer (get), in each process, no handoff: the limit of a copy through the "
+        "cache; libsimai's puts from 256 KiB stream past the cache and can pass it",
     ),
     "memcpy-alloc": (
         "memcpy, new buffer",
         "as memcpy, but every get copies into a new buffer allocated as simai_get_alloc "
-        "allocates (advised to use huge pages: malloc up to 32 MiB, whole aligned huge pages "
-        "above), freed after",
+        "allocates a fresh one (advised to use huge pages: malloc up to 32 MiB, whole aligned "
+        "huge pages above), freed after; simai_free keeps the last one above 32 MiB for the "
+        "next get, this row does not",
     ),
     "memcpy-new": (
         "memcpy, malloc buffer",
@@ -130,6 +133,20 @@ def env_line(extra: dict[str, str], bare: bool) -> str:
     else:
         how = "as simai launches a task, which adds nothing here"
     return f"every process (C and Python) runs {how}; kernel THP mode {thp_mode()}"
+
+
+def glibc_streaming() -> str:
+    """Where glibc's memcpy starts to stream past the cache (its non-temporal threshold, set from
+    the cache sizes the CPU reports), as ld.so lists it."""
+    for loader in ("/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1"):
+        try:
+            done = subprocess.run([loader, "--list-tunables"], capture_output=True, text=True)
+        except OSError:
+            continue
+        for line in done.stdout.splitlines():
+            if line.startswith("glibc.cpu.x86_non_temporal_threshold:"):
+                return f"from {sb.fmt_size(int(line.split()[1], 16))} up"
+    return "threshold unknown"
 
 
 def shm_dir() -> str:
@@ -418,7 +435,8 @@ def main(argv: list[str] | None = None) -> int:
         f"- machine: {info['nproc']} CPUs ({info['cpu']}), {info['memory']}, Linux "
         f"{info['kernel']}; load average {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end",
         f"- software: python {info['python']}, numpy {info['numpy']}, torch {torch.__version__}, "
-        f"simai {simai.__version__}, libsimai built Release",
+        f"simai {simai.__version__}, libsimai built Release; glibc's memcpy streams past the "
+        f"cache {glibc_streaming()}, libsimai's puts from 256 KiB",
         f"- environment: {env_line(extra, args.bare_env)}",
         f"- arrays: float32 on `local://bench` (under {shm_dir()}); per size, arrays per "
         "repetition: "

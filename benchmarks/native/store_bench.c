@@ -5,8 +5,8 @@
  * BACKEND is simai:URL (get into one reused buffer), simai-new:URL (get into a new malloc'd
  * buffer each time), simai-alloc:URL (get into a new buffer simai_get_alloc allocates, freed
  * with simai_free), memcpy, memcpy-new or memcpy-alloc (each process copies into n
- * preallocated slots and out of them: the memory-bandwidth limit, as np.copyto is in
- * store.py; -new into a new malloc'd buffer, -alloc into one allocated as simai_get_alloc
+ * preallocated slots and out of them with glibc's memcpy, as np.copyto is in store.py;
+ * -new into a new malloc'd buffer, -alloc into a fresh one allocated as simai_get_alloc
  * allocates: advised to use huge pages). The process forks a
  * consumer; per size and repetition the producer puts N float32 arrays of SIZE bytes under
  * bench/SIZE/I (element 0 a per-put stamp), then the consumer gets and checks them; pipes

@@ -2,9 +2,13 @@
 #include "entry.h"
 
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <string.h>
 #include <sys/mman.h>
 
@@ -164,9 +168,13 @@ static int check_array(const struct simai_head *h, const struct simai_want *w)
  * malloc serves a size from memory freed before (its mmap threshold follows the sizes freed,
  * up to 32 MiB), which takes no faults at all: such a buffer comes from malloc, its aligned
  * 2 MiB ranges advised, as NumPy allocates Python's arrays. Above it every buffer is a fresh
- * mapping: it is made of whole huge pages, 2 MiB aligned and advised. */
+ * mapping, made of whole huge pages, 2 MiB aligned and advised; simai_alloc_free keeps the last
+ * one freed for the next buffer it can serve (kept), so that a loop which reads and frees a
+ * large value takes its faults once, as malloc's reuse gives smaller ones. */
 #define HUGE_PAGE ((size_t)2 << 20)
 #define REUSED_MAX ((size_t)32 << 20)
+
+static _Atomic(void *) kept; /* a lock would need care across fork() */
 
 static void advise_huge(void *p, size_t n)
 {
@@ -183,7 +191,7 @@ static void advise_huge(void *p, size_t n)
 void *simai_alloc(size_t n)
 {
     size_t size;
-    void *p;
+    void *p = NULL;
     if (!n)
         n = 1; /* a pointer that is not NULL, for an empty value */
     if (n <= REUSED_MAX) {
@@ -194,9 +202,29 @@ void *simai_alloc(size_t n)
     if (n > SIZE_MAX - HUGE_PAGE)
         return NULL;
     size = (n + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE; /* C11: a multiple of the alignment */
-    if ((p = aligned_alloc(HUGE_PAGE, size)))
+#ifdef __GLIBC__
+    if ((p = atomic_exchange(&kept, NULL))) {
+        size_t has = malloc_usable_size(p);
+        void *none = NULL;
+        if (has < size || has - size > size / 4) { /* too small, or much too large: keep it */
+            if (!atomic_compare_exchange_strong(&kept, &none, p))
+                free(p); /* another was kept meanwhile */
+            p = NULL;
+        }
+    }
+#endif
+    if (!p && (p = aligned_alloc(HUGE_PAGE, size)))
         advise_huge(p, size);
     return p;
+}
+
+void simai_alloc_free(void *p)
+{
+#ifdef __GLIBC__
+    if (p && malloc_usable_size(p) > REUSED_MAX && !((uintptr_t)p & (HUGE_PAGE - 1)))
+        p = atomic_exchange(&kept, p); /* and free the one kept before */
+#endif
+    free(p);
 }
 
 int simai_want_array(struct simai_want *w, const char *dtype, int ndim, const uint64_t *shape,
@@ -253,7 +281,7 @@ int simai_deliver(const struct simai_head *h, const uint8_t *payload, const stru
         ((char *)buf)[h->nbytes] = 0;
     if (w->alloc) {
         if (rc)
-            free(buf);
+            simai_alloc_free(buf);
         else
             *w->alloc = buf;
     }

@@ -75,8 +75,9 @@ int simai_want_array(struct simai_want *w, const char *dtype, int ndim, const ui
  * (freed again if anything fails). */
 int simai_deliver(const struct simai_head *h, const uint8_t *payload, const struct simai_want *w);
 
-/* A new buffer of n bytes for a payload (simai_get_alloc; freed with free()), in transparent
- * huge pages where the kernel gives them; NULL when out of memory. */
+/* A new buffer of n bytes for a payload (simai_get_alloc; freed with simai_alloc_free), in
+ * transparent huge pages where the kernel gives them; NULL when out of memory. */
 void *simai_alloc(size_t n);
+void simai_alloc_free(void *p);
 
 #endif

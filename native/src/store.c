@@ -203,7 +203,7 @@ int simai_get_alloc(simai_store *s, const char *key, void **data, simai_info *in
 
 void simai_free(void *data)
 {
-    free(data);
+    simai_alloc_free(data);
 }
 
 int simai_view_get(simai_store *s, const char *key, simai_view **view, const void **data,
