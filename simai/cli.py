@@ -534,7 +534,7 @@ def submit(args: argparse.Namespace) -> int:
 
 
 NATIVE_BUILD = (
-    "cmake -S native -B build/native -DCMAKE_INSTALL_PREFIX=PREFIX && "
+    "cmake -S native -B build/native -DCMAKE_INSTALL_PREFIX={prefix} && "
     "cmake --build build/native -j2 && cmake --install build/native"
 )
 
@@ -561,7 +561,7 @@ def native(args: argparse.Namespace) -> int:
     if "simai" not in found:
         raise CLIError(
             f"libsimai is not installed under {prefix}: build and install it from simai's "
-            f"source tree with `{NATIVE_BUILD.replace('PREFIX', str(prefix))}`"
+            f"source tree with `{NATIVE_BUILD.format(prefix=shlex.quote(str(prefix)))}`"
         )
     c = _pc_fields(found["simai"])
     words: list[str] = []

@@ -605,7 +605,9 @@ def test_simai_native_prints_the_flags_that_build_a_program(
     )
     assert nothing.returncode == 1
     assert "libsimai is not installed under" in nothing.stderr
-    assert "cmake -S native" in nothing.stderr
+    assert f"cmake -S native -B build/native -DCMAKE_INSTALL_PREFIX={tmp_path} && " in (
+        nothing.stderr
+    )
 
 
 def test_pkg_config_finds_it(native, local_store_url, tmp_path) -> None:
