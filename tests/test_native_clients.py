@@ -610,6 +610,53 @@ def test_simai_native_prints_the_flags_that_build_a_program(
     )
 
 
+FORTRAN_ONLY_CMAKE = """cmake_minimum_required(VERSION 3.18)
+project(fortran_only LANGUAGES Fortran)
+find_package(simai 0.1 REQUIRED COMPONENTS fortran)
+add_executable(fortran_only main.f90)
+target_link_libraries(fortran_only PRIVATE simai::fortran)
+"""
+
+FORTRAN_ONLY_MAIN = """program fortran_only
+  use simai
+  implicit none
+  type(simai_store) :: store
+  character(len=256) :: url
+  real(8) :: u(3, 4)
+  integer :: i, j, stat
+  call get_command_argument(1, url)
+  call simai_open(store, trim(url), stat)
+  if (stat /= SIMAI_OK) stop 1
+  do j = 1, 4
+    do i = 1, 3
+      u(i, j) = 10 * i + j
+    end do
+  end do
+  call simai_put(store, 'fortran-only/u', u, stat=stat)
+  call simai_close(store)
+  print '(a,i0)', 'put: ', stat
+end program fortran_only
+"""
+
+
+def test_a_fortran_only_cmake_project_finds_it(native, local_store_url, tmp_path) -> None:
+    """A CMake project of Fortran alone (no C enabled) finds simai::fortran, builds, and puts
+    an array Python reads with its Fortran shape."""
+    if native.fortran is None:
+        pytest.skip("no Fortran compiler: apt-get install gfortran")
+    src, build = tmp_path / "src", tmp_path / "build"
+    src.mkdir()
+    (src / "CMakeLists.txt").write_text(FORTRAN_ONLY_CMAKE)
+    (src / "main.f90").write_text(FORTRAN_ONLY_MAIN)
+    _run("cmake", "-S", src, "-B", build, f"-DCMAKE_PREFIX_PATH={native.prefix}", timeout=120)
+    _run("cmake", "--build", build, timeout=120)
+    assert _run(build / "fortran_only", local_store_url) == "put: 0\n"
+    s = simai.open_store(local_store_url)
+    u = s.get("fortran-only/u")
+    s.close()
+    assert u.shape == (3, 4) and u[2, 3] == 34 and u[0, 1] == 12
+
+
 def test_pkg_config_finds_it(native, local_store_url, tmp_path) -> None:
     """pkg-config's flags for simai build a program that opens a store and writes to it."""
     if shutil.which("pkg-config") is None:
