@@ -115,6 +115,24 @@ def test_large_view_survives_many_overwrites(local_store):
     assert np.all(local_store.get("big") == 4.0)
 
 
+def test_views_of_payloads_over_2_kib_are_16_byte_aligned(local_store):
+    """A zero-copy view (Python's view=True, C's simai_view_get: the same bytes of the same
+    mapping) of a payload over 2 KiB starts 16-byte aligned, whatever the key's length; a
+    smaller one may start at any address, as the C header says."""
+    small = set()
+    for n in (1, 8, 100, 1000, 2040, 2049, 3000, 4096, 16 << 10, (16 << 10) + 8, 1 << 20):
+        for key in ("k", "ke", "key", "keys", "k" * 17):
+            local_store.put(key, np.arange(n, dtype=np.uint8))
+            view = local_store.get(key, view=True)
+            assert np.array_equal(view, np.arange(n, dtype=np.uint8))
+            if n > 2048:
+                assert view.ctypes.data % 16 == 0, (n, key, view.ctypes.data % 16)
+            else:
+                small.add(view.ctypes.data % 16)
+            del view
+    assert small - {0, 2, 4, 6, 8, 10, 12, 14}  # an odd address: byte-aligned, not 2
+
+
 def test_readers_never_see_a_mix_of_two_large_values(local_store):
     """A writer process overwrites one key with constant-filled arrays as fast as it can;
     readers (copying and zero-copy) must only ever see arrays whose elements all agree."""

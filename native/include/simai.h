@@ -219,8 +219,9 @@ SIMAI_API void simai_free(void *data);
 /* Zero-copy read (local stores; file and redis stores give a private copy, read whole):
  * *data points at the payload inside the store's shared mapping, read-only,
  * valid until simai_view_release (a snapshot: later overwrites and deletes do not change it).
- * The checksum is verified first. Payloads over 16 KiB start 16-byte aligned; smaller ones
- * may be only 2-byte aligned (copy them, or use simai_get_array, where alignment matters).
+ * The checksum is verified first. Payloads over half a memory page (2 KiB with 4 KiB pages)
+ * start 16-byte aligned; smaller ones may start at any address, odd ones too (copy them, or
+ * use simai_get_array, where alignment matters).
  * Each live view holds one of the store's 4096 reader slots: release views you are done with. */
 SIMAI_API int simai_view_get(simai_store *store, const char *key, simai_view **view,
                              const void **data, simai_info *info);

@@ -102,7 +102,8 @@ class view {
     const simai_info &info() const { return info_; }
     std::size_t size_bytes() const { return static_cast<std::size_t>(info_.nbytes); }
     shape_t shape() const { return shape_t(info_.shape, info_.shape + info_.ndim); }
-    // The elements as T; throws unless the value is an array of T.
+    // The elements as T; throws unless the value is an array of T. A payload of half a page
+    // or less (2 KiB with 4 KiB pages) may start at any address: copy it where that matters.
     template <class T> const T *data() const
     {
         if (info_.kind != SIMAI_KIND_ARRAY || std::string(info_.dtype) != dtype_of<T>::value)
