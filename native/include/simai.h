@@ -211,9 +211,11 @@ SIMAI_API int simai_get_array(simai_store *store, const char *key, const char *d
  * it is 2 MiB aligned, whole huge pages. It is aligned at least as malloc aligns. */
 SIMAI_API int simai_get_alloc(simai_store *store, const char *key, void **data,
                               simai_info *info);
-/* Free a buffer of simai_get_alloc (NULL does nothing). The last one freed above 32 MiB is
- * kept, as malloc keeps smaller ones, and serves the next simai_get_alloc of at least 4/5 its
- * size (any thread): a loop that reads and frees a large value takes its page faults once. */
+/* Free a buffer of simai_get_alloc (NULL does nothing). With glibc, the last one freed above
+ * 32 MiB is kept, as malloc keeps smaller ones, and serves the next simai_get_alloc above
+ * 32 MiB that needs at least 4/5 of it (any thread): a loop that reads and frees a large value
+ * takes its page faults once. The kernel may reclaim a kept buffer's memory when it runs short
+ * (MADV_FREE), and libsimai frees it when it is unloaded. */
 SIMAI_API void simai_free(void *data);
 
 /* Zero-copy read (local stores; file and redis stores give a private copy, read whole):

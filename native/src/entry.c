@@ -168,13 +168,22 @@ static int check_array(const struct simai_head *h, const struct simai_want *w)
  * malloc serves a size from memory freed before (its mmap threshold follows the sizes freed,
  * up to 32 MiB), which takes no faults at all: such a buffer comes from malloc, its aligned
  * 2 MiB ranges advised, as NumPy allocates Python's arrays. Above it every buffer is a fresh
- * mapping, made of whole huge pages, 2 MiB aligned and advised; simai_alloc_free keeps the last
- * one freed for the next buffer it can serve (kept), so that a loop which reads and frees a
- * large value takes its faults once, as malloc's reuse gives smaller ones. */
+ * mapping, made of whole huge pages, 2 MiB aligned and advised; with glibc, simai_alloc_free
+ * keeps the last one freed for the next such buffer it can serve (kept), so that a loop which
+ * reads and frees a large value takes its faults once, as malloc's reuse gives smaller ones.
+ * The kernel may take a kept buffer's memory back when it runs short (MADV_FREE): then its
+ * next use takes the faults after all. */
 #define HUGE_PAGE ((size_t)2 << 20)
 #define REUSED_MAX ((size_t)32 << 20)
 
+#ifdef __GLIBC__
 static _Atomic(void *) kept; /* a lock would need care across fork() */
+
+__attribute__((destructor)) static void free_kept(void)
+{
+    free(atomic_exchange(&kept, NULL));
+}
+#endif
 
 static void advise_huge(void *p, size_t n)
 {
@@ -221,8 +230,14 @@ void *simai_alloc(size_t n)
 void simai_alloc_free(void *p)
 {
 #ifdef __GLIBC__
-    if (p && malloc_usable_size(p) > REUSED_MAX && !((uintptr_t)p & (HUGE_PAGE - 1)))
-        p = atomic_exchange(&kept, p); /* and free the one kept before */
+    size_t has = p ? malloc_usable_size(p) : 0;
+    if (has > REUSED_MAX && !((uintptr_t)p & (HUGE_PAGE - 1))) {
+#ifdef MADV_FREE
+        madvise(p, has & ~(HUGE_PAGE - 1), MADV_FREE); /* reclaimable, yet mapped */
+#endif
+        void *old = atomic_exchange(&kept, p);
+        p = old == p ? NULL : old; /* the one kept before; a second free of p frees nothing */
+    }
 #endif
     free(p);
 }
