@@ -229,6 +229,9 @@ def dragon_test_a_workflow_streams_through_a_dragon_store(tmp_path):
         r"give more memory",
     ):
         DragonStore.create(total_mem=1)
+    with pytest.raises(RuntimeError, match=r"did not answer within timeout=0.0001 s") as e:
+        DragonStore.create(timeout=0.0001)
+    assert "give more memory" not in str(e.value)
 
 
 if __name__ == "__main__":  # `dragon -s tests/test_store_dragon.py PYTEST-ARGS`

@@ -222,11 +222,19 @@ class DragonStore(Store):
                 managers_per_node, nodes, total_mem, timeout=timeout, persist_path=str(meta)
             )
         except Exception as e:
-            raise RuntimeError(
+            what = (
                 f"Dragon could not create a DDict of total_mem={total_mem} bytes for "
-                f"{managers_per_node * nodes} manager(s) ({_why(e)}); each manager needs a "
-                f"pool of its own: give more memory (the default is {DEFAULT_MEM >> 20} MiB)"
-            ) from None
+                f"{managers_per_node * nodes} manager(s) ({_why(e)})"
+            )
+            said = str(e)
+            if "DYNHEAP" in said or "pool" in said.lower():  # a manager's pool did not fit
+                what += (
+                    f"; each manager needs a pool of its own: give more memory (the default is "
+                    f"{DEFAULT_MEM >> 20} MiB)"
+                )
+            elif "timeout" in said.lower():
+                what += f"; it did not answer within timeout={timeout} s: give it longer"
+            raise RuntimeError(what) from None
         try:
             store = cls(SCHEME + ddict.serialize(), timeout=timeout, allow_pickle=allow_pickle)
         except BaseException:
